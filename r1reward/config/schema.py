@@ -1,0 +1,131 @@
+"""Typed configuration: one dataclass per role. Defaults run the tiny CPU setup end to end."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass
+class ModelConfig:
+    # A local directory in Hugging Face format or a hub id (e.g. Qwen/Qwen2.5-VL-7B-Instruct).
+    path: str = "runs/tiny-model"
+    # fp32 on the CPU: the sampler's and the learner's log-probs then differ only by kernels.
+    dtype: str = "float32"
+    freeze_vision: bool = True
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class DataConfig:
+    train_path: str = "runs/data/train.parquet"
+    schema: str = "r1reward-rl"
+    image_root: Optional[str] = None
+    eval_path: Optional[str] = None
+    eval_schema: str = "canonical"
+    min_pixels: int = 28 * 28 * 4
+    max_pixels: int = 28 * 28 * 64
+    max_prompt_tokens: int = 2048
+    # strict: stop at the first bad row with its file, row and reason; else skip and count it.
+    strict: bool = False
+    seed: int = 0
+
+
+@dataclass
+class RolloutConfig:
+    num_workers: int = 1
+    tensor_parallel_size: int = 1
+    n_samples_per_prompt: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 48
+    dtype: str = "float32"
+    enforce_eager: bool = True
+    # On the CPU this is host RAM for the KV cache; on GPU leave it 0 and use gpu_memory_utilization.
+    kv_cache_memory_bytes: int = 256 * 1024 * 1024
+    gpu_memory_utilization: float = 0.5
+    max_model_len: int = 4096
+    seed: int = 0
+
+
+@dataclass
+class RewardConfig:
+    # rule: no model (default on CPU); vllm: a judge model on its own actor; openai: an endpoint.
+    judge: str = "rule"
+    judge_model: Optional[str] = None
+    judge_url: Optional[str] = None
+    judge_api_key_env: str = "OPENAI_API_KEY"
+    judge_timeout_s: float = 30.0
+    judge_retries: int = 3
+    w_consistency: float = 0.5
+    w_format: float = 0.5
+
+
+@dataclass
+class AlgoConfig:
+    # stable_reinforce = Pre-CLIP + PPO clip; ppo = plain Reinforce++ ratio.
+    policy_loss: str = "stable_reinforce"
+    advantage_estimator: str = "reinforce++"
+    delta_min: float = 1e-3
+    delta_max: float = 1e3
+    eps_clip: float = 0.2
+    # paper: zero |A_std| > sigma; released: the released code's band around the raw mean; none.
+    advantage_filter: str = "paper"
+    filter_sigma: float = 3.0
+    kl_coef: float = 0.0
+    kl_estimator: str = "k1"
+    reward_clip: float = 10.0
+    gamma: float = 1.0
+
+
+@dataclass
+class LearnerConfig:
+    num_ranks: int = 2
+    zero_stage: int = 2
+    lr: float = 1e-4
+    min_lr_ratio: float = 0.1
+    warmup_ratio: float = 0.03
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    micro_batch_size: int = 2
+    # Optimizer steps per rollout batch = rollout_batch_size * n / train_batch_size.
+    train_batch_size: int = 8
+    epochs_per_rollout: int = 1
+    backend: str = "auto"  # auto: nccl when CUDA is visible, else gloo
+
+
+@dataclass
+class ResourcesConfig:
+    # GPUs per rollout worker (x tensor_parallel_size) and per learner rank; 0 on a CPU machine.
+    gpus_per_rollout_worker: float = 0.0
+    gpus_per_learner_rank: float = 0.0
+    cpus_per_rollout_worker: float = 1.0
+    cpus_per_learner_rank: float = 1.0
+    colocate: bool = False
+    placement_strategy: str = "PACK"
+    # A Ray address to join; empty starts (or reuses) a local Ray.
+    ray_address: str = ""
+
+
+@dataclass
+class TrainerConfig:
+    output_dir: str = "runs/tiny-cpu"
+    num_steps: int = 4
+    rollout_batch_size: int = 8
+    save_every: int = 2
+    resume: bool = False
+    seed: int = 0
+    log_every: int = 1
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)

@@ -1,0 +1,52 @@
+"""Typed config: defaults run, files and overrides merge, bad keys and types fail with their name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from r1reward.config import ConfigError, load_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_defaults_and_shipped_configs_validate():
+    assert load_config().algo.policy_loss == "stable_reinforce"
+    tiny = load_config(CONFIGS / "tiny-cpu.yaml")
+    assert tiny.learner.num_ranks == 2 and tiny.reward.judge == "rule"
+    paper = load_config(CONFIGS / "paper-qwen2.5-vl-7b.yaml")
+    assert paper.model.path == "Qwen/Qwen2.5-VL-7B-Instruct" and paper.learner.zero_stage == 3
+
+
+def test_overrides_win_over_the_file():
+    cfg = load_config(CONFIGS / "tiny-cpu.yaml", ["trainer.num_steps=7", "algo.advantage_filter=none"])
+    assert cfg.trainer.num_steps == 7 and cfg.algo.advantage_filter == "none"
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    ("rollout:\n  temprature: 1.0\n", "unknown key 'rollout.temprature'"),
+    ("nonsense: 1\n", "unknown key 'nonsense'"),
+    ("rollout:\n  temperature: hot\n", "bad value for 'rollout.temperature'"),
+    ("algo:\n  advantage_filter: sometimes\n", "'algo.advantage_filter' is 'sometimes'"),
+    ("learner:\n  num_ranks: 0\n", "'learner.num_ranks' must be > 0"),
+    ("reward:\n  judge: openai\n", "needs 'reward.judge_url'"),
+])
+def test_bad_file_names_key_and_file(tmp_path, yaml_text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert message in str(err.value) and str(path) in str(err.value)
+
+
+def test_bad_override_names_the_command_line():
+    with pytest.raises(ConfigError, match=r"command line: unknown key 'trainer\.stepz'"):
+        load_config(None, ["trainer.stepz=3"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, ["trainer.num_steps"])
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config("no/such/config.yaml")
