@@ -1,0 +1,61 @@
+"""Pure-torch algorithm core: policy losses, advantages and the rule reward (no Ray/vLLM/DeepSpeed)."""
+
+from r1reward.algo.advantages import (
+    ADVANTAGE_ESTIMATOR_REGISTRY,
+    FILTER_MODES,
+    get_advantage_estimator,
+    grpo_advantages,
+    kl_penalty,
+    normalize_and_filter,
+    register_advantage_estimator,
+    reinforce_pp_advantages,
+    reinforce_returns,
+    rloo_advantages,
+)
+from r1reward.algo.policy_loss import (
+    POLICY_LOSS_REGISTRY,
+    get_policy_loss,
+    ppo_loss,
+    register_policy_loss,
+    seq_mean_token_mean,
+    stable_reinforce_loss,
+    token_losses,
+)
+from r1reward.algo.reward import (
+    RewardParts,
+    combine,
+    format_reward,
+    parse_answer,
+    parse_choice_lenient,
+    result_reward,
+    rule_consistency,
+    score_generation,
+)
+
+__all__ = [
+    "ADVANTAGE_ESTIMATOR_REGISTRY",
+    "FILTER_MODES",
+    "POLICY_LOSS_REGISTRY",
+    "RewardParts",
+    "combine",
+    "format_reward",
+    "get_advantage_estimator",
+    "get_policy_loss",
+    "grpo_advantages",
+    "kl_penalty",
+    "normalize_and_filter",
+    "parse_answer",
+    "parse_choice_lenient",
+    "ppo_loss",
+    "register_advantage_estimator",
+    "register_policy_loss",
+    "reinforce_pp_advantages",
+    "reinforce_returns",
+    "result_reward",
+    "rloo_advantages",
+    "rule_consistency",
+    "score_generation",
+    "seq_mean_token_mean",
+    "stable_reinforce_loss",
+    "token_losses",
+]

@@ -1,0 +1,184 @@
+"""Policy-gradient losses: plain PPO/Reinforce++ clipping and StableReinforce's Pre-CLIP.
+
+Every loss has the signature ``(logp, logp_old, advantages, action_mask, **cfg) -> (loss, stats)``:
+``logp`` are the current policy's per-token log-probs ``[B, T]`` (with grad), ``logp_old`` the
+sampler's, ``advantages`` the per-token advantages and ``action_mask`` marks generated tokens.
+Losses are looked up by name (``get_policy_loss("stable_reinforce")``) in the style of verl's
+``core_algos`` so the learner stays independent of which loss the config picks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+PolicyLossFn = Callable[..., tuple[Tensor, dict[str, float]]]
+POLICY_LOSS_REGISTRY: dict[str, PolicyLossFn] = {}
+
+
+def register_policy_loss(name: str) -> Callable[[PolicyLossFn], PolicyLossFn]:
+    """Decorator: make a loss available to ``get_policy_loss(name)``."""
+
+    def decorator(fn: PolicyLossFn) -> PolicyLossFn:
+        if name in POLICY_LOSS_REGISTRY:
+            raise ValueError(f"policy loss {name!r} is already registered")
+        POLICY_LOSS_REGISTRY[name] = fn
+        return fn
+
+    return decorator
+
+
+def get_policy_loss(name: str) -> PolicyLossFn:
+    """The loss registered under ``name``; a ``KeyError`` lists the known ones."""
+    try:
+        return POLICY_LOSS_REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown policy loss {name!r}; known: {sorted(POLICY_LOSS_REGISTRY)}") from None
+
+
+@dataclass(frozen=True)
+class _Surrogate:
+    losses: Tensor  # per-token loss, 0 at masked positions
+    ratio: Tensor  # the ratio actually used (after Pre-CLIP if on)
+    log_ratio: Tensor  # raw logp - logp_old, 0 at masked positions
+    clipped: Tensor  # bool: the PPO-clipped term was the active one
+    pre_clipped: Tensor  # bool: Pre-CLIP changed the log-ratio
+
+
+def _surrogate(
+    logp: Tensor,
+    logp_old: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    eps_low: float,
+    eps_high: float,
+    log_ratio_bounds: tuple[float, float] | None,
+) -> _Surrogate:
+    # Zero the inputs at masked positions *before* exp: whatever sits there (padding garbage, inf)
+    # can then neither change the loss nor send NaN through the backward pass.
+    log_ratio = torch.where(mask, logp - logp_old, torch.zeros_like(logp))
+    adv = torch.where(mask, advantages, torch.zeros_like(advantages))
+    if log_ratio_bounds is None:
+        used = log_ratio
+    else:
+        # Pre-CLIP: bound the log-ratio so exp() can never explode on a stale token.
+        used = log_ratio.clamp(log_ratio_bounds[0], log_ratio_bounds[1])
+    ratio = torch.exp(used)
+    unclipped = -ratio * adv
+    clipped = -ratio.clamp(1.0 - eps_low, 1.0 + eps_high) * adv
+    losses = torch.where(mask, torch.maximum(unclipped, clipped), torch.zeros_like(unclipped))
+    return _Surrogate(
+        losses=losses,
+        ratio=ratio,
+        log_ratio=log_ratio,
+        clipped=mask & (clipped > unclipped),
+        pre_clipped=mask & (used != log_ratio),
+    )
+
+
+def token_losses(
+    logp: Tensor,
+    logp_old: Tensor,
+    advantages: Tensor,
+    action_mask: Tensor | None = None,
+    *,
+    eps_low: float = 0.2,
+    eps_high: float = 0.2,
+    pre_clip: bool = True,
+    delta_min: float = 1e-3,
+    delta_max: float = 1e3,
+) -> Tensor:
+    """Per-token ``-min(ratio*A, clip(ratio, 1-eps_low, 1+eps_high)*A)``; 0 where masked.
+
+    With ``pre_clip`` the ratio is ``exp(clamp(logp - logp_old, log delta_min, log delta_max))``.
+    """
+    mask = torch.ones_like(logp, dtype=torch.bool) if action_mask is None else action_mask.bool()
+    bounds = (math.log(delta_min), math.log(delta_max)) if pre_clip else None
+    return _surrogate(logp, logp_old, advantages, mask, eps_low, eps_high, bounds).losses
+
+
+def seq_mean_token_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean over each sequence's valid tokens, then mean over the sequences that have any.
+
+    Sequences with no valid token are left out of the outer mean (they carry no signal); if no
+    sequence has one the result is 0, still attached to the graph, never NaN.
+    """
+    mask = mask.bool()
+    values = torch.where(mask, values, torch.zeros_like(values))
+    counts = mask.sum(dim=-1)
+    per_seq = values.sum(dim=-1) / counts.clamp(min=1)
+    n_seqs = (counts > 0).sum().clamp(min=1)
+    return per_seq.sum() / n_seqs
+
+
+def _clip_loss(
+    logp: Tensor,
+    logp_old: Tensor,
+    advantages: Tensor,
+    action_mask: Tensor,
+    eps_low: float,
+    eps_high: float,
+    log_ratio_bounds: tuple[float, float] | None,
+) -> tuple[Tensor, dict[str, float]]:
+    mask = action_mask.bool()
+    s = _surrogate(logp, logp_old, advantages, mask, eps_low, eps_high, log_ratio_bounds)
+    loss = seq_mean_token_mean(s.losses, mask)
+    with torch.no_grad():
+        n = mask.sum().clamp(min=1)
+        ratio = s.ratio.detach()
+        lr = s.log_ratio.detach()
+        # k2 = 0.5 * log_ratio^2: non-negative, and finite for any finite gap (unlike k3's exp).
+        values = torch.stack(
+            [
+                s.clipped.sum() / n,
+                torch.where(mask, ratio, torch.zeros_like(ratio)).sum() / n,
+                torch.where(mask, ratio, torch.full_like(ratio, -math.inf)).max().clamp(min=0.0),
+                s.pre_clipped.sum() / n,
+                (0.5 * lr.square()).sum() / n,
+            ]
+        ).tolist()  # one device sync for all stats
+    names = ("clip_frac", "ratio_mean", "ratio_max", "pre_clip_frac", "approx_kl")
+    return loss, dict(zip(names, values))
+
+
+@register_policy_loss("ppo")
+def ppo_loss(
+    logp: Tensor,
+    logp_old: Tensor,
+    advantages: Tensor,
+    action_mask: Tensor,
+    *,
+    eps: float | None = None,
+    eps_low: float = 0.2,
+    eps_high: float = 0.2,
+) -> tuple[Tensor, dict[str, float]]:
+    """Reinforce++/PPO clipped surrogate with ``ratio = exp(logp - logp_old)`` (no Pre-CLIP)."""
+    if eps is not None:
+        eps_low = eps_high = eps
+    return _clip_loss(logp, logp_old, advantages, action_mask, eps_low, eps_high, None)
+
+
+@register_policy_loss("stable_reinforce")
+def stable_reinforce_loss(
+    logp: Tensor,
+    logp_old: Tensor,
+    advantages: Tensor,
+    action_mask: Tensor,
+    *,
+    eps: float | None = None,
+    eps_low: float = 0.2,
+    eps_high: float = 0.2,
+    delta_min: float = 1e-3,
+    delta_max: float = 1e3,
+) -> tuple[Tensor, dict[str, float]]:
+    """StableReinforce: PPO clip on a Pre-CLIPped ratio ``exp(clamp(log-ratio, log dmin, log dmax))``."""
+    if eps is not None:
+        eps_low = eps_high = eps
+    if not 0.0 < delta_min <= 1.0 <= delta_max:
+        raise ValueError(f"need 0 < delta_min <= 1 <= delta_max, got {delta_min}, {delta_max}")
+    bounds = (math.log(delta_min), math.log(delta_max))
+    return _clip_loss(logp, logp_old, advantages, action_mask, eps_low, eps_high, bounds)

@@ -1,0 +1,150 @@
+"""Policy losses: the paper's Pre-CLIP example, the reduction, masking and finiteness."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from r1reward.algo.policy_loss import (
+    get_policy_loss,
+    register_policy_loss,
+    seq_mean_token_mean,
+    token_losses,
+)
+
+# The paper's example (§4.1): one stale token (logp_old = -10) dominates without Pre-CLIP.
+LOGP = [-0.1] * 4
+LOGP_OLD = [-10.0, -0.2, -0.2, -5.0]
+ADV = [-1.0, -1.0, 0.5, -0.5]
+
+
+def _t(values, dtype=torch.float64):
+    return torch.tensor(values, dtype=dtype)
+
+
+def test_paper_example_without_pre_clip():
+    losses = token_losses(_t(LOGP), _t(LOGP_OLD), _t(ADV), pre_clip=False).tolist()
+    assert round(losses[0], 1) == 19930.4
+    assert round(losses[1], 1) == 1.1
+    assert round(losses[2], 2) == -0.55
+    assert round(losses[3], 1) == 67.1
+
+
+def test_paper_example_with_pre_clip_caps_the_stale_token_at_delta_max():
+    without = token_losses(_t(LOGP), _t(LOGP_OLD), _t(ADV), pre_clip=False)
+    with_clip = token_losses(_t(LOGP), _t(LOGP_OLD), _t(ADV), pre_clip=True)
+    # log-ratio 9.9 > log(1e3): ratio = exp(log 1e3) = 1000, and with A = -1 the loss is 1000.
+    assert with_clip[0].item() == pytest.approx(1000.0, rel=1e-12)
+    # the other log-ratios (0.1, 0.1, 4.9) are inside [log 1e-3, log 1e3]: unchanged.
+    assert torch.equal(with_clip[1:], without[1:])
+
+
+def test_registry_losses_on_the_paper_example():
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    args = (_t([LOGP]), _t([LOGP_OLD]), _t([ADV]), mask)
+    expected_plain = token_losses(*args[:3], pre_clip=False).mean()
+    expected_stable = token_losses(*args[:3], pre_clip=True).mean()
+    loss_ppo, stats_ppo = get_policy_loss("ppo")(*args)
+    loss_sr, stats_sr = get_policy_loss("stable_reinforce")(*args)
+    assert loss_ppo.item() == pytest.approx(expected_plain.item())
+    assert loss_sr.item() == pytest.approx(expected_stable.item())
+    assert loss_sr.item() < loss_ppo.item() / 10
+    assert stats_sr["pre_clip_frac"] == 0.25 and stats_ppo["pre_clip_frac"] == 0.0
+    assert stats_sr["ratio_max"] == pytest.approx(1000.0)
+    assert stats_ppo["ratio_max"] == pytest.approx(math.exp(9.9))
+    # KL statistic: mean of 0.5 * log_ratio^2 over the tokens.
+    log_ratios = [a - b for a, b in zip(LOGP, LOGP_OLD)]
+    assert stats_sr["approx_kl"] == pytest.approx(sum(0.5 * x * x for x in log_ratios) / 4)
+
+
+def test_unknown_and_duplicate_names():
+    with pytest.raises(KeyError, match="stable_reinforce"):
+        get_policy_loss("nope")
+    with pytest.raises(ValueError):
+        register_policy_loss("ppo")(lambda *a, **k: None)
+
+
+def test_asymmetric_eps_and_clip_fraction():
+    logp = torch.log(_t([[1.3, 0.7]]))
+    logp_old = torch.zeros(1, 2, dtype=torch.float64)
+    adv = _t([[1.0, -1.0]])
+    # ratio 1.3 with A=+1 is capped at 1+eps_high; ratio 0.7 with A=-1 at 1-eps_low.
+    losses = token_losses(logp, logp_old, adv, eps_low=0.1, eps_high=0.28)
+    assert losses[0].tolist() == pytest.approx([-1.28, 0.9])
+    losses = token_losses(logp, logp_old, adv)  # eps 0.2 both sides
+    assert losses[0].tolist() == pytest.approx([-1.2, 0.8])
+    _, stats = get_policy_loss("stable_reinforce")(logp, logp_old, adv, torch.ones(1, 2), eps=0.5)
+    assert stats["clip_frac"] == 0.0
+    _, stats = get_policy_loss("stable_reinforce")(logp, logp_old, adv, torch.ones(1, 2))
+    assert stats["clip_frac"] == 1.0
+
+
+def test_reduction_is_token_mean_per_sequence_then_sequence_mean():
+    values = _t([[1.0, 2.0, 3.0], [10.0, 0.0, 0.0], [5.0, 5.0, 5.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0], [0, 0, 0]], dtype=torch.bool)
+    # (mean(1,2,3) + mean(10)) / 2; the empty third sequence is left out and gives no NaN.
+    assert seq_mean_token_mean(values, mask).item() == pytest.approx((2.0 + 10.0) / 2)
+
+
+def test_all_empty_batch_gives_zero_and_backward_works():
+    logp = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    mask = torch.zeros(2, 3, dtype=torch.bool)
+    for name in ("ppo", "stable_reinforce"):
+        loss, stats = get_policy_loss(name)(logp, logp.detach() - 1, torch.ones(2, 3), mask)
+        loss.backward()
+        assert loss.item() == 0.0 and all(math.isfinite(v) for v in stats.values())
+        assert torch.all(logp.grad == 0)
+        logp.grad = None
+
+
+def test_pre_clipped_tokens_get_no_gradient():
+    logp = _t([LOGP]).requires_grad_(True)
+    loss, _ = get_policy_loss("stable_reinforce")(logp, _t([LOGP_OLD]), _t([ADV]), torch.ones(1, 4))
+    loss.backward()
+    assert logp.grad[0, 0].item() == 0.0  # the stale token no longer drives the update
+    assert torch.all(logp.grad[0, 1:] != 0)
+
+
+gaps = st.floats(min_value=-1e4, max_value=1e4, allow_nan=False)
+advs = st.floats(min_value=-10.0, max_value=10.0, allow_nan=False)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(gaps, advs), min_size=1, max_size=12))
+def test_pre_clip_loss_and_grad_stay_finite_for_any_gap(pairs):
+    gap = torch.tensor([p[0] for p in pairs], dtype=torch.float32)
+    adv = torch.tensor([p[1] for p in pairs], dtype=torch.float32)
+    logp = (gap - 1.0).unsqueeze(0).requires_grad_(True)
+    logp_old = torch.full_like(logp, -1.0)
+    loss, stats = get_policy_loss("stable_reinforce")(logp, logp_old, adv[None], torch.ones_like(logp))
+    loss.backward()
+    assert torch.isfinite(loss)
+    # the ratio is at most 1e3 and |A| <= 10, so no token loss can exceed 1e4
+    assert loss.abs().item() <= 1e4 * (1 + 1e-6)
+    assert torch.isfinite(logp.grad).all()
+    assert all(math.isfinite(v) for v in stats.values())
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.integers(min_value=0, max_value=2**31 - 1),
+    st.sampled_from(["ppo", "stable_reinforce"]),
+    st.sampled_from([0.0, 1e4, -1e4, math.inf, -math.inf, math.nan]),
+)
+def test_masked_tokens_never_change_the_loss(seed, name, junk):
+    g = torch.Generator().manual_seed(seed)
+    logp = -torch.rand(3, 6, generator=g, dtype=torch.float64)
+    logp_old = logp + 0.1 * torch.randn(3, 6, generator=g, dtype=torch.float64)
+    adv = torch.randn(3, 6, generator=g, dtype=torch.float64)
+    mask = torch.rand(3, 6, generator=g) < 0.6
+    loss_fn = get_policy_loss(name)
+    reference, _ = loss_fn(logp, logp_old, adv, mask)
+
+    noisy_logp = torch.where(mask, logp, torch.full_like(logp, junk)).requires_grad_(True)
+    noisy_adv = torch.where(mask, adv, torch.randn(3, 6, generator=g, dtype=torch.float64) * 1e3)
+    loss, _ = loss_fn(noisy_logp, logp_old, noisy_adv, mask)
+    loss.backward()
+    assert loss.item() == reference.item()
+    assert torch.isfinite(noisy_logp.grad).all() and torch.all(noisy_logp.grad[~mask] == 0)
