@@ -1,0 +1,104 @@
+"""Opening images from the sources records carry: paths, raw bytes or base64 data URIs. Never the network."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from r1reward.data.records import DataError, ImageSource
+
+_DATA_URI = re.compile(r"^data:(image/[\w.+-]+)?(;[\w-]+=[\w.-]+)*;base64,", re.IGNORECASE)
+# A bare base64 payload (as some datasets store images in a string column): long, base64 alphabet only.
+_BARE_BASE64 = re.compile(r"^[A-Za-z0-9+/=\s]+$")
+_BARE_BASE64_MIN_CHARS = 512
+
+
+def _is_base64_text(text: str) -> bool:
+    return bool(_DATA_URI.match(text)) or (
+        len(text) >= _BARE_BASE64_MIN_CHARS and bool(_BARE_BASE64.match(text)))
+
+
+def is_embedded(source: ImageSource) -> bool:
+    """True for sources that carry the image itself (bytes, data URI, base64 text) rather than a path."""
+    return isinstance(source, (bytes, bytearray, memoryview)) or (
+        isinstance(source, str) and _is_base64_text(source))
+
+
+def decode_base64_string(text: str) -> bytes | None:
+    """The bytes of a data URI or of a long bare base64 string; None when ``text`` is neither (a path)."""
+    if not _is_base64_text(text):
+        return None
+    match = _DATA_URI.match(text)
+    payload = text[match.end():] if match else text
+    try:
+        return base64.b64decode("".join(payload.split()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise DataError(f"invalid base64 image data: {exc}", reason="image-undecodable") from exc
+
+
+def resolve_path(source: str | Path, image_root: str | Path | None = None) -> Path:
+    """An image path made absolute: relative paths are taken relative to ``image_root`` when given."""
+    text = str(source)
+    if re.match(r"^[a-z][a-z0-9+.-]*://", text, re.IGNORECASE):
+        raise DataError(f"image URLs are not supported (no network access): {text[:200]}",
+                        reason="image-missing")
+    path = Path(text).expanduser()
+    if not path.is_absolute() and image_root is not None:
+        path = Path(image_root) / path
+    return path
+
+
+def resolve_source(source: ImageSource, image_root: str | Path | None = None) -> ImageSource:
+    """Relative paths become absolute path strings; embedded images are returned unchanged."""
+    if is_embedded(source):
+        return source
+    return str(resolve_path(source, image_root))  # type: ignore[arg-type]
+
+
+def _open(source: ImageSource, image_root: str | Path | None) -> tuple[Image.Image, str]:
+    """Open lazily (header only) and return the image with a short description for error messages."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data, where = bytes(source), f"<{len(source)} bytes>"
+    elif isinstance(source, (str, Path)):
+        embedded = decode_base64_string(source) if isinstance(source, str) else None
+        if embedded is not None:
+            data, where = embedded, "<base64 image>"
+        else:
+            path = resolve_path(source, image_root)
+            if not path.is_file():
+                raise DataError(f"image not found: {path}", reason="image-missing")
+            data, where = path.read_bytes(), str(path)
+    else:
+        raise DataError(f"unsupported image source type {type(source).__name__}", reason="image-missing")
+    try:
+        return Image.open(io.BytesIO(data)), where
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot decode image {where}: {exc}", reason="image-undecodable") from exc
+
+
+def load_image(source: ImageSource, image_root: str | Path | None = None) -> Image.Image:
+    """The image as a fully decoded RGB PIL image. Raises DataError (reason image-missing/-undecodable)."""
+    image, where = _open(source, image_root)
+    try:
+        image.load()
+        # Palette/alpha/greyscale images all become 3-channel RGB, which is what the vision tower takes.
+        return image.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot decode image {where}: {exc}", reason="image-undecodable") from exc
+
+
+def check_image(source: ImageSource, image_root: str | Path | None = None) -> None:
+    """Cheap validity check for load-time filtering: the file exists and its header/structure is sound.
+
+    Uses PIL's verify() instead of a full decode so that validating a 200K-pair dataset stays fast.
+    """
+    image, where = _open(source, image_root)
+    try:
+        image.verify()
+    except Exception as exc:  # verify() raises a variety of exception types for corrupt files
+        raise DataError(f"cannot decode image {where}: {exc}", reason="image-undecodable") from exc

@@ -1,0 +1,102 @@
+"""Turning a record into what the model reads: Qwen chat messages, prompt text, token ids and pixels.
+
+The layout matches the released R1-Reward training and evaluation: one user turn holding the image(s)
+first and then the filled Table-1 prompt, followed by the assistant generation prompt.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from r1reward.data.images import load_image
+from r1reward.data.prompt import format_prompt
+from r1reward.data.records import DataError, PreferenceRecord
+
+# Qwen2.5-VL sees 14-pixel patches merged 2x2, so image sides must be multiples of 28.
+PATCH_FACTOR = 28
+MIN_PIXELS = 4 * 28 * 28  # Qwen2.5-VL's default minimum (56 * 56)
+MAX_PIXELS = 640 * 28 * 28  # the released training script's max image pixels
+_MAX_ASPECT_RATIO = 200  # beyond this Qwen's own resize refuses the image
+
+
+def build_messages(record: PreferenceRecord) -> list[dict[str, Any]]:
+    """A single user turn: one image placeholder per image, then the filled Table-1 prompt."""
+    text = format_prompt(record.question, record.response_1, record.response_2)
+    content: list[dict[str, Any]] = [{"type": "image"} for _ in record.images]
+    content.append({"type": "text", "text": text})
+    return [{"role": "user", "content": content}]
+
+
+def render_prompt(processor: Any, record: PreferenceRecord) -> str:
+    """The prompt string the model is conditioned on (chat template with the generation prompt)."""
+    return processor.apply_chat_template(
+        build_messages(record), tokenize=False, add_generation_prompt=True
+    )
+
+
+def target_size(
+    height: int, width: int, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS,
+    factor: int = PATCH_FACTOR,
+) -> tuple[int, int]:
+    """(height, width) rounded to multiples of ``factor``, keeping the aspect ratio and the pixel
+    count within [min_pixels, max_pixels] (the same rule as Qwen's smart_resize)."""
+    if min(height, width) < 1:
+        raise DataError(f"image has no pixels: {width}x{height}", reason="image-undecodable")
+    if max(height, width) / min(height, width) > _MAX_ASPECT_RATIO:
+        raise DataError(f"image aspect ratio too extreme: {width}x{height}", reason="image-undecodable")
+    h = max(factor, round(height / factor) * factor)
+    w = max(factor, round(width / factor) * factor)
+    if h * w > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h = max(factor, math.floor(height / beta / factor) * factor)
+        w = max(factor, math.floor(width / beta / factor) * factor)
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h = math.ceil(height * beta / factor) * factor
+        w = math.ceil(width * beta / factor) * factor
+    if h * w > max_pixels:  # a very thin image: the short side was clamped up to one factor
+        h, w = (h, max(factor, max_pixels // h // factor * factor)) if h <= w else (
+            max(factor, max_pixels // w // factor * factor), w)
+    return h, w
+
+
+def resize_for_model(
+    image: Image.Image, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS
+) -> Image.Image:
+    """The image resized so that the processor will not resize it again (bounds the patch count)."""
+    height, width = target_size(image.height, image.width, min_pixels, max_pixels)
+    if (height, width) == (image.height, image.width):
+        return image
+    return image.resize((width, height), Image.Resampling.BICUBIC)
+
+
+def encode_prompt(
+    processor: Any,
+    record: PreferenceRecord,
+    image_root: str | Path | None = None,
+    min_pixels: int = MIN_PIXELS,
+    max_pixels: int = MAX_PIXELS,
+) -> dict[str, Any]:
+    """Token ids of the rendered prompt and the pixel inputs for its images.
+
+    Returns ``prompt_ids`` (list[int]), ``pixel_values`` (float tensor [patches, patch_dim]) and
+    ``image_grid_thw`` (long tensor [n_images, 3]); both tensors have zero rows for an image-less record.
+    """
+    text = render_prompt(processor, record)
+    images = [resize_for_model(load_image(s, image_root), min_pixels, max_pixels) for s in record.images]
+    if images:
+        # The same bounds go to the processor so that it keeps our (already conforming) sizes.
+        size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
+        out = processor(text=[text], images=images, size=size, return_tensors="pt")
+        pixel_values, grid = out["pixel_values"], out["image_grid_thw"].to(torch.long)
+    else:  # text only: empty pixel tensors keep the sample's shape contract for collation
+        out = processor(text=[text], return_tensors="pt")
+        ip = processor.image_processor
+        pixel_values = torch.zeros(0, 3 * ip.temporal_patch_size * ip.patch_size**2)
+        grid = torch.zeros(0, 3, dtype=torch.long)
+    return {"prompt_ids": out["input_ids"][0].tolist(), "pixel_values": pixel_values, "image_grid_thw": grid}
