@@ -112,7 +112,8 @@ def build_config(size: ModelSize, tokenizer):
         temporal_patch_size=2, window_size=112, fullatt_block_indexes=[size.vision_depth - 1],
     )
     return Qwen2_5_VLConfig(
-        text_config=text, vision_config=vision, tie_word_embeddings=True,
+        # Untied, like Qwen2.5-VL-7B: vLLM's layerwise weight reload does not re-tie a shared LM head.
+        text_config=text, vision_config=vision, tie_word_embeddings=False,
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
         bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
