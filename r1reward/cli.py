@@ -57,6 +57,28 @@ def _make_synthetic_data(args: argparse.Namespace) -> None:
     print(f"wrote {args.num} examples: " + ", ".join(str(p) for p in paths.values()))
 
 
+@command("sft-local")
+def _sft_local(args: argparse.Namespace) -> None:
+    from r1reward.learner.sft_local import sft_local
+
+    for path in (args.model_dir, args.sft_data):
+        if not Path(path).exists():
+            raise UserError(f"not found: {path}")
+    out = prepare_output_dir(args.out_dir)
+    losses = sft_local(args.model_dir, args.sft_data, out, steps=args.steps, lr=args.lr)
+    print(f"cold-start SFT: loss {losses[0]:.3f} -> {losses[-1]:.3f} over {len(losses)} steps; saved to {out}")
+
+
+@command("train")
+def _train(args: argparse.Namespace) -> None:
+    from r1reward.config import load_config
+    from r1reward.trainer.driver import Trainer
+
+    config = load_config(args.config, args.overrides)
+    result = Trainer(config).run()
+    print(f"finished at step {result['step']}; last checkpoint: {result['checkpoint']}")
+
+
 @command("print-config")
 def _print_config(args: argparse.Namespace) -> None:
     from r1reward.config import load_config, to_yaml
@@ -77,6 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir")
     p.add_argument("--num", type=int, required=True)
     p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("sft-local", help="cold-start SFT in one process (teaches the output format)")
+    p.add_argument("model_dir")
+    p.add_argument("sft_data", help="canonical JSONL with a `target` column, e.g. make-synthetic-data's sft.jsonl")
+    p.add_argument("out_dir")
+    p.add_argument("--steps", type=int, default=80)
+    p.add_argument("--lr", type=float, default=3e-3)
+
+    p = sub.add_parser("train", help="RL training (StableReinforce) on Ray: rollout, reward, learners, sync")
+    p.add_argument("--config", default=None)
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.num_steps=10")
 
     p = sub.add_parser("print-config", help="print the resolved, validated configuration")
     p.add_argument("--config", default=None)

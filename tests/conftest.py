@@ -28,6 +28,19 @@ def synthetic_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def sft_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model after a short cold-start SFT: it writes the answer format often enough that RL
+    rewards vary (a random model scores 0 everywhere, so RL would have no signal)."""
+    from r1reward.data.synthetic import make_synthetic_data
+    from r1reward.learner.sft_local import sft_local
+
+    data = make_synthetic_data(tmp_path_factory.mktemp("sft-data"), num=64, seed=1)
+    out = tmp_path_factory.mktemp("tiny-sft")
+    sft_local(tiny_model_dir, data["sft"], out, steps=80)
+    return out
+
+
+@pytest.fixture(scope="session")
 def benchmarks_dir() -> Path:
     if not SHARED_BENCHMARKS.is_dir():
         pytest.skip(f"benchmark texts not found at {SHARED_BENCHMARKS} (they come with ../shared)")

@@ -38,7 +38,7 @@ class RolloutConfig:
     n_samples_per_prompt: int = 1
     temperature: float = 1.0
     top_p: float = 1.0
-    max_new_tokens: int = 48
+    max_new_tokens: int = 64
     dtype: str = "float32"
     enforce_eager: bool = True
     # On the CPU this is host RAM for the KV cache; on GPU leave it 0 and use gpu_memory_utilization.

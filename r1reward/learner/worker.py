@@ -1,0 +1,174 @@
+"""A learner rank: a Ray actor holding one DeepSpeed engine of the reward model.
+
+It recomputes log-probs of generated tokens on the multimodal inputs, applies the StableReinforce
+update over micro-batches, saves and restores checkpoints, and sends its weights to the rollout
+workers through the sync module. Ranks form one torch.distributed group (gloo on CPU, NCCL on GPU).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from r1reward.algo import get_policy_loss
+from r1reward.config.schema import AlgoConfig, LearnerConfig, ModelConfig
+from r1reward.data.collate import collate_for_learner
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def cosine_with_warmup(total_steps: int, warmup_ratio: float, min_lr_ratio: float):
+    """The reference run's schedule: linear warm-up, then cosine down to min_lr_ratio x lr."""
+    warmup = max(1, math.ceil(total_steps * warmup_ratio)) if warmup_ratio > 0 else 0
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
+class LearnerRank:
+    def __init__(self, rank: int, world_size: int, master_address: str, master_port: int, model_path: str,
+                 model_cfg: dict, learner_cfg: dict, algo_cfg: dict, total_optimizer_steps: int, seed: int = 0) -> None:
+        self.rank, self.world_size = rank, world_size
+        self.model_cfg, self.cfg, self.algo = ModelConfig(**model_cfg), LearnerConfig(**learner_cfg), AlgoConfig(**algo_cfg)
+        cuda = torch.cuda.is_available()
+        backend = self.cfg.backend if self.cfg.backend != "auto" else ("nccl" if cuda else "gloo")
+        os.environ.update(MASTER_ADDR=master_address, MASTER_PORT=str(master_port), RANK=str(rank),
+                          WORLD_SIZE=str(world_size), LOCAL_RANK="0")
+        if not cuda:
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        import deepspeed
+        from transformers import AutoModelForImageTextToText
+
+        deepspeed.init_distributed(dist_backend=backend)
+        torch.manual_seed(seed)
+        model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=DTYPES[self.model_cfg.dtype])
+        if self.model_cfg.freeze_vision:
+            model.model.visual.requires_grad_(False)
+        if self.model_cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        self.pad_token_id = model.config.text_config.pad_token_id or 0
+        grad_accum = self.cfg.train_batch_size // (world_size * self.cfg.micro_batch_size)
+        ds_config = {
+            "train_batch_size": self.cfg.train_batch_size,
+            "train_micro_batch_size_per_gpu": self.cfg.micro_batch_size,
+            "gradient_accumulation_steps": grad_accum,
+            "gradient_clipping": self.cfg.grad_clip,
+            "zero_optimization": {"stage": self.cfg.zero_stage},
+            "optimizer": {"type": "AdamW", "params": {
+                "lr": self.cfg.lr, "betas": list(self.cfg.adam_betas), "weight_decay": self.cfg.weight_decay,
+                "torch_adam": True}},
+            "bf16": {"enabled": self.model_cfg.dtype == "bfloat16"},
+            "steps_per_print": 10**9,
+            "wall_clock_breakdown": False,
+        }
+        schedule = cosine_with_warmup(total_optimizer_steps, self.cfg.warmup_ratio, self.cfg.min_lr_ratio)
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=ds_config,
+            lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, schedule))
+        self.device = self.engine.device
+        self.weight_sender = None
+
+    # --- log-probs ------------------------------------------------------------------------------
+    def _forward_logprobs(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Log-prob of each next token, [B, T-1], aligned with the batch's action mask."""
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        if batch.get("pixel_values") is not None:
+            inputs.update(pixel_values=batch["pixel_values"], image_grid_thw=batch["image_grid_thw"])
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        logits = self.engine(**inputs, use_cache=False).logits[:, :-1].float()
+        targets = inputs["input_ids"][:, 1:]
+        return torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+    def _micro_batches(self, samples: list[dict[str, Any]]):
+        size = self.cfg.micro_batch_size
+        for start in range(0, len(samples), size):
+            yield collate_for_learner(samples[start:start + size], self.pad_token_id)
+
+    @torch.no_grad()
+    def compute_logprobs(self, samples: list[dict[str, Any]]) -> list[list[float]]:
+        """The current policy's log-probs of each sample's completion tokens."""
+        self.engine.eval()
+        out: list[list[float]] = []
+        for batch in self._micro_batches(samples):
+            logp = self._forward_logprobs(batch).cpu()
+            mask = batch["action_mask"]
+            out.extend(logp[i][mask[i]].tolist() for i in range(logp.shape[0]))
+        return out
+
+    # --- the update -----------------------------------------------------------------------------
+    def train(self, samples: list[dict[str, Any]]) -> dict[str, float]:
+        """One pass per epoch over this rank's samples (which carry `old_logprobs` and `advantages`)."""
+        self.engine.train()
+        loss_fn = get_policy_loss(self.algo.policy_loss)
+        loss_kwargs = {"eps": self.algo.eps_clip}
+        if self.algo.policy_loss == "stable_reinforce":
+            loss_kwargs.update(delta_min=self.algo.delta_min, delta_max=self.algo.delta_max)
+        totals: dict[str, float] = {}
+        count, skipped = 0, 0
+        for _ in range(self.cfg.epochs_per_rollout):
+            for batch in self._micro_batches(samples):
+                mask = batch["action_mask"].to(self.device)
+                logp = self._forward_logprobs(batch)
+                loss, stats = loss_fn(logp, batch["old_logprobs"].to(self.device), batch["advantages"].to(self.device),
+                                      mask, **loss_kwargs)
+                finite = torch.tensor([float(torch.isfinite(loss))])
+                torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+                if finite.item() < 1:  # every rank drops this micro-batch's contribution together
+                    loss, skipped = loss * 0.0, skipped + 1
+                    loss = torch.nan_to_num(loss, nan=0.0, posinf=0.0, neginf=0.0)
+                self.engine.backward(loss)
+                self.engine.step()
+                stats = {**stats, "loss": float(loss.detach())}
+                for key, value in stats.items():
+                    totals[key] = totals.get(key, 0.0) + float(value)
+                count += 1
+        means = {k: v / max(1, count) for k, v in totals.items()}
+        grad_norm = self.engine.get_global_grad_norm()
+        means.update(nonfinite_skipped=float(skipped), lr=float(self.scheduler.get_last_lr()[0]),
+                     grad_norm=float(grad_norm) if grad_norm is not None else float("nan"))
+        return means
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    def save(self, directory: str, tag: str, hf_dir: str | None = None) -> None:
+        """DeepSpeed state (all ranks) and, on rank 0, a Hugging Face model loadable by vLLM."""
+        self.engine.save_checkpoint(directory, tag=tag)
+        state = self._full_state_dict()
+        if self.rank == 0 and hf_dir is not None:
+            self.engine.module.save_pretrained(hf_dir, state_dict=state)
+
+    def _full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        module = self.engine.module
+        if self.cfg.zero_stage != 3:
+            return {k: v.detach().cpu() for k, v in module.state_dict().items()} if self.rank == 0 else None
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+            return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()} if self.rank == 0 else None
+
+    def load(self, directory: str, tag: str) -> None:
+        path, _ = self.engine.load_checkpoint(directory, tag=tag)
+        if path is None:
+            raise FileNotFoundError(f"no DeepSpeed checkpoint {tag!r} under {directory}")
+
+    # --- weight sync ----------------------------------------------------------------------------
+    def init_weight_sync(self, client: Any, master_address: str, master_port: int) -> None:
+        from r1reward.sync.transfer import TrainableSource, connect_trainer
+
+        only_trainable = self.model_cfg.freeze_vision  # a frozen tower never changes: do not resend it
+        self.weight_sender = connect_trainer(client, TrainableSource(self.engine.module, only_trainable),
+                                             self.rank, master_address, master_port)
+
+    def push_weights(self) -> list[tuple[int, int]]:
+        self.weight_sender.send_weights()
+        return list(getattr(self.weight_sender, "sent_checksums", []))
+
+    def ready(self) -> bool:
+        return True

@@ -1,0 +1,105 @@
+"""A rollout worker: a Ray actor that owns one vLLM engine and generates reasoning chains.
+
+It takes rendered prompts with their images and returns, per generation, the token ids, the text and
+the sampler's log-probs. Weight updates arrive through vLLM's own weight-transfer API: the four
+`*_weight_*` methods below only forward to the engine.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from typing import Any
+
+from r1reward.config.schema import RolloutConfig
+
+# A random model can sample vision special tokens; a completion holding one breaks the learner's
+# forward ("image features and image tokens do not match"), so they are banned at sampling.
+VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+
+
+def default_transfer_backend() -> str:
+    import torch
+
+    return "nccl" if torch.cuda.is_available() else "r1reward_gloo"
+
+
+class RolloutWorker:
+    """Wrapped with `ray.remote` by the caller so resources come from the placement plan."""
+
+    def __init__(self, model_path: str, cfg: dict[str, Any], mm_pixels: tuple[int, int],
+                 max_images: int = 4, transfer_backend: str | None = None) -> None:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        from vllm import LLM
+        from vllm.config import WeightTransferConfig
+
+        self.cfg = RolloutConfig(**cfg)
+        memory = ({"kv_cache_memory_bytes": self.cfg.kv_cache_memory_bytes} if self.cfg.kv_cache_memory_bytes
+                  else {"gpu_memory_utilization": self.cfg.gpu_memory_utilization})
+        self.llm = LLM(
+            model=model_path, dtype=self.cfg.dtype, seed=self.cfg.seed, enforce_eager=self.cfg.enforce_eager,
+            tensor_parallel_size=self.cfg.tensor_parallel_size, max_model_len=self.cfg.max_model_len,
+            limit_mm_per_prompt={"image": max_images, "video": 0},
+            mm_processor_kwargs={"min_pixels": mm_pixels[0], "max_pixels": mm_pixels[1]},
+            weight_transfer_config=WeightTransferConfig(backend=transfer_backend or default_transfer_backend()),
+            worker_extension_cls="r1reward.sync.worker_extension.WeightSyncExtension",
+            **memory)
+        tokenizer = self.llm.get_tokenizer()
+        self.banned_ids = [tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS
+                           if tokenizer.convert_tokens_to_ids(t) is not None]
+
+    def generate(self, prompts: list[dict[str, Any]], n: int = 1, temperature: float | None = None,
+                 top_p: float | None = None, max_tokens: int | None = None,
+                 seeds: list[int] | None = None) -> list[dict[str, Any]]:
+        """prompts: [{"prompt": rendered text, "images": [PIL images]}]. With `seeds` (one per prompt)
+        the samples are reproducible whatever the batch. Returns one dict per prompt with
+        `prompt_token_ids` and `generations` (n dicts of `token_ids`, `logprobs`, `text`, `finish_reason`)."""
+        from vllm import SamplingParams
+
+        def params(seed: int | None) -> SamplingParams:
+            return SamplingParams(
+                n=n, temperature=self.cfg.temperature if temperature is None else temperature,
+                top_p=self.cfg.top_p if top_p is None else top_p,
+                max_tokens=max_tokens or self.cfg.max_new_tokens, logprobs=0, seed=seed,
+                logit_bias={i: -100.0 for i in self.banned_ids})
+
+        inputs = [{"prompt": p["prompt"], "multi_modal_data": {"image": p["images"]}} if p.get("images")
+                  else {"prompt": p["prompt"]} for p in prompts]
+        sampling = [params(s) for s in seeds] if seeds is not None else params(None)
+        outputs = self.llm.generate(inputs, sampling, use_tqdm=False)
+        results = []
+        for out in outputs:
+            generations = []
+            for completion in out.outputs:
+                ids = list(completion.token_ids)
+                logprobs = [step[token].logprob for step, token in zip(completion.logprobs, ids)]
+                generations.append({"token_ids": ids, "logprobs": logprobs, "text": completion.text,
+                                    "finish_reason": completion.finish_reason})
+            results.append({"prompt_token_ids": list(out.prompt_token_ids), "generations": generations})
+        return results
+
+    # --- weight sync: vLLM's weight-transfer API, forwarded -------------------------------------
+    def init_weight_transfer_engine(self, init_info: dict[str, Any]) -> None:
+        self.llm.init_weight_transfer_engine({"init_info": init_info})
+
+    def start_weight_update(self) -> None:
+        self.llm.start_weight_update()
+
+    def update_weights(self, update_info: dict[str, Any]) -> None:
+        self.llm.update_weights({"update_info": update_info})
+
+    def finish_weight_update(self, weight_version: str | None = None) -> None:
+        self.llm.finish_weight_update(weight_version)
+        # Cached image embeddings and prefixes were computed with the old weights.
+        self.llm.reset_prefix_cache()
+        engine = self.llm.llm_engine
+        for reset in ("reset_mm_cache", "reset_encoder_cache"):
+            if hasattr(engine, reset):
+                getattr(engine, reset)()
+
+    def received_checksums(self) -> list[list[tuple[int, int]]]:
+        """What each vLLM worker process received in the last gloo update (for tests and logs)."""
+        return self.llm.collective_rpc("r1reward_received_checksums")
+
+    def ready(self) -> bool:
+        return True

@@ -1,0 +1,68 @@
+"""Pack named tensors into flat byte buckets, unpack them, and checksum them.
+
+Weights travel in a few large collectives instead of one per parameter. The checksum is computed on
+the device from the raw bytes, so the sender and every receiver can prove a transfer bit-identical.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import torch
+
+DEFAULT_BUCKET_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    name: str
+    dtype: str  # torch dtype name without the "torch." prefix, e.g. "float32"
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        numel = 1
+        for d in self.shape:
+            numel *= d
+        return numel * torch.empty((), dtype=getattr(torch, self.dtype)).element_size()
+
+
+def plan_buckets(metas: list[TensorMeta], bucket_bytes: int = DEFAULT_BUCKET_BYTES) -> list[list[TensorMeta]]:
+    """Greedy split in order; a tensor larger than the bucket gets a bucket of its own."""
+    buckets: list[list[TensorMeta]] = []
+    size = 0
+    for meta in metas:
+        if buckets and size + meta.nbytes <= bucket_bytes:
+            buckets[-1].append(meta)
+            size += meta.nbytes
+        else:
+            buckets.append([meta])
+            size = meta.nbytes
+    return buckets
+
+
+def pack(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
+    """Concatenate the raw bytes of contiguous tensors into one uint8 tensor."""
+    return torch.cat([t.detach().contiguous().reshape(-1).view(torch.uint8) for t in tensors])
+
+
+def unpack(flat: torch.Tensor, metas: list[TensorMeta]) -> Iterator[tuple[str, torch.Tensor]]:
+    offset = 0
+    for meta in metas:
+        chunk = flat[offset: offset + meta.nbytes]
+        offset += meta.nbytes
+        yield meta.name, chunk.view(getattr(torch, meta.dtype)).reshape(meta.shape)
+    if offset != flat.numel():
+        raise RuntimeError(f"bucket holds {flat.numel()} bytes but its tensors need {offset}")
+
+
+def checksum(flat: torch.Tensor) -> tuple[int, int]:
+    """(sum, position-weighted sum) of the bucket's 32-bit words, wrapping in int64: any flipped,
+    lost or reordered word changes it. Runs on the bucket's device."""
+    pad = (-flat.numel()) % 4
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    words = flat.view(torch.int32).to(torch.int64)
+    weights = torch.arange(1, words.numel() + 1, device=words.device, dtype=torch.int64)
+    return int(words.sum()), int((words * weights).sum())

@@ -1,0 +1,177 @@
+"""A gloo weight-transfer backend for vLLM's weight-transfer API, so a CPU engine syncs like a GPU one.
+
+vLLM ships `nccl` and `ipc` engines; this adds `r1reward_gloo` through vLLM's engine factory (see
+`vllm_plugin.py`). The trainer's rank 0 broadcasts packed buckets over a gloo group that it forms with
+every inference worker; after the buckets it broadcasts their checksums, and each worker refuses an
+update whose bytes differ. Received tensors go through vLLM's layerwise reload, which restores the
+checkpoint layout that the CPU backend repacked for oneDNN and repacks it again.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any, ClassVar
+
+import torch
+from vllm.distributed.weight_transfer.base import (
+    TrainerInitInfo, TrainerWeightTransferEngine, VLLMWeightSyncClient, WeightSource, WeightTransferEngine,
+    WeightTransferInitInfo, WeightTransferUpdateInfo,
+)
+
+from r1reward.sync.buckets import DEFAULT_BUCKET_BYTES, TensorMeta, checksum, pack, plan_buckets, unpack
+
+BACKEND = "r1reward_gloo"
+TIMEOUT = timedelta(minutes=10)
+
+
+def _gloo_group(host: str, port: int, rank: int, world_size: int):
+    from vllm.distributed.utils import stateless_init_torch_distributed_process_group
+
+    return stateless_init_torch_distributed_process_group(
+        host, port, rank, world_size, backend="gloo", timeout=TIMEOUT)
+
+
+def _broadcast(group, tensor: torch.Tensor) -> None:
+    # The group is not registered globally, so call the ProcessGroup itself (root = trainer, rank 0).
+    group.broadcast(tensor, 0).wait()
+
+
+@dataclass
+class GlooWorkerInitInfo(WeightTransferInitInfo):
+    master_address: str
+    master_port: int
+    rank_offset: int
+    world_size: int
+
+
+@dataclass
+class GlooUpdateInfo(WeightTransferUpdateInfo):
+    names: list[str]
+    dtype_names: list[str]
+    shapes: list[list[int]]
+    bucket_bytes: int = DEFAULT_BUCKET_BYTES
+
+
+class GlooWeightTransferEngine(WeightTransferEngine[GlooWorkerInitInfo, GlooUpdateInfo]):
+    """The inference-worker side: join the group, receive buckets, verify, load."""
+
+    init_info_cls = GlooWorkerInitInfo
+    update_info_cls = GlooUpdateInfo
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.group = None
+        self.received_checksums: list[tuple[int, int]] = []
+
+    def init_transfer_engine(self, init_info: GlooWorkerInitInfo) -> None:
+        parallel = self.parallel_config
+        worker_rank = parallel.data_parallel_index * parallel.world_size + parallel.rank
+        self.group = _gloo_group(init_info.master_address, init_info.master_port,
+                                 init_info.rank_offset + worker_rank, init_info.world_size)
+
+    def start_weight_update(self) -> None:
+        from vllm.model_executor.model_loader.reload import initialize_layerwise_reload
+
+        initialize_layerwise_reload(self.model)
+
+    def finish_weight_update(self) -> None:
+        from vllm.model_executor.model_loader.reload import finalize_layerwise_reload
+
+        finalize_layerwise_reload(self.model, self.model_config)
+
+    def update_weights(self, update_info: dict[str, Any]) -> None:
+        # The base class synchronises an accelerator, which a CPU worker does not have.
+        self.receive_weights(self.parse_update_info(update_info))
+
+    def receive_weights(self, update_info: GlooUpdateInfo) -> None:
+        if self.group is None:
+            raise RuntimeError("gloo weight transfer is not initialised: call init_weight_transfer_engine first")
+        metas = [TensorMeta(n, d, tuple(s)) for n, d, s in
+                 zip(update_info.names, update_info.dtype_names, update_info.shapes)]
+        got: list[tuple[int, int]] = []
+        for bucket in plan_buckets(metas, update_info.bucket_bytes):
+            flat = torch.empty(sum(m.nbytes for m in bucket), dtype=torch.uint8, device=self.device)
+            _broadcast(self.group, flat)
+            got.append(checksum(flat))
+            self.model.load_weights(list(unpack(flat, bucket)))
+        sent = torch.empty((len(got), 2), dtype=torch.int64)
+        _broadcast(self.group, sent)
+        self.received_checksums = got
+        if [tuple(row) for row in sent.tolist()] != got:
+            raise RuntimeError("weight sync corrupted: received bucket checksums differ from the sender's")
+
+    def shutdown(self) -> None:
+        self.group = None
+
+
+@dataclass
+class GlooTrainerInitInfo(TrainerInitInfo):
+    backend: ClassVar[str] = BACKEND
+    master_address: str
+    master_port: int
+    world_size: int
+    bucket_bytes: int = DEFAULT_BUCKET_BYTES
+
+
+class GlooTrainerWeightTransferEngine(TrainerWeightTransferEngine[GlooTrainerInitInfo]):
+    """The trainer side: rank 0 forms the group with the workers and broadcasts from the source."""
+
+    init_info_cls = GlooTrainerInitInfo
+
+    def __init__(self, *, client: VLLMWeightSyncClient, source: WeightSource, is_sender: bool,
+                 bucket_bytes: int) -> None:
+        super().__init__(client=client, source=source, is_sender=is_sender)
+        self.bucket_bytes = bucket_bytes
+        self.group = None
+        self.sent_checksums: list[tuple[int, int]] = []
+
+    @classmethod
+    def trainer_init(cls, init_info: GlooTrainerInitInfo, *, client: VLLMWeightSyncClient,
+                     source: WeightSource | None = None) -> "GlooTrainerWeightTransferEngine":
+        if source is None:
+            raise ValueError("the gloo trainer engine needs a WeightSource")
+        engine = cls(client=client, source=source, is_sender=init_info.is_sender,
+                     bucket_bytes=init_info.bucket_bytes)
+        if engine.is_sender:
+            worker_info = GlooWorkerInitInfo(init_info.master_address, init_info.master_port, 1,
+                                             init_info.world_size)
+            with ThreadPoolExecutor(max_workers=1) as pool:  # both sides block in the rendezvous
+                joined = pool.submit(client.init_weight_transfer_engine, asdict(worker_info))
+                engine.group = _gloo_group(init_info.master_address, init_info.master_port, 0,
+                                           init_info.world_size)
+                joined.result()
+        return engine
+
+    def send_weights(self) -> None:
+        metas = [TensorMeta(m.name, str(m.dtype).removeprefix("torch."), tuple(m.shape))
+                 for m in self.source.metadata()]
+        if not self.is_sender:
+            for _ in self.source:  # keep any collective inside the source (ZeRO-3 gathers) aligned
+                pass
+            return
+        info = GlooUpdateInfo([m.name for m in metas], [m.dtype for m in metas], [list(m.shape) for m in metas],
+                              self.bucket_bytes)
+        self.client.start_weight_update()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            received = pool.submit(self.client.update_weights, asdict(info))
+            self.sent_checksums = self._broadcast_buckets(metas)
+            received.result()
+        self.client.finish_weight_update()
+
+    def _broadcast_buckets(self, metas: list[TensorMeta]) -> list[tuple[int, int]]:
+        source = iter(self.source)
+        sums = []
+        for bucket in plan_buckets(metas, self.bucket_bytes):
+            tensors = []
+            for meta in bucket:
+                name, tensor = next(source)
+                if name != meta.name:
+                    raise RuntimeError(f"weight source yielded {name!r}, expected {meta.name!r}")
+                tensors.append(tensor.detach().to("cpu"))
+            flat = pack(tensors)
+            sums.append(checksum(flat))
+            _broadcast(self.group, flat)
+        _broadcast(self.group, torch.tensor(sums, dtype=torch.int64).reshape(len(sums), 2))
+        return sums

@@ -1,0 +1,249 @@
+"""The training driver: one readable loop over the paper's algorithm box.
+
+    generate (rollout workers) -> score (reward actor) -> experience (old log-probs, returns,
+    advantage filter) -> update (learner ranks) -> sync weights (learners -> rollout workers)
+
+Actors, placement and checkpoints are set up here; the maths lives in `r1reward.algo` and
+`r1reward.trainer.experience`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from r1reward.config.schema import Config
+from r1reward.errors import UserError
+from r1reward.trainer.experience import assign_advantages, logprob_gap, make_samples, prepare_prompt
+from r1reward.trainer.metrics import MetricsLogger, format_timings
+
+STATE_FILE = "trainer_state.json"
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    done = [p.parent for p in (output_dir / "checkpoints").glob(f"step_*/{STATE_FILE}")]
+    return max(done, key=lambda p: int(p.name.split("_")[1]), default=None)
+
+
+def _bundle_node_ip(pg, bundle: int) -> str:
+    """The address of the node holding a bundle: learner rank 0 listens there for the other ranks."""
+    import ray
+
+    node_id = ray.util.placement_group_table(pg)["bundles_to_node_id"][bundle]
+    return next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id)
+
+
+def _split(items: list, parts: int) -> list[list]:
+    size = -(-len(items) // parts)
+    return [items[i * size:(i + 1) * size] for i in range(parts)]
+
+
+class Trainer:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.output_dir = Path(config.trainer.output_dir)
+        self.timings: dict[str, float] = {}
+        self.step = 0
+
+    @contextmanager
+    def _phase(self, name: str):
+        start = time.perf_counter()
+        yield
+        self.timings[name] = time.perf_counter() - start
+
+    # --- set-up ---------------------------------------------------------------------------------
+    def _load_data(self):
+        from transformers import AutoProcessor
+
+        from r1reward.data.dataset import PreferenceDataset
+
+        cfg = self.config
+        if not Path(cfg.model.path).exists() and cfg.model.path.startswith(("/", ".", "runs/")):
+            raise UserError(f"model.path does not exist: {cfg.model.path}")
+        self.processor = AutoProcessor.from_pretrained(cfg.model.path)
+        tokens = lambda record: len(self.processor.tokenizer(record.question + record.response_1 + record.response_2).input_ids)
+        self.dataset = PreferenceDataset.from_file(
+            cfg.data.train_path, cfg.data.schema, swap_seed=cfg.data.seed, image_root=cfg.data.image_root,
+            strict=cfg.data.strict, max_prompt_tokens=cfg.data.max_prompt_tokens, token_counter=tokens)
+        if len(self.dataset) == 0:
+            raise UserError(f"no usable rows in {cfg.data.train_path}")
+
+    def _start_actors(self) -> None:
+        import ray
+        from vllm.utils.network_utils import get_open_port
+
+        from r1reward.launch.plan import make_plan
+        from r1reward.learner.worker import LearnerRank
+        from r1reward.reward.actor import RewardActor
+        from r1reward.rollout.worker import RolloutWorker
+        from r1reward.sync.transfer import RayRolloutClient
+        from r1reward.trainer.placement import create_placement_group, slot_options, validate_cluster
+
+        cfg = self.config
+        plan = make_plan(cfg)
+        validate_cluster(plan)  # a clear error before any actor starts
+        self.placement_group, _ = create_placement_group(plan)
+        pg = self.placement_group
+        pixels = (cfg.data.min_pixels, cfg.data.max_pixels)
+        self.rollout = [ray.remote(RolloutWorker).options(**slot_options(pg, slot)).remote(
+            cfg.model.path, asdict(cfg.rollout), pixels) for slot in plan.role_slots("rollout")]
+        judge = None
+        if cfg.reward.judge == "vllm":  # the judge model gets its planned slot (a GPU on a cluster)
+            from r1reward.reward.actor import make_judge_actor_class
+
+            judge = make_judge_actor_class().options(**slot_options(pg, plan.role_slots("judge")[0])).remote(
+                cfg.reward.judge_model, kv_cache_memory_bytes=cfg.rollout.kv_cache_memory_bytes,
+                gpu_memory_utilization=cfg.rollout.gpu_memory_utilization)
+        self.reward = ray.remote(RewardActor).options(**slot_options(pg, plan.role_slots("reward")[0])).remote(
+            asdict(cfg.reward), judge)
+        samples = cfg.trainer.rollout_batch_size * cfg.rollout.n_samples_per_prompt
+        optimizer_steps = cfg.trainer.num_steps * cfg.learner.epochs_per_rollout * samples // cfg.learner.train_batch_size
+        learner_slots = plan.role_slots("learner")
+        master = (_bundle_node_ip(pg, learner_slots[0].bundle), get_open_port())
+        self.learners = [ray.remote(LearnerRank).options(**slot_options(pg, slot)).remote(
+            slot.rank, cfg.learner.num_ranks, *master, cfg.model.path, asdict(cfg.model), asdict(cfg.learner),
+            asdict(cfg.algo), optimizer_steps, cfg.trainer.seed) for slot in learner_slots]
+        ray.get([actor.ready.remote() for actor in [*self.rollout, *self.learners]])
+        client = RayRolloutClient(self.rollout, cfg.rollout.tensor_parallel_size)
+        sync_master = (master[0], get_open_port())  # rank 0 of the sync group is learner rank 0
+        ray.get([learner.init_weight_sync.remote(client, *sync_master) for learner in self.learners])
+
+    # --- one step -------------------------------------------------------------------------------
+    def _records_for(self, step: int):
+        """The step's slice of the data; the epoch (and so the position swap) follows from the step."""
+        batch = self.config.trainer.rollout_batch_size
+        records = []
+        for position in range(step * batch, (step + 1) * batch):
+            epoch, index = divmod(position, len(self.dataset))
+            if self.dataset.epoch != epoch:
+                self.dataset.set_epoch(epoch)
+            records.append(self.dataset[index])
+        return records
+
+    def _generate(self, prompts: list[dict[str, Any]], step: int) -> list[dict[str, Any]]:
+        import ray
+
+        cfg = self.config
+        seeds = [cfg.trainer.seed * 1_000_003 + step * 10_007 + i for i in range(len(prompts))]
+        chunks, seed_chunks = _split(prompts, len(self.rollout)), _split(seeds, len(self.rollout))
+        refs = [w.generate.remote(c, n=cfg.rollout.n_samples_per_prompt, seeds=s)
+                for w, c, s in zip(self.rollout, chunks, seed_chunks) if c]
+        return [r for part in ray.get(refs) for r in part]
+
+    def _on_learners(self, method: str, samples: list[dict[str, Any]]) -> list[Any]:
+        import ray
+
+        return ray.get([getattr(l, method).remote(part) for l, part in zip(self.learners, _split(samples, len(self.learners)))])
+
+    def train_step(self, step: int) -> dict[str, float]:
+        import ray
+
+        cfg = self.config
+        with self._phase("prepare"):
+            prompts = [prepare_prompt(self.processor, r, cfg.data.min_pixels, cfg.data.max_pixels)
+                       for r in self._records_for(step)]
+        with self._phase("generate"):
+            samples = make_samples(prompts, self._generate(prompts, step))
+        with self._phase("reward"):
+            scores = ray.get(self.reward.score.remote([s["text"] for s in samples], [s["label"] for s in samples]))
+        with self._phase("experience"):
+            for sample, logp in zip(samples, [x for part in self._on_learners("compute_logprobs", samples) for x in part]):
+                sample["old_logprobs"] = logp
+            metrics = {**assign_advantages(samples, scores["reward"], cfg.algo, cfg.rollout.n_samples_per_prompt),
+                       **logprob_gap(samples)}
+        with self._phase("train"):
+            for sample in samples:  # what the learner does not need stays here
+                for key in ("sampler_logprobs", "text", "label", "prompt_index"):
+                    sample.pop(key, None)
+            parts = self._on_learners("train", samples)
+        with self._phase("sync"):
+            ray.get([l.push_weights.remote() for l in self.learners])
+        lengths = [len(s["completion_ids"]) for s in samples]
+        metrics.update({k: sum(p[k] for p in parts) / len(parts) for k in parts[0]})
+        metrics.update({
+            "reward/mean": scores["reward_mean"], "reward/format_rate": scores["format_rate"],
+            "reward/result_rate": scores["result_rate"], "reward/consistency_mean": scores["consistency_mean"],
+            "reward/judge_failures": float(scores["judge_failures"]), "reward/parse_failures": float(scores["parse_failures"]),
+            "response_length/mean": sum(lengths) / len(lengths), "response_length/max": float(max(lengths)),
+            **{f"time/{k}": v for k, v in self.timings.items()}})
+        return metrics
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    def save_checkpoint(self, step: int) -> Path:
+        import ray
+
+        directory = self.output_dir / "checkpoints" / f"step_{step}"
+        hf_dir = directory / "hf"
+        ray.get([l.save.remote(str(directory / "deepspeed"), f"step_{step}", str(hf_dir)) for l in self.learners])
+        self.processor.save_pretrained(hf_dir)
+        state = {"step": step, "samples_seen": step * self.config.trainer.rollout_batch_size,
+                 "config": asdict(self.config)}
+        (directory / STATE_FILE).write_text(json.dumps(state, indent=1))  # written last: marks it complete
+        return directory
+
+    def _resume(self) -> None:
+        import ray
+
+        checkpoint = latest_checkpoint(self.output_dir)
+        if checkpoint is None:
+            return
+        self.step = json.loads((checkpoint / STATE_FILE).read_text())["step"]
+        ray.get([l.load.remote(str(checkpoint / "deepspeed"), checkpoint.name) for l in self.learners])
+        ray.get([l.push_weights.remote() for l in self.learners])  # the rollout workers start from the base model
+        print(f"resumed from {checkpoint} at step {self.step}")
+
+    # --- the loop -------------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Data, Ray, placement, actors, first sync on resume. Errors here come before any training."""
+        import ray
+
+        cfg = self.config
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        (self.output_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+        self._load_data()
+        if not ray.is_initialized():
+            ray.init(address=cfg.resources.ray_address or None, include_dashboard=False)
+        self._start_actors()
+        if cfg.trainer.resume:
+            self._resume()
+
+    def fit(self) -> dict[str, Any]:
+        import ray
+
+        cfg = self.config
+        logger = MetricsLogger(self.output_dir, cfg.trainer.num_steps, self.step)
+        last_saved = latest_checkpoint(self.output_dir)
+        try:
+            while self.step < cfg.trainer.num_steps:
+                metrics = self.train_step(self.step)
+                self.step += 1
+                logger.log(self.step, metrics)
+                if self.step % cfg.trainer.save_every == 0 or self.step == cfg.trainer.num_steps:
+                    last_saved = self.save_checkpoint(self.step)
+        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as error:
+            hint = f"; resume from {last_saved} with trainer.resume=true" if last_saved else ""
+            raise UserError(f"training stopped at step {self.step + 1}: {str(error).splitlines()[0]}{hint}") from error
+        finally:
+            logger.close()
+        print(format_timings(self.timings))
+        return {"step": self.step, "checkpoint": str(last_saved), "timings": dict(self.timings)}
+
+    def shutdown(self) -> None:
+        import ray
+
+        for actor in [*getattr(self, "rollout", []), *getattr(self, "learners", []), getattr(self, "reward", None)]:
+            if actor is not None:
+                ray.kill(actor)
+        if getattr(self, "placement_group", None) is not None:
+            ray.util.remove_placement_group(self.placement_group)
+
+    def run(self) -> dict[str, Any]:
+        try:
+            self.setup()
+            return self.fit()
+        finally:
+            self.shutdown()

@@ -1,0 +1,75 @@
+"""From records to learner samples: prompts for vLLM, generations to samples, rewards to advantages.
+
+Pure functions (no Ray): the driver calls them between the actors' phases.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from r1reward.algo import get_advantage_estimator, normalize_and_filter
+from r1reward.config.schema import AlgoConfig
+from r1reward.data.images import load_image
+from r1reward.data.records import PreferenceRecord
+from r1reward.data.render import encode_prompt, render_prompt, resize_for_model
+
+
+def prepare_prompt(processor: Any, record: PreferenceRecord, min_pixels: int, max_pixels: int) -> dict[str, Any]:
+    """What vLLM needs (rendered text, resized images) and what the learner needs (ids, pixels)."""
+    encoded = encode_prompt(processor, record, None, min_pixels, max_pixels)
+    images = [resize_for_model(load_image(s), min_pixels, max_pixels) for s in record.images]
+    return {"prompt": render_prompt(processor, record), "images": images, "label": record.label, **encoded}
+
+
+def make_samples(prompts: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One sample per generation, in prompt order (a prompt's n generations are contiguous)."""
+    samples = []
+    for index, (prompt, result) in enumerate(zip(prompts, results)):
+        if result["prompt_token_ids"] != prompt["prompt_ids"]:
+            raise RuntimeError(
+                "vLLM and the learner's processor tokenised a prompt differently; check that both load "
+                "the same processor (min/max pixels, chat template)")
+        for generation in result["generations"]:
+            samples.append({
+                "prompt_ids": prompt["prompt_ids"], "completion_ids": generation["token_ids"],
+                "pixel_values": prompt["pixel_values"], "image_grid_thw": prompt["image_grid_thw"],
+                "sampler_logprobs": generation["logprobs"], "text": generation["text"],
+                "label": prompt["label"], "prompt_index": index,
+            })
+    return samples
+
+
+def _padded(rows: list[list[float]], width: int) -> torch.Tensor:
+    out = torch.zeros(len(rows), width)
+    for i, row in enumerate(rows):
+        out[i, :len(row)] = torch.tensor(row, dtype=torch.float32)
+    return out
+
+
+def assign_advantages(samples: list[dict[str, Any]], rewards: list[float], algo: AlgoConfig,
+                      n_samples_per_prompt: int) -> dict[str, float]:
+    """Returns (Reinforce++ or a group baseline), then the batch-wide standardisation and 3-sigma filter.
+    Writes `advantages` (per completion token) into each sample; returns the filter's statistics."""
+    lengths = [len(s["completion_ids"]) for s in samples]
+    width = max(lengths)
+    mask = torch.arange(width).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
+    kwargs: dict[str, Any] = dict(kl_coef=algo.kl_coef, kl_estimator=algo.kl_estimator, gamma=algo.gamma,
+                                  reward_clip=algo.reward_clip)
+    if algo.kl_coef:
+        kwargs.update(logp=_padded([s["old_logprobs"] for s in samples], width),
+                      logp_ref=_padded([s["ref_logprobs"] for s in samples], width))
+    if algo.advantage_estimator != "reinforce++":
+        kwargs["n_samples_per_prompt"] = n_samples_per_prompt
+    raw = get_advantage_estimator(algo.advantage_estimator)(torch.tensor(rewards, dtype=torch.float32), mask, **kwargs)
+    advantages, stats = normalize_and_filter(raw, mask, mode=algo.advantage_filter, sigma=algo.filter_sigma)
+    for i, sample in enumerate(samples):
+        sample["advantages"] = advantages[i, :lengths[i]].tolist()
+    return {f"filter/{k}": float(v) for k, v in stats.items()}
+
+
+def logprob_gap(samples: list[dict[str, Any]]) -> dict[str, float]:
+    """How far the learner's recomputed log-probs are from the sampler's (kernels and dtype differ)."""
+    gaps = torch.cat([(torch.tensor(s["old_logprobs"]) - torch.tensor(s["sampler_logprobs"])).abs() for s in samples])
+    return {"logprob_gap/mean": float(gaps.mean()), "logprob_gap/max": float(gaps.max())}
