@@ -25,8 +25,12 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -c "import torch, torchvision.ops, vllm, ray, deepspeed, transformers"
 	touch $(STAMP)
 
+# Tiny model -> synthetic data -> cold-start SFT (teaches the format) -> StableReinforce on Ray.
 demo: $(STAMP)
-	$(BIN)/r1reward pipeline --config $(DEMO_CONFIG)
+	$(BIN)/r1reward make-tiny-model runs/tiny-base
+	$(BIN)/r1reward make-synthetic-data runs/data --num 64
+	$(BIN)/r1reward sft-local runs/tiny-base runs/data/sft.jsonl runs/tiny-model
+	$(BIN)/r1reward train --config $(DEMO_CONFIG)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
