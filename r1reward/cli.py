@@ -69,6 +69,15 @@ def _sft_local(args: argparse.Namespace) -> None:
     print(f"cold-start SFT: loss {losses[0]:.3f} -> {losses[-1]:.3f} over {len(losses)} steps; saved to {out}")
 
 
+@command("sft")
+def _sft(args: argparse.Namespace) -> None:
+    from r1reward.config import load_config
+    from r1reward.trainer.sft import SFTTrainer
+
+    result = SFTTrainer(load_config(args.config, args.overrides)).run()
+    print(f"SFT finished at step {result['step']}; model: {result['hf']}")
+
+
 @command("train")
 def _train(args: argparse.Namespace) -> None:
     from r1reward.config import load_config
@@ -77,6 +86,33 @@ def _train(args: argparse.Namespace) -> None:
     config = load_config(args.config, args.overrides)
     result = Trainer(config).run()
     print(f"finished at step {result['step']}; last checkpoint: {result['checkpoint']}")
+
+
+@command("select-hard")
+def _select_hard(args: argparse.Namespace) -> None:
+    import ray
+
+    from r1reward.config import load_config
+    from r1reward.trainer.hard_examples import records_of, sample_choices, select_hard, summarise, write_hard
+
+    config = load_config(args.config, args.overrides)
+    if not Path(args.model).exists():
+        raise UserError(f"model not found: {args.model}")
+    records = records_of(args.data, args.schema, config)
+    ray.init(address=config.resources.ray_address or None, include_dashboard=False)
+    choices = sample_choices(args.model, records, config, k=args.k)
+    hard = select_hard(records, choices)
+    write_hard(hard, args.out)
+    stats = summarise(choices, records, len(hard))
+    print(f"kept {len(hard)} of {len(records)} pairs (accuracy over {args.k} samples: {stats['accuracy']:.3f}) -> {args.out}")
+
+
+@command("pipeline")
+def _pipeline(args: argparse.Namespace) -> None:
+    from r1reward.config import load_config
+    from r1reward.trainer.pipeline import run_pipeline
+
+    run_pipeline(load_config(args.config, args.overrides))
 
 
 @command("print-config")
@@ -107,13 +143,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=80)
     p.add_argument("--lr", type=float, default=3e-3)
 
+    p = sub.add_parser("sft", help="cold-start SFT on the DeepSpeed learner ranks (loss on the target tokens)")
+    p.add_argument("--config", default=None)
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. sft.num_epochs=2")
+
     p = sub.add_parser("train", help="RL training (StableReinforce) on Ray: rollout, reward, learners, sync")
     p.add_argument("--config", default=None)
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.num_steps=10")
 
+    p = sub.add_parser("select-hard", help="keep the pairs a model does not solve in all K samples (RL parquet)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--schema", default="r1reward-rl")
+    p.add_argument("--k", type=int, default=4)
+    p.add_argument("--out", required=True)
+    p.add_argument("--config", default=None)
+    p.add_argument("overrides", nargs="*")
+
+    p = sub.add_parser("pipeline", help="tiny model -> synthetic data -> SFT -> hard examples -> RL -> evaluation")
+    p.add_argument("--config", default=None)
+    p.add_argument("overrides", nargs="*")
+
     p = sub.add_parser("print-config", help="print the resolved, validated configuration")
     p.add_argument("--config", default=None)
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.num_steps=10")
+
+    from r1reward.eval.cli import add_commands
+
+    add_commands(sub, command)  # eval, eval-metrics, score
     return parser
 
 

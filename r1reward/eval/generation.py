@@ -1,0 +1,167 @@
+"""Sampling K judgements per prompt with vLLM: one in-process rollout worker, or W of them as Ray actors.
+
+Any object with the ``RolloutWorker.generate`` signature can stand in for the engine (tests share one
+engine between runs this way). A script that starts the in-process engine needs the
+``if __name__ == "__main__":`` guard, because vLLM starts its engine core in a new process.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from PIL import Image
+
+from r1reward.algo.reward import parse_choice_lenient
+from r1reward.config.schema import RolloutConfig
+from r1reward.data.images import load_image
+from r1reward.data.records import PreferenceRecord
+from r1reward.data.render import render_prompt, resize_for_model
+from r1reward.eval.voting import Vote
+
+_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
+
+
+class Generator(Protocol):
+    def generate(self, prompts: list[dict[str, Any]], n: int = 1, temperature: float | None = None,
+                 top_p: float | None = None, max_tokens: int | None = None,
+                 seeds: list[int] | None = None) -> list[dict[str, Any]]: ...
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def eval_rollout_config(max_new_tokens: int, temperature: float = 1.0, dtype: str = "auto",
+                        max_model_len: int | None = None, seed: int = 0,
+                        gpu_memory_utilization: float = 0.85) -> dict[str, Any]:
+    """A RolloutConfig dict for evaluation. ``dtype`` "auto" is bfloat16 on a GPU and float32 on the CPU;
+    ``max_model_len`` None lets vLLM take the model's own limit (benchmark prompts are long)."""
+    on_gpu = cuda_available()
+    config = RolloutConfig(
+        max_new_tokens=max_new_tokens, temperature=temperature,
+        dtype=("bfloat16" if on_gpu else "float32") if dtype == "auto" else dtype, seed=seed,
+        gpu_memory_utilization=gpu_memory_utilization,
+        # On a GPU the KV cache is sized by gpu_memory_utilization (0 bytes means "use it").
+        kv_cache_memory_bytes=0 if on_gpu else RolloutConfig.kv_cache_memory_bytes)
+    out = asdict(config)
+    out["max_model_len"] = max_model_len  # None passes through to vLLM unchanged
+    return out
+
+
+class RayWorkerPool:
+    """W rollout workers (Ray actor handles) used as one engine: each call is split into W contiguous
+    chunks, generated concurrently and put back together in the input order."""
+
+    def __init__(self, handles: list[Any], owns_ray: bool = False) -> None:
+        if not handles:
+            raise ValueError("RayWorkerPool needs at least one worker")
+        self.handles = handles
+        self.owns_ray = owns_ray
+
+    def generate(self, prompts: list[dict[str, Any]], n: int = 1, temperature: float | None = None,
+                 top_p: float | None = None, max_tokens: int | None = None,
+                 seeds: list[int] | None = None) -> list[dict[str, Any]]:
+        import ray
+
+        size, extra = divmod(len(prompts), len(self.handles))
+        refs, start = [], 0
+        for i, handle in enumerate(self.handles):
+            stop = start + size + (i < extra)
+            if stop > start:
+                refs.append(handle.generate.remote(
+                    prompts[start:stop], n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                    seeds=None if seeds is None else seeds[start:stop]))
+            start = stop
+        return [result for chunk in ray.get(refs) for result in chunk]
+
+    def close(self) -> None:
+        import ray
+
+        for handle in self.handles:
+            ray.kill(handle)
+        self.handles = []
+        if self.owns_ray:
+            ray.shutdown()
+
+
+def start_engine(model_path: str, config: dict[str, Any], mm_pixels: tuple[int, int], workers: int = 1,
+                 gpus_per_worker: float | None = None) -> Generator:
+    """One in-process RolloutWorker for ``workers`` <= 1, else a RayWorkerPool of W actors (on a local
+    Ray started here unless one is running). ``gpus_per_worker`` defaults to 1 on a GPU machine and 0
+    on the CPU; a fraction packs several engines onto one GPU (lower gpu_memory_utilization to match)."""
+    from r1reward.rollout.worker import RolloutWorker
+
+    if workers <= 1:
+        return RolloutWorker(str(model_path), config, mm_pixels)
+    import os
+
+    import ray
+
+    owns_ray = not ray.is_initialized()
+    if owns_ray and os.environ.get("RAY_ADDRESS"):  # join the user's cluster: it brings its own resources
+        ray.init()
+    elif owns_ray:
+        ray.init(num_cpus=max(os.cpu_count() or 1, workers), include_dashboard=False, log_to_driver=False)
+    gpus = (1.0 if cuda_available() else 0.0) if gpus_per_worker is None else gpus_per_worker
+    actor = ray.remote(num_cpus=1, num_gpus=gpus)(RolloutWorker)
+    handles = [actor.remote(str(model_path), config, mm_pixels) for _ in range(workers)]
+    ray.get([handle.ready.remote() for handle in handles])
+    return RayWorkerPool(handles, owns_ray=owns_ray)
+
+
+def close_engine(engine: Any) -> None:
+    """Stop what start_engine started: Ray actors, or the in-process vLLM engine core."""
+    if hasattr(engine, "close"):
+        engine.close()
+        return
+    core = getattr(getattr(getattr(engine, "llm", None), "llm_engine", None), "engine_core", None)
+    if core is not None and hasattr(core, "shutdown"):
+        core.shutdown()
+
+
+def _as_image(source: Any) -> Image.Image:
+    # API users may pass PIL images directly; records carry paths or bytes.
+    return source.convert("RGB") if isinstance(source, Image.Image) else load_image(source)
+
+
+def build_prompt(processor: Any, record: PreferenceRecord, min_pixels: int, max_pixels: int) -> dict[str, Any]:
+    """What a rollout worker takes: the rendered Table-1 prompt and the images (paths, bytes or PIL
+    images), resized as in training."""
+    images = [resize_for_model(_as_image(source), min_pixels, max_pixels) for source in record.images]
+    return {"prompt": render_prompt(processor, record), "images": images}
+
+
+@dataclass
+class Sampled:
+    """K generations for one prompt and their parsed votes (lenient rule; None = unparseable)."""
+
+    votes: list[Vote]
+    texts: list[str]
+    finish_reasons: list[str]
+
+
+def reasoning_of(text: str) -> str:
+    """The ``<think>`` part of a generation, or the whole text when it has none."""
+    match = _THINK.search(text)
+    return (match.group(1) if match else text).strip()
+
+
+def sample_votes(engine: Generator, prompts: list[dict[str, Any]], k: int, temperature: float,
+                 max_tokens: int, seeds: list[int] | None = None) -> list[Sampled]:
+    """K samples per prompt, parsed. ``seeds`` (one per prompt) make each prompt's samples independent
+    of batching, but only on a GPU: on the CPU, vLLM rewinds the seeded generator when chunked prefill
+    splits a long prompt, which torch's CPU generator cannot do, so there only the engine seed is used."""
+    if not prompts:
+        return []
+    results = engine.generate(prompts, n=k, temperature=temperature, max_tokens=max_tokens,
+                              seeds=seeds if seeds is not None and cuda_available() else None)
+    sampled = []
+    for result in results:
+        texts = [g["text"] for g in result["generations"]]
+        sampled.append(Sampled([parse_choice_lenient(t) for t in texts], texts,
+                               [str(g.get("finish_reason")) for g in result["generations"]]))
+    return sampled

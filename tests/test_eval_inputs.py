@@ -1,0 +1,152 @@
+"""Bad input stops an evaluation before any model is loaded; skipping is explicit and counted."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from r1reward.errors import UserError
+from r1reward.eval.runner import EvalOptions, prepare_rows, run_eval
+from r1reward.eval.score import load_pairs
+
+NO_MODEL = "/nonexistent/model"  # loading it would fail with another message: proves nothing was loaded
+
+
+def placeholder_images(root: Path, data: Path, limit: int | None = None, leave_out: int = 0) -> list[str]:
+    """Write a small PNG at the image paths of the first ``limit`` rows, except the first ``leave_out``
+    such rows; returns the ids of the rows left without an image."""
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 24), "gray").save(buf, format="PNG")
+    missing = []
+    for n, line in enumerate(data.read_text().splitlines()[:limit]):
+        row = json.loads(line)
+        if not row.get("image"):
+            continue
+        if n < leave_out:
+            missing.append(row["id"])
+            continue
+        (root / row["image"]).parent.mkdir(parents=True, exist_ok=True)
+        (root / row["image"]).write_bytes(buf.getvalue())
+    return missing
+
+
+def test_missing_images_stop_before_the_model_loads(tmp_path, benchmarks_dir):
+    data = benchmarks_dir / "vl_rewardbench.jsonl"
+    options = EvalOptions("vl-rewardbench", str(data), str(tmp_path / "out"), model=NO_MODEL,
+                          image_root=str(tmp_path), limit=24)
+    with pytest.raises(UserError) as info:
+        run_eval(options)
+    message = str(info.value)
+    assert message.startswith("24 of 24 rows cannot be evaluated (image-missing 24); first ids: "
+                              "'hallucination_pair-1003', 'hallucination_pair-10032'")
+    assert "--skip-missing-images" in message and "\n" not in message
+    assert not (tmp_path / "out" / "predictions.jsonl").exists()
+
+
+def test_a_few_missing_images_are_named(tmp_path, benchmarks_dir):
+    data = benchmarks_dir / "vl_rewardbench.jsonl"
+    missing = placeholder_images(tmp_path, data, limit=24, leave_out=2)
+    options = EvalOptions("vl-rewardbench", str(data), str(tmp_path / "out"), model=NO_MODEL,
+                          image_root=str(tmp_path), limit=24)
+    with pytest.raises(UserError, match=r"^2 of 24 rows cannot be evaluated \(image-missing 2\)") as info:
+        prepare_rows(options)
+    assert all(repr(i) in str(info.value) for i in missing)
+    options.skip_missing_images = True
+    rows = prepare_rows(options)
+    assert [r.id for r in rows if r.problem] == missing and len(rows) == 24
+    assert all(Path(r.record.images[0]).is_file() for r in rows if not r.problem)
+
+
+def test_mm_rlhf_video_rows_need_skipping(tmp_path, benchmarks_dir, capsys):
+    data = benchmarks_dir / "mm_rlhf_rewardbench.jsonl"
+    placeholder_images(tmp_path, data)
+    options = EvalOptions("mm-rlhf-rewardbench", str(data), str(tmp_path / "out"), image_root=str(tmp_path))
+    with pytest.raises(UserError, match=r"^25 of 170 rows cannot be evaluated \(video-unsupported 25\)"):
+        prepare_rows(options)
+    options.skip_missing_images = True
+    rows = prepare_rows(options)
+    assert len(rows) == 170 and sum(bool(r.problem) for r in rows) == 25
+    assert {r.category for r in rows if r.problem} == {"video"}
+    assert "skipping 25 of 170 rows" in capsys.readouterr().out
+
+
+def test_nothing_to_evaluate_and_bad_options_are_one_line_errors(tmp_path, benchmarks_dir):
+    data = benchmarks_dir / "vl_rewardbench.jsonl"
+    options = EvalOptions("vl-rewardbench", str(data), str(tmp_path / "out"), model=NO_MODEL,
+                          image_root=str(tmp_path), limit=3, skip_missing_images=True)
+    with pytest.raises(UserError, match="^no row can be evaluated: 3 of 3 rows"):
+        run_eval(options)
+    with pytest.raises(UserError, match="--k must be at least 1, got 0; --workers must be at least 1"):
+        run_eval(EvalOptions("vl-rewardbench", str(data), str(tmp_path / "o"), model=NO_MODEL, k=0, workers=0))
+    with pytest.raises(UserError, match="unknown benchmark 'vlrb'"):
+        prepare_rows(EvalOptions("vlrb", str(data), str(tmp_path / "o")))
+
+
+def test_score_pairs_with_a_missing_image(tmp_path):
+    Image.new("RGB", (30, 30), "red").save(tmp_path / "ok.png")
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(row) + "\n" for row in [
+        {"id": "a", "question": "q", "images": ["ok.png"], "response_1": "x", "response_2": "y", "label": 2},
+        {"id": "b", "question": "q", "images": "gone.png", "response_1": "x", "response_2": "y"},
+    ]))
+    with pytest.raises(UserError, match=r"^1 of 2 pairs cannot be judged \(line 2: image-missing"):
+        load_pairs(pairs)
+    rows = load_pairs(pairs, skip_missing_images=True)
+    assert rows[0][0].label == 2 and rows[0][0].images == [str(tmp_path / "ok.png")]
+    assert rows[1][0] is None and rows[1][1].startswith("image-missing") and rows[1][2] == "b"
+
+
+@pytest.mark.slow
+def test_ray_worker_pool_keeps_the_input_order():
+    """W workers as Ray actors (stand-ins for RolloutWorker): chunks come back in the input order."""
+    import ray
+
+    from r1reward.eval.generation import RayWorkerPool
+
+    class EchoWorker:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def generate(self, prompts, n=1, temperature=None, top_p=None, max_tokens=None, seeds=None):
+            return [{"prompt_token_ids": [], "generations": [
+                {"text": f"{p['prompt']}|{self.name}|{seed}", "token_ids": [], "logprobs": [],
+                 "finish_reason": "stop"}] * n} for p, seed in zip(prompts, seeds or [None] * len(prompts))]
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        actor = ray.remote(num_cpus=0)(EchoWorker)
+        pool = RayWorkerPool([actor.remote("w0"), actor.remote("w1"), actor.remote("w2")])
+        out = pool.generate([{"prompt": str(i)} for i in range(7)], n=2, seeds=list(range(100, 107)))
+        texts = [r["generations"][0]["text"] for r in out]
+        assert texts == ["0|w0|100", "1|w0|101", "2|w0|102", "3|w1|103", "4|w1|104", "5|w2|105", "6|w2|106"]
+        assert all(len(r["generations"]) == 2 for r in out)
+        assert len(pool.generate([{"prompt": "only"}], n=1)) == 1  # fewer prompts than workers
+        pool.close()
+        assert pool.handles == []
+    finally:
+        ray.shutdown()
+
+
+def test_eval_command_passes_every_option_to_run_eval(monkeypatch, tmp_path, capsys):
+    import r1reward.eval.runner as runner
+    from test_eval_metrics import run_cli
+
+    seen = {}
+
+    def fake_run_eval(options):
+        seen["options"] = options
+        return {"benchmark": options.benchmark, "overall": 0.5, "correct": 1, "evaluated": 2, "macro": 0.5}
+
+    monkeypatch.setattr(runner, "run_eval", fake_run_eval)
+    assert run_cli(["eval", "--benchmark", "mm-rlhf-rewardbench", "--data", "d.jsonl", "--image-root", "imgs",
+                    "--model", "m", "--k", "5", "--temperature", "0.7", "--swap", "--workers", "2", "--limit",
+                    "9", "--skip-missing-images", "--max-tokens", "77", "--out", str(tmp_path)]) == 0
+    expected = EvalOptions("mm-rlhf-rewardbench", "d.jsonl", str(tmp_path), model="m", image_root="imgs", k=5,
+                           temperature=0.7, max_tokens=77, swap=True, workers=2, limit=9,
+                           skip_missing_images=True)
+    assert seen["options"] == expected
+    assert "mm-rlhf-rewardbench: overall 50.00% (1/2); macro 50.00%" in capsys.readouterr().out
