@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.r1reward-installed
 # pip without this machine's local wheel folders and constraints, which hold torch "+cpu" builds.
 PYPI_ONLY := env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null
-DEMO_CONFIG ?= configs/tiny-cpu.yaml
+DEMO_CONFIG ?= configs/pipeline-tiny.yaml
 
 .PHONY: env demo test test-gpu clean
 
@@ -25,12 +25,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -c "import torch, torchvision.ops, vllm, ray, deepspeed, transformers"
 	touch $(STAMP)
 
-# Tiny model -> synthetic data -> cold-start SFT (teaches the format) -> StableReinforce on Ray.
+# Synthetic data -> tiny model -> cold-start SFT -> hard examples -> StableReinforce -> evaluation.
 demo: $(STAMP)
-	$(BIN)/r1reward make-tiny-model runs/tiny-base
-	$(BIN)/r1reward make-synthetic-data runs/data --num 64
-	$(BIN)/r1reward sft-local runs/tiny-base runs/data/sft.jsonl runs/tiny-model
-	$(BIN)/r1reward train --config $(DEMO_CONFIG)
+	$(BIN)/r1reward pipeline --config $(DEMO_CONFIG)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -110,16 +110,30 @@ def test_checkpoint_loads_in_transformers(trained):
     assert state["step"] == 2 and type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
 
 
-def test_resume_continues_at_the_saved_step(trained, sft_model_dir, synthetic_dir, capsys):
+def test_resume_continues_at_the_saved_step_and_a_dead_actor_ends_the_run(trained, sft_model_dir, synthetic_dir,
+                                                                         capsys):
+    import ray
+
+    from r1reward.errors import UserError
     from r1reward.trainer.driver import Trainer
     from r1reward.trainer.metrics import read_metrics
 
     output_dir = trained["output_dir"]
     trainer = Trainer(_config(sft_model_dir, synthetic_dir, output_dir, steps=3, resume=True))
-    result = trainer.run()
-    assert result["step"] == 3
-    assert [r["step"] for r in read_metrics(output_dir / "metrics.jsonl")] == [1, 2, 3]
-    out = capsys.readouterr().out
-    assert "resumed from" in out and "step_2" in out
-    assert "per-phase time of the last step" in out
-    assert (output_dir / "checkpoints" / "step_3" / "trainer_state.json").is_file()
+    try:
+        trainer.setup()
+        result = trainer.fit()
+        assert result["step"] == 3
+        assert [r["step"] for r in read_metrics(output_dir / "metrics.jsonl")] == [1, 2, 3]
+        out = capsys.readouterr().out
+        assert "resumed from" in out and "step_2" in out
+        assert "per-phase time of the last step" in out
+        assert (output_dir / "checkpoints" / "step_3" / "trainer_state.json").is_file()
+
+        # An actor that dies ends the run with its error and the checkpoint to resume from; no hang.
+        ray.kill(trainer.rollout[0])
+        trainer.config.trainer.num_steps = 4
+        with pytest.raises(UserError, match=r"training stopped at step 4: .*resume from .*step_3 with trainer.resume=true"):
+            trainer.fit()
+    finally:
+        trainer.shutdown()

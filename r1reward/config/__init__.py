@@ -1,4 +1,4 @@
-from r1reward.config.load import ConfigError, load_config, to_yaml, validate
+from r1reward.config.load import ConfigError, load_config, override, to_yaml, validate
 from r1reward.config.schema import (
     AlgoConfig, Config, DataConfig, LearnerConfig, ModelConfig, ResourcesConfig, RewardConfig,
     RolloutConfig, TrainerConfig,
@@ -6,6 +6,6 @@ from r1reward.config.schema import (
 
 __all__ = [
     "AlgoConfig", "Config", "ConfigError", "DataConfig", "LearnerConfig", "ModelConfig",
-    "ResourcesConfig", "RewardConfig", "RolloutConfig", "TrainerConfig", "load_config", "to_yaml",
+    "ResourcesConfig", "RewardConfig", "RolloutConfig", "TrainerConfig", "load_config", "override", "to_yaml",
     "validate",
 ]

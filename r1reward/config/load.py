@@ -35,7 +35,8 @@ POSITIVE = [
     "rollout.num_workers", "rollout.tensor_parallel_size", "rollout.n_samples_per_prompt",
     "rollout.max_new_tokens", "learner.num_ranks", "learner.micro_batch_size",
     "learner.train_batch_size", "learner.epochs_per_rollout", "trainer.num_steps",
-    "trainer.rollout_batch_size", "trainer.save_every", "data.max_prompt_tokens",
+    "trainer.rollout_batch_size", "trainer.save_every", "data.max_prompt_tokens", "sft.num_epochs",
+    "pipeline.num_train", "pipeline.num_heldout", "pipeline.select_k",
 ]
 
 
@@ -110,3 +111,12 @@ def validate(config: Config, origin: str = "config") -> None:
 
 def to_yaml(config: Config) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(config))
+
+
+def override(config: Config, **dotted: object) -> Config:
+    """A validated copy with `section__key=value` replaced (e.g. override(c, model__path="x"))."""
+    merged = OmegaConf.merge(OmegaConf.structured(config),
+                             OmegaConf.from_dotlist([f"{k.replace('__', '.')}={v}" for k, v in dotted.items()]))
+    result: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    validate(result, origin="derived config")
+    return result

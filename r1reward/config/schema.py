@@ -120,6 +120,30 @@ class TrainerConfig:
 
 
 @dataclass
+class SFTConfig:
+    """Cold-start SFT on the learner ranks (the paper's stage 1): loss on the response tokens only."""
+    # Canonical JSONL/parquet with a `target` column, e.g. make-synthetic-data's sft.jsonl.
+    data_path: str = "runs/data/sft.jsonl"
+    output_dir: str = "runs/tiny-sft"
+    num_epochs: int = 1
+    lr: float = 3e-3
+    save_every: int = 0  # optimizer steps between checkpoints; 0 saves at the end only
+    resume: bool = False
+
+
+@dataclass
+class PipelineConfig:
+    """`r1reward pipeline`: synthetic data -> tiny model -> SFT -> hard examples -> RL -> evaluation."""
+    output_dir: str = "runs/pipeline"
+    num_train: int = 192
+    num_heldout: int = 48
+    # Hard-example selection: an example is kept for RL unless the SFT model solves all K samples.
+    select_k: int = 4
+    eval_temperature: float = 1.0
+    seed: int = 0
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -129,3 +153,5 @@ class Config:
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)

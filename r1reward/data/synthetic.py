@@ -14,7 +14,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from r1reward.data.prompt import format_prompt
+from r1reward.data.records import PreferenceRecord
+from r1reward.data.writers import rl_row, write_rl_parquet
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 70, 230), "yellow": (240, 220, 30)}
 SHAPES = ["circle", "square", "triangle"]
@@ -78,9 +79,6 @@ def reasoning_target(example: dict, label: int) -> str:
 
 def make_synthetic_data(out_dir: str | Path, num: int, seed: int = 0) -> dict[str, Path]:
     """Write `num` examples under `out_dir`; returns the paths of the files written."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -91,18 +89,13 @@ def make_synthetic_data(out_dir: str | Path, num: int, seed: int = 0) -> dict[st
         image.save(out / rel, format="PNG", optimize=False)
         label = rng.choice([1, 2])
         r1, r2 = (ex["right"], ex["wrong"]) if label == 1 else (ex["wrong"], ex["right"])
-        prompt = format_prompt(ex["question"], r1, r2)
-        message = [{"role": "user", "content": [{"type": "image", "image": rel}, {"type": "text", "text": prompt}]}]
-        rl_rows.append({"question": prompt, "message": json.dumps(message), "answer": [f"<answer>{label}</answer>"],
-                        "image": rel})
         record = {"id": f"synthetic-{seed}-{i:06d}", "question": ex["question"], "images": [rel],
                   "response_1": r1, "response_2": r2, "label": label, "source": "synthetic", "category": ex["kind"]}
+        rl_rows.append(rl_row(PreferenceRecord(record["id"], ex["question"], [rel], r1, r2, label), rel))
         pairs.append(record)
         sft.append({**record, "target": reasoning_target(ex, label)})
-    schema = pa.schema([("question", pa.string()), ("message", pa.string()),
-                        ("answer", pa.list_(pa.string())), ("image", pa.string())])
     paths = {"rl": out / "train.parquet", "pairs": out / "pairs.jsonl", "sft": out / "sft.jsonl"}
-    pq.write_table(pa.Table.from_pylist(rl_rows, schema=schema), paths["rl"])
+    write_rl_parquet(rl_rows, paths["rl"])
     for key, rows in (("pairs", pairs), ("sft", sft)):
         with open(paths[key], "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)

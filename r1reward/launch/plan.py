@@ -112,6 +112,18 @@ def make_plan(config: Config) -> PlacementPlan:
     return plan
 
 
+def learner_plan(config: Config) -> PlacementPlan:
+    """Only the learner ranks: supervised fine-tuning needs no rollout, reward or judge actors."""
+    res = config.resources
+    plan = PlacementPlan(config, [], [], [], [], res.placement_strategy)
+    for j in range(config.learner.num_ranks):
+        plan.slots.append(Slot("learner", j, j, res.gpus_per_learner_rank, res.cpus_per_learner_rank, (j,)))
+        plan.bundles.append(_bundle(res.gpus_per_learner_rank, res.cpus_per_learner_rank, ROLE_NAMES["learner"]))
+        plan.labels.append("learner")
+        plan.groups.append((j,))
+    return plan
+
+
 def _need(plan: PlacementPlan, group: tuple[int, ...]) -> tuple[float, float]:
     return (sum(plan.bundles[b].get("GPU", 0.0) for b in group), sum(plan.bundles[b].get("CPU", 0.0) for b in group))
 

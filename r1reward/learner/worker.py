@@ -136,6 +136,20 @@ class LearnerRank:
                      grad_norm=float(grad_norm) if grad_norm is not None else float("nan"))
         return means
 
+    def sft_train(self, samples: list[dict[str, Any]]) -> dict[str, float]:
+        """Supervised step(s): negative log-likelihood of the completion (target) tokens only."""
+        self.engine.train()
+        losses = []
+        for batch in self._micro_batches(samples):
+            mask = batch["action_mask"].to(self.device)
+            loss = -(self._forward_logprobs(batch) * mask).sum() / mask.sum().clamp(min=1)
+            self.engine.backward(loss)
+            self.engine.step()
+            losses.append(float(loss.detach()))
+        grad_norm = self.engine.get_global_grad_norm()
+        return {"sft_loss": sum(losses) / len(losses), "lr": float(self.scheduler.get_last_lr()[0]),
+                "grad_norm": float(grad_norm) if grad_norm is not None else float("nan")}
+
     # --- checkpoints ----------------------------------------------------------------------------
     def save(self, directory: str, tag: str, hf_dir: str | None = None) -> None:
         """DeepSpeed state (all ranks) and, on rank 0, a Hugging Face model loadable by vLLM."""

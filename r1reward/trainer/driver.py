@@ -18,31 +18,12 @@ from typing import Any
 
 from r1reward.config.schema import Config
 from r1reward.errors import UserError
+from r1reward.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from r1reward.trainer.actors import ActorRun, bundle_node_ip, split, start_learners
 from r1reward.trainer.experience import assign_advantages, logprob_gap, make_samples, prepare_prompt
 from r1reward.trainer.metrics import MetricsLogger, format_timings
 
-STATE_FILE = "trainer_state.json"
-
-
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    done = [p.parent for p in (output_dir / "checkpoints").glob(f"step_*/{STATE_FILE}")]
-    return max(done, key=lambda p: int(p.name.split("_")[1]), default=None)
-
-
-def _bundle_node_ip(pg, bundle: int) -> str:
-    """The address of the node holding a bundle: learner rank 0 listens there for the other ranks."""
-    import ray
-
-    node_id = ray.util.placement_group_table(pg)["bundles_to_node_id"][bundle]
-    return next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id)
-
-
-def _split(items: list, parts: int) -> list[list]:
-    size = -(-len(items) // parts)
-    return [items[i * size:(i + 1) * size] for i in range(parts)]
-
-
-class Trainer:
+class Trainer(ActorRun):
     def __init__(self, config: Config) -> None:
         self.config = config
         self.output_dir = Path(config.trainer.output_dir)
@@ -77,7 +58,6 @@ class Trainer:
         from vllm.utils.network_utils import get_open_port
 
         from r1reward.launch.plan import make_plan
-        from r1reward.learner.worker import LearnerRank
         from r1reward.reward.actor import RewardActor
         from r1reward.rollout.worker import RolloutWorker
         from r1reward.sync.transfer import RayRolloutClient
@@ -102,14 +82,11 @@ class Trainer:
             asdict(cfg.reward), judge)
         samples = cfg.trainer.rollout_batch_size * cfg.rollout.n_samples_per_prompt
         optimizer_steps = cfg.trainer.num_steps * cfg.learner.epochs_per_rollout * samples // cfg.learner.train_batch_size
-        learner_slots = plan.role_slots("learner")
-        master = (_bundle_node_ip(pg, learner_slots[0].bundle), get_open_port())
-        self.learners = [ray.remote(LearnerRank).options(**slot_options(pg, slot)).remote(
-            slot.rank, cfg.learner.num_ranks, *master, cfg.model.path, asdict(cfg.model), asdict(cfg.learner),
-            asdict(cfg.algo), optimizer_steps, cfg.trainer.seed) for slot in learner_slots]
-        ray.get([actor.ready.remote() for actor in [*self.rollout, *self.learners]])
+        self.learners = start_learners(cfg, pg, plan.role_slots("learner"), optimizer_steps)
+        ray.get([worker.ready.remote() for worker in self.rollout])
         client = RayRolloutClient(self.rollout, cfg.rollout.tensor_parallel_size)
-        sync_master = (master[0], get_open_port())  # rank 0 of the sync group is learner rank 0
+        # Rank 0 of the sync group is learner rank 0, so it listens on that rank's node.
+        sync_master = (bundle_node_ip(pg, plan.role_slots("learner")[0].bundle), get_open_port())
         ray.get([learner.init_weight_sync.remote(client, *sync_master) for learner in self.learners])
 
     # --- one step -------------------------------------------------------------------------------
@@ -129,7 +106,7 @@ class Trainer:
 
         cfg = self.config
         seeds = [cfg.trainer.seed * 1_000_003 + step * 10_007 + i for i in range(len(prompts))]
-        chunks, seed_chunks = _split(prompts, len(self.rollout)), _split(seeds, len(self.rollout))
+        chunks, seed_chunks = split(prompts, len(self.rollout)), split(seeds, len(self.rollout))
         refs = [w.generate.remote(c, n=cfg.rollout.n_samples_per_prompt, seeds=s)
                 for w, c, s in zip(self.rollout, chunks, seed_chunks) if c]
         return [r for part in ray.get(refs) for r in part]
@@ -137,7 +114,7 @@ class Trainer:
     def _on_learners(self, method: str, samples: list[dict[str, Any]]) -> list[Any]:
         import ray
 
-        return ray.get([getattr(l, method).remote(part) for l, part in zip(self.learners, _split(samples, len(self.learners)))])
+        return ray.get([getattr(l, method).remote(part) for l, part in zip(self.learners, split(samples, len(self.learners)))])
 
     def train_step(self, step: int) -> dict[str, float]:
         import ray
@@ -174,16 +151,8 @@ class Trainer:
 
     # --- checkpoints ----------------------------------------------------------------------------
     def save_checkpoint(self, step: int) -> Path:
-        import ray
-
-        directory = self.output_dir / "checkpoints" / f"step_{step}"
-        hf_dir = directory / "hf"
-        ray.get([l.save.remote(str(directory / "deepspeed"), f"step_{step}", str(hf_dir)) for l in self.learners])
-        self.processor.save_pretrained(hf_dir)
-        state = {"step": step, "samples_seen": step * self.config.trainer.rollout_batch_size,
-                 "config": asdict(self.config)}
-        (directory / STATE_FILE).write_text(json.dumps(state, indent=1))  # written last: marks it complete
-        return directory
+        state = {"samples_seen": step * self.config.trainer.rollout_batch_size, "config": asdict(self.config)}
+        return save_checkpoint(self.learners, self.processor, self.output_dir, step, state)
 
     def _resume(self) -> None:
         import ray
@@ -191,8 +160,7 @@ class Trainer:
         checkpoint = latest_checkpoint(self.output_dir)
         if checkpoint is None:
             return
-        self.step = json.loads((checkpoint / STATE_FILE).read_text())["step"]
-        ray.get([l.load.remote(str(checkpoint / "deepspeed"), checkpoint.name) for l in self.learners])
+        self.step = load_checkpoint(self.learners, checkpoint)["step"]
         ray.get([l.push_weights.remote() for l in self.learners])  # the rollout workers start from the base model
         print(f"resumed from {checkpoint} at step {self.step}")
 
@@ -210,6 +178,10 @@ class Trainer:
         self._start_actors()
         if cfg.trainer.resume:
             self._resume()
+
+    def actors(self) -> list[Any]:
+        reward = [self.reward] if getattr(self, "reward", None) is not None else []
+        return [*getattr(self, "rollout", []), *getattr(self, "learners", []), *reward]
 
     def fit(self) -> dict[str, Any]:
         import ray
@@ -231,19 +203,3 @@ class Trainer:
             logger.close()
         print(format_timings(self.timings))
         return {"step": self.step, "checkpoint": str(last_saved), "timings": dict(self.timings)}
-
-    def shutdown(self) -> None:
-        import ray
-
-        for actor in [*getattr(self, "rollout", []), *getattr(self, "learners", []), getattr(self, "reward", None)]:
-            if actor is not None:
-                ray.kill(actor)
-        if getattr(self, "placement_group", None) is not None:
-            ray.util.remove_placement_group(self.placement_group)
-
-    def run(self) -> dict[str, Any]:
-        try:
-            self.setup()
-            return self.fit()
-        finally:
-            self.shutdown()

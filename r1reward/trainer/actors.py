@@ -1,0 +1,72 @@
+"""Starting the learner ranks: shared by RL training and supervised fine-tuning."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from r1reward.config.schema import Config
+
+
+def bundle_node_ip(pg: Any, bundle: int) -> str:
+    """The address of the node holding a bundle: learner rank 0 listens there for the other ranks."""
+    import ray
+
+    node_id = ray.util.placement_group_table(pg)["bundles_to_node_id"][bundle]
+    return next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id)
+
+
+def start_learners(config: Config, pg: Any, slots: list, total_optimizer_steps: int,
+                   model_path: str | None = None, lr: float | None = None) -> list[Any]:
+    """One DeepSpeed rank per planned learner slot; returns once every rank has initialised."""
+    import ray
+    from vllm.utils.network_utils import get_open_port
+
+    from r1reward.learner.worker import LearnerRank
+    from r1reward.trainer.placement import slot_options
+
+    learner_cfg = asdict(config.learner) | ({"lr": lr} if lr is not None else {})
+    master = (bundle_node_ip(pg, slots[0].bundle), get_open_port())
+    learners = [ray.remote(LearnerRank).options(**slot_options(pg, slot)).remote(
+        slot.rank, config.learner.num_ranks, *master, model_path or config.model.path, asdict(config.model),
+        learner_cfg, asdict(config.algo), total_optimizer_steps, config.trainer.seed) for slot in slots]
+    ray.get([learner.ready.remote() for learner in learners])
+    return learners
+
+
+def split(items: list, parts: int) -> list[list]:
+    """Contiguous, near-equal parts (the last may be shorter)."""
+    size = -(-len(items) // parts)
+    return [items[i * size:(i + 1) * size] for i in range(parts)]
+
+
+class ActorRun:
+    """setup() -> fit() -> shutdown(): the actors and their placement group are released even when a
+    step fails, so a failed run never leaves resources held on the cluster."""
+
+    placement_group: Any = None
+
+    def actors(self) -> list[Any]:
+        return []
+
+    def setup(self) -> None:
+        raise NotImplementedError
+
+    def fit(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def shutdown(self) -> None:
+        import ray
+
+        for actor in self.actors():
+            ray.kill(actor)
+        if self.placement_group is not None:
+            ray.util.remove_placement_group(self.placement_group)
+            self.placement_group = None
+
+    def run(self) -> dict[str, Any]:
+        try:
+            self.setup()
+            return self.fit()
+        finally:
+            self.shutdown()

@@ -1,0 +1,78 @@
+"""Sampling a model's choices on preference pairs: hard-example selection and held-out scores.
+
+The paper keeps for RL the pairs its cold-start model does not solve every time; the same K samples
+give the accuracy and format rate that the pipeline reports after each stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from r1reward.algo import format_reward, parse_answer
+from r1reward.config.schema import Config
+from r1reward.data.images import load_image
+from r1reward.data.records import PreferenceRecord
+from r1reward.data.render import render_prompt, resize_for_model
+
+
+@dataclass
+class Choices:
+    """Per record, the K parsed answers (None: no parseable answer) and whether each was well-formed."""
+    answers: list[list[int | None]]
+    well_formed: list[list[bool]]
+
+    def solved(self, labels: list[int]) -> list[int]:
+        return [sum(a == label for a in row) for row, label in zip(self.answers, labels)]
+
+    def scores(self, labels: list[int]) -> dict[str, float]:
+        total = sum(len(row) for row in self.answers)
+        return {"accuracy": sum(self.solved(labels)) / total,
+                "format_rate": sum(sum(row) for row in self.well_formed) / total}
+
+
+def sample_choices(model_dir: str, records: list[PreferenceRecord], config: Config, k: int,
+                   temperature: float = 1.0, seed: int = 0) -> Choices:
+    """K samples per record from a vLLM rollout worker (a Ray actor) loaded from `model_dir`."""
+    import ray
+    from transformers import AutoProcessor
+
+    from r1reward.rollout.worker import RolloutWorker
+
+    processor = AutoProcessor.from_pretrained(model_dir)
+    pixels = (config.data.min_pixels, config.data.max_pixels)
+    prompts = [{"prompt": render_prompt(processor, r),
+                "images": [resize_for_model(load_image(s), *pixels) for s in r.images]} for r in records]
+    worker = ray.remote(num_cpus=1)(RolloutWorker).remote(model_dir, asdict(config.rollout), pixels)
+    try:
+        results = ray.get(worker.generate.remote(prompts, n=k, temperature=temperature,
+                                                 seeds=[seed * 100_003 + i for i in range(len(prompts))]))
+    finally:
+        ray.kill(worker)
+    texts = [[g["text"] for g in r["generations"]] for r in results]
+    return Choices([[parse_answer(t) for t in row] for row in texts],
+                   [[format_reward(t) == 1.0 for t in row] for row in texts])
+
+
+def select_hard(records: list[PreferenceRecord], choices: Choices) -> list[PreferenceRecord]:
+    """Keep the pairs the model does not solve in every sample."""
+    k = len(choices.answers[0]) if choices.answers else 0
+    return [r for r, solved in zip(records, choices.solved([r.label for r in records])) if solved < k]
+
+
+def write_hard(records: list[PreferenceRecord], path: str | Path) -> Path:
+    from r1reward.data.writers import rl_row, write_rl_parquet
+
+    return write_rl_parquet((rl_row(r, str(r.images[0])) for r in records), path)
+
+
+def records_of(path: str | Path, schema: str, config: Config) -> list[PreferenceRecord]:
+    from r1reward.data.dataset import load_preferences
+
+    records, _ = load_preferences(path, schema, image_root=config.data.image_root, swap_seed=None, verbose=False)
+    return records
+
+
+def summarise(choices: Choices, records: list[PreferenceRecord], kept: int) -> dict[str, Any]:
+    return {**choices.scores([r.label for r in records]), "examples": len(records), "kept_hard": kept}

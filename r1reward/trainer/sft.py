@@ -1,0 +1,92 @@
+"""Cold-start SFT on the DeepSpeed learner ranks (the paper's stage 1): `r1reward sft`.
+
+Same actors, checkpoint format, metrics and resume as RL; the loss is the negative log-likelihood of
+the reasoning target's tokens. Each step takes `learner.train_batch_size` examples in a seeded order
+that is re-drawn every epoch, so a resumed run sees the same examples as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from r1reward.config.schema import Config
+from r1reward.errors import UserError
+from r1reward.trainer.actors import ActorRun, split, start_learners
+from r1reward.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from r1reward.trainer.metrics import MetricsLogger
+
+
+def example_order(count: int, epoch: int, seed: int) -> list[int]:
+    order = list(range(count))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    return order
+
+
+class SFTTrainer(ActorRun):
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.output_dir = Path(config.sft.output_dir)
+        self.step = 0
+
+    def setup(self) -> None:
+        import ray
+        from transformers import AutoProcessor
+
+        from r1reward.launch.plan import learner_plan
+        from r1reward.learner.sft_local import sft_examples
+        from r1reward.trainer.placement import create_placement_group, validate_cluster
+
+        cfg = self.config
+        for path, key in ((cfg.sft.data_path, "sft.data_path"), (cfg.model.path, "model.path")):
+            if not Path(path).exists() and not (key == "model.path" and not path.startswith(("/", ".", "runs/"))):
+                raise UserError(f"{key} does not exist: {path}")
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.processor = AutoProcessor.from_pretrained(cfg.model.path)
+        self.examples = sft_examples(self.processor, cfg.sft.data_path, cfg.data.min_pixels, cfg.data.max_pixels)
+        batch = cfg.learner.train_batch_size
+        self.total_steps = max(1, math.ceil(len(self.examples) * cfg.sft.num_epochs / batch))
+        if not ray.is_initialized():
+            ray.init(address=cfg.resources.ray_address or None, include_dashboard=False)
+        plan = learner_plan(cfg)
+        validate_cluster(plan)
+        self.placement_group, _ = create_placement_group(plan)
+        self.learners = start_learners(cfg, self.placement_group, plan.role_slots("learner"), self.total_steps,
+                                       lr=cfg.sft.lr)
+        checkpoint = latest_checkpoint(self.output_dir) if cfg.sft.resume else None
+        if checkpoint is not None:
+            self.step = load_checkpoint(self.learners, checkpoint)["step"]
+            print(f"resumed from {checkpoint} at step {self.step}")
+
+    def _batch(self, step: int) -> list[dict[str, Any]]:
+        size, count = self.config.learner.train_batch_size, len(self.examples)
+        picked = []
+        for position in range(step * size, (step + 1) * size):
+            epoch, index = divmod(position, count)
+            picked.append(self.examples[example_order(count, epoch, self.config.trainer.seed)[index]])
+        return picked
+
+    def actors(self) -> list[Any]:
+        return list(getattr(self, "learners", []))
+
+    def fit(self) -> dict[str, Any]:
+        import ray
+
+        cfg = self.config
+        logger = MetricsLogger(self.output_dir, self.total_steps, self.step)
+        save_every = cfg.sft.save_every or self.total_steps
+        last = latest_checkpoint(self.output_dir)
+        try:
+            while self.step < self.total_steps:
+                parts = ray.get([l.sft_train.remote(p) for l, p in zip(self.learners, split(self._batch(self.step), len(self.learners)))])
+                self.step += 1
+                logger.log(self.step, {k: sum(p[k] for p in parts) / len(parts) for k in parts[0]})
+                if self.step % save_every == 0 or self.step == self.total_steps:
+                    last = save_checkpoint(self.learners, self.processor, self.output_dir, self.step,
+                                           {"stage": "sft", "config": asdict(cfg)})
+        finally:
+            logger.close()
+        return {"step": self.step, "checkpoint": str(last), "hf": str(Path(last) / "hf")}
