@@ -30,12 +30,17 @@ class RolloutWorker:
     def __init__(self, model_path: str, cfg: dict[str, Any], mm_pixels: tuple[int, int],
                  max_images: int = 4, transfer_backend: str | None = None) -> None:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        import torch
         from vllm import LLM
         from vllm.config import WeightTransferConfig
 
         self.cfg = RolloutConfig(**cfg)
-        memory = ({"kv_cache_memory_bytes": self.cfg.kv_cache_memory_bytes} if self.cfg.kv_cache_memory_bytes
+        engine_kwargs = ({"kv_cache_memory_bytes": self.cfg.kv_cache_memory_bytes} if self.cfg.kv_cache_memory_bytes
                   else {"gpu_memory_utilization": self.cfg.gpu_memory_utilization})
+        if not torch.cuda.is_available():
+            # vLLM's CPU sampler cannot resume a seeded generator mid-prompt ("CPU Generator does not use
+            # offset"), so per-request seeds need whole-prompt prefills there.
+            engine_kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=self.cfg.max_model_len)
         self.llm = LLM(
             model=model_path, dtype=self.cfg.dtype, seed=self.cfg.seed, enforce_eager=self.cfg.enforce_eager,
             tensor_parallel_size=self.cfg.tensor_parallel_size, max_model_len=self.cfg.max_model_len,
@@ -43,7 +48,7 @@ class RolloutWorker:
             mm_processor_kwargs={"min_pixels": mm_pixels[0], "max_pixels": mm_pixels[1]},
             weight_transfer_config=WeightTransferConfig(backend=transfer_backend or default_transfer_backend()),
             worker_extension_cls="r1reward.sync.worker_extension.WeightSyncExtension",
-            **memory)
+            **engine_kwargs)
         tokenizer = self.llm.get_tokenizer()
         self.banned_ids = [tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS
                            if tokenizer.convert_tokens_to_ids(t) is not None]
