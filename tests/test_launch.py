@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 
 def launch(*args: str) -> subprocess.CompletedProcess:
     code = "import sys; from r1reward.launch.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # plan for N x G, not a live cluster
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120, env=env)
 
 
 def test_paper_plan_fits_four_nodes_of_eight():
