@@ -90,16 +90,15 @@ def _train(args: argparse.Namespace) -> None:
 
 @command("select-hard")
 def _select_hard(args: argparse.Namespace) -> None:
-    import ray
-
     from r1reward.config import load_config
+    from r1reward.trainer.actors import ensure_ray
     from r1reward.trainer.hard_examples import records_of, sample_choices, select_hard, summarise, write_hard
 
     config = load_config(args.config, args.overrides)
     if not Path(args.model).exists():
         raise UserError(f"model not found: {args.model}")
     records = records_of(args.data, args.schema, config)
-    ray.init(address=config.resources.ray_address or None, include_dashboard=False)
+    ensure_ray(config)
     choices = sample_choices(args.model, records, config, k=args.k)
     hard = select_hard(records, choices)
     write_hard(hard, args.out)

@@ -139,7 +139,7 @@ class PipelineConfig:
     num_heldout: int = 48
     # Hard-example selection: an example is kept for RL unless the SFT model solves all K samples.
     select_k: int = 4
-    eval_temperature: float = 1.0
+    eval_temperature: float = 0.0  # greedy held-out answers per stage
     seed: int = 0
 
 

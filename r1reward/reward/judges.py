@@ -88,6 +88,14 @@ class _NoRetry(Exception):
     """A client error (400, 401, 404 ...) that a retry would not fix."""
 
 
+def _pending(texts: list[str]) -> tuple[list[str | None], list[int], JudgeResult]:
+    """Judge prompts, the indices worth a call (a parseable answer and reasoning), and a result that
+    starts at 0 for every generation with the others counted as skipped."""
+    prompts = [build_judge_prompt(t) for t in texts]
+    todo = [i for i, p in enumerate(prompts) if p is not None]
+    return prompts, todo, JudgeResult([0] * len(texts), skipped=len(texts) - len(todo))
+
+
 def _call_with_retries(fn: Callable[[], str], retries: int, backoff_s: float, what: str) -> str | None:
     """fn() up to 1 + retries times with exponential backoff; None if every try failed."""
     for attempt in range(retries + 1):
@@ -150,9 +158,7 @@ class OpenAIJudge:
         return json.loads(body)["choices"][0]["message"]["content"] or ""
 
     def judge(self, texts: list[str]) -> JudgeResult:
-        prompts = [build_judge_prompt(t) for t in texts]
-        todo = [i for i, p in enumerate(prompts) if p is not None]
-        result = JudgeResult([0] * len(texts), skipped=len(texts) - len(todo))
+        prompts, todo, result = _pending(texts)
         if not todo:
             return result
         with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(todo))) as pool:
@@ -202,9 +208,7 @@ class VLLMJudge:
         return outputs
 
     def judge(self, texts: list[str]) -> JudgeResult:
-        prompts = [build_judge_prompt(t) for t in texts]
-        todo = [i for i, p in enumerate(prompts) if p is not None]
-        result = JudgeResult([0] * len(texts), skipped=len(texts) - len(todo))
+        prompts, todo, result = _pending(texts)
         if not todo:
             return result
         outputs = _call_with_retries(lambda: self._request([prompts[i] for i in todo]), self.retries,

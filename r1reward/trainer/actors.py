@@ -70,3 +70,24 @@ class ActorRun:
             return self.fit()
         finally:
             self.shutdown()
+
+
+def ensure_ray(config: Config) -> None:
+    """Join `resources.ray_address`, or start a local Ray with enough logical CPUs for the plan.
+
+    A small machine has fewer cores than the plan has actors; Ray's CPUs are scheduling slots, and the
+    actors share the cores (as they would share a GPU node's CPUs), so a local run oversubscribes."""
+    import math
+    import os
+
+    import ray
+
+    from r1reward.launch.plan import make_plan
+
+    if ray.is_initialized():
+        return
+    if config.resources.ray_address:
+        ray.init(address=config.resources.ray_address, include_dashboard=False)
+        return
+    needed = make_plan(config).totals[1]
+    ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(needed)), include_dashboard=False)

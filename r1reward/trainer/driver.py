@@ -19,7 +19,7 @@ from typing import Any
 from r1reward.config.schema import Config
 from r1reward.errors import UserError
 from r1reward.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from r1reward.trainer.actors import ActorRun, bundle_node_ip, split, start_learners
+from r1reward.trainer.actors import ActorRun, bundle_node_ip, ensure_ray, split, start_learners
 from r1reward.trainer.experience import assign_advantages, logprob_gap, make_samples, prepare_prompt
 from r1reward.trainer.metrics import MetricsLogger, format_timings
 
@@ -173,8 +173,7 @@ class Trainer(ActorRun):
         self.output_dir.mkdir(parents=True, exist_ok=True)
         (self.output_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
         self._load_data()
-        if not ray.is_initialized():
-            ray.init(address=cfg.resources.ray_address or None, include_dashboard=False)
+        ensure_ray(cfg)
         self._start_actors()
         if cfg.trainer.resume:
             self._resume()

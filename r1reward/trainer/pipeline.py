@@ -43,10 +43,9 @@ def stage_table(rows: dict[str, dict[str, Any]]) -> str:
 
 
 def run_pipeline(config: Config) -> dict[str, Any]:
-    import ray
-
     from r1reward.data.synthetic import make_synthetic_data
     from r1reward.models.tiny import make_tiny_model
+    from r1reward.trainer.actors import ensure_ray
     from r1reward.trainer.driver import Trainer
     from r1reward.trainer.hard_examples import records_of, sample_choices, select_hard, summarise, write_hard
     from r1reward.trainer.sft import SFTTrainer
@@ -58,8 +57,7 @@ def run_pipeline(config: Config) -> dict[str, Any]:
     base = make_tiny_model(out / "base-model", seed=p.seed)
     train = make_synthetic_data(out / "data" / "train", num=p.num_train, seed=p.seed)
     heldout = make_synthetic_data(out / "data" / "heldout", num=p.num_heldout, seed=p.seed + 1)
-    if not ray.is_initialized():
-        ray.init(address=config.resources.ray_address or None, include_dashboard=False)
+    ensure_ray(config)
 
     print("[2/6] cold-start SFT on the learner ranks")
     sft = SFTTrainer(override(config, model__path=base, sft__data_path=train["sft"],

@@ -15,7 +15,7 @@ from typing import Any
 
 from r1reward.config.schema import Config
 from r1reward.errors import UserError
-from r1reward.trainer.actors import ActorRun, split, start_learners
+from r1reward.trainer.actors import ActorRun, ensure_ray, split, start_learners
 from r1reward.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from r1reward.trainer.metrics import MetricsLogger
 
@@ -49,8 +49,7 @@ class SFTTrainer(ActorRun):
         self.examples = sft_examples(self.processor, cfg.sft.data_path, cfg.data.min_pixels, cfg.data.max_pixels)
         batch = cfg.learner.train_batch_size
         self.total_steps = max(1, math.ceil(len(self.examples) * cfg.sft.num_epochs / batch))
-        if not ray.is_initialized():
-            ray.init(address=cfg.resources.ray_address or None, include_dashboard=False)
+        ensure_ray(cfg)
         plan = learner_plan(cfg)
         validate_cluster(plan)
         self.placement_group, _ = create_placement_group(plan)
