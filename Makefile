@@ -8,7 +8,7 @@ STAMP := $(VENV)/.r1reward-installed
 PYPI_ONLY := env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null
 DEMO_CONFIG ?= configs/pipeline-tiny.yaml
 
-.PHONY: env demo test test-gpu clean
+.PHONY: env demo train-tiny test test-gpu clean
 
 env: $(STAMP)
 
@@ -28,6 +28,13 @@ $(STAMP): pyproject.toml Makefile
 # Synthetic data -> tiny model -> cold-start SFT -> hard examples -> StableReinforce -> evaluation.
 demo: $(STAMP)
 	$(BIN)/r1reward pipeline --config $(DEMO_CONFIG)
+
+# RL alone with configs/tiny-cpu.yaml: make its model (primed by a short SFT) and data first.
+train-tiny: $(STAMP)
+	$(BIN)/r1reward make-tiny-model runs/tiny-base
+	$(BIN)/r1reward make-synthetic-data runs/data --num 64
+	$(BIN)/r1reward sft-local runs/tiny-base runs/data/sft.jsonl runs/tiny-model
+	$(BIN)/r1reward train --config configs/tiny-cpu.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

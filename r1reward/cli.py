@@ -21,15 +21,15 @@ def command(name: str):
 
 
 def prepare_output_dir(path: str | Path) -> Path:
-    """Create `path` (its parent must exist) and check it is writable; one-line error otherwise."""
+    """Create `path` with its parents (like mkdir -p) and check it is writable; one-line error otherwise."""
     out = Path(path).expanduser()
     if out.exists() and not out.is_dir():
         raise UserError(f"output path exists and is not a directory: {out}")
-    parent = out.absolute().parent
-    if not out.exists() and not parent.is_dir():
-        raise UserError(f"cannot create output directory {out}: parent {parent} does not exist")
+    blocking = next((p for p in out.absolute().parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise UserError(f"cannot create output directory {out}: {blocking} is a file, not a directory")
     try:
-        out.mkdir(exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create output directory {out}: {e.strerror}") from None
     if not os.access(out, os.W_OK | os.X_OK):

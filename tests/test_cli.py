@@ -41,9 +41,15 @@ def test_make_synthetic_data_round_trips_through_parquet(tmp_path):
     assert (again / "pairs.jsonl").read_bytes() == (out / "pairs.jsonl").read_bytes()
 
 
+def test_missing_parent_directories_are_created(tmp_path):
+    out = tmp_path / "new" / "nested" / "data"
+    assert run_cli("make-synthetic-data", str(out), "--num", "2").returncode == 0
+    assert (out / "train.parquet").is_file()
+
+
 @pytest.mark.parametrize("args, message", [
-    (["make-tiny-model", "/nonexistent-dir/model"], "parent /nonexistent-dir does not exist"),
-    (["make-synthetic-data", "{file}/sub", "--num", "2"], "does not exist"),
+    (["make-tiny-model", "/sys/r1reward-test/model"], "cannot create output directory"),
+    (["make-synthetic-data", "{file}/sub", "--num", "2"], "is a file, not a directory"),
     (["make-synthetic-data", "{file}", "--num", "2"], "exists and is not a directory"),
     (["make-synthetic-data", "{tmp}/d", "--num", "0"], "--num must be positive"),
     (["print-config", "--config", "configs/tiny-cpu.yaml", "trainer.no_such_key=1"], "unknown key 'trainer.no_such_key'"),
