@@ -73,7 +73,8 @@ class ActorRun:
 
 
 def ensure_ray(config: Config) -> None:
-    """Join `resources.ray_address`, or start a local Ray with enough logical CPUs for the plan.
+    """Join `resources.ray_address` (or RAY_ADDRESS), or start a local Ray with enough logical CPUs for
+    the plan.
 
     A small machine has fewer cores than the plan has actors; Ray's CPUs are scheduling slots, and the
     actors share the cores (as they would share a GPU node's CPUs), so a local run oversubscribes."""
@@ -86,8 +87,9 @@ def ensure_ray(config: Config) -> None:
 
     if ray.is_initialized():
         return
-    if config.resources.ray_address:
-        ray.init(address=config.resources.ray_address, include_dashboard=False)
+    address = config.resources.ray_address or os.environ.get("RAY_ADDRESS")  # set inside a Ray job
+    if address:
+        ray.init(address=address)
         return
     needed = make_plan(config).totals[1]
     ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(needed)), include_dashboard=False)
