@@ -75,6 +75,18 @@ def resize_for_model(
     return image.resize((width, height), Image.Resampling.BICUBIC)
 
 
+def prompt_and_images(
+    processor: Any,
+    record: PreferenceRecord,
+    image_root: str | Path | None = None,
+    min_pixels: int = MIN_PIXELS,
+    max_pixels: int = MAX_PIXELS,
+) -> tuple[str, list[Image.Image]]:
+    """The rendered prompt and its images resized for the model: what vLLM is given."""
+    images = [resize_for_model(load_image(s, image_root), min_pixels, max_pixels) for s in record.images]
+    return render_prompt(processor, record), images
+
+
 def encode_prompt(
     processor: Any,
     record: PreferenceRecord,
@@ -82,13 +94,17 @@ def encode_prompt(
     min_pixels: int = MIN_PIXELS,
     max_pixels: int = MAX_PIXELS,
 ) -> dict[str, Any]:
-    """Token ids of the rendered prompt and the pixel inputs for its images.
+    """Token ids of the rendered prompt and the pixel inputs for its images (see `encode_rendered`)."""
+    text, images = prompt_and_images(processor, record, image_root, min_pixels, max_pixels)
+    return encode_rendered(processor, text, images, min_pixels, max_pixels)
 
-    Returns ``prompt_ids`` (list[int]), ``pixel_values`` (float tensor [patches, patch_dim]) and
-    ``image_grid_thw`` (long tensor [n_images, 3]); both tensors have zero rows for an image-less record.
-    """
-    text = render_prompt(processor, record)
-    images = [resize_for_model(load_image(s, image_root), min_pixels, max_pixels) for s in record.images]
+
+def encode_rendered(
+    processor: Any, text: str, images: list[Image.Image], min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS
+) -> dict[str, Any]:
+    """``prompt_ids`` (list[int]), ``pixel_values`` (float tensor [patches, patch_dim]) and
+    ``image_grid_thw`` (long tensor [n_images, 3]) of a rendered prompt; both tensors have zero rows
+    when there are no images."""
     if images:
         # The same bounds go to the processor so that it keeps our (already conforming) sizes.
         size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}

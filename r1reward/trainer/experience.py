@@ -11,16 +11,15 @@ import torch
 
 from r1reward.algo import get_advantage_estimator, normalize_and_filter
 from r1reward.config.schema import AlgoConfig
-from r1reward.data.images import load_image
 from r1reward.data.records import PreferenceRecord
-from r1reward.data.render import encode_prompt, render_prompt, resize_for_model
+from r1reward.data.render import encode_rendered, prompt_and_images
 
 
 def prepare_prompt(processor: Any, record: PreferenceRecord, min_pixels: int, max_pixels: int) -> dict[str, Any]:
     """What vLLM needs (rendered text, resized images) and what the learner needs (ids, pixels)."""
-    encoded = encode_prompt(processor, record, None, min_pixels, max_pixels)
-    images = [resize_for_model(load_image(s), min_pixels, max_pixels) for s in record.images]
-    return {"prompt": render_prompt(processor, record), "images": images, "label": record.label, **encoded}
+    text, images = prompt_and_images(processor, record, None, min_pixels, max_pixels)
+    encoded = encode_rendered(processor, text, images, min_pixels, max_pixels)
+    return {"prompt": text, "images": images, "label": record.label, **encoded}
 
 
 def make_samples(prompts: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[dict[str, Any]]:

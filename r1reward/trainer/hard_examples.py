@@ -12,9 +12,8 @@ from typing import Any
 
 from r1reward.algo import format_reward, parse_answer
 from r1reward.config.schema import Config
-from r1reward.data.images import load_image
 from r1reward.data.records import PreferenceRecord
-from r1reward.data.render import render_prompt, resize_for_model
+from r1reward.data.render import prompt_and_images
 
 
 @dataclass
@@ -42,8 +41,10 @@ def sample_choices(model_dir: str, records: list[PreferenceRecord], config: Conf
 
     processor = AutoProcessor.from_pretrained(model_dir)
     pixels = (config.data.min_pixels, config.data.max_pixels)
-    prompts = [{"prompt": render_prompt(processor, r),
-                "images": [resize_for_model(load_image(s), *pixels) for s in r.images]} for r in records]
+    prompts = []
+    for record in records:
+        text, images = prompt_and_images(processor, record, None, *pixels)
+        prompts.append({"prompt": text, "images": images})
     worker = ray.remote(num_cpus=1)(RolloutWorker).remote(model_dir, asdict(config.rollout), pixels)
     try:
         results = ray.get(worker.generate.remote(prompts, n=k, temperature=temperature,
