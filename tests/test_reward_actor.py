@@ -116,10 +116,14 @@ def test_unknown_judge_and_missing_endpoint() -> None:
 
 def test_prompt_and_output_parsing() -> None:
     text = "<think>line a\nline b\n\nline c\nline d</think><answer>1</answer>"
-    prompt = build_judge_prompt(text)
+    prompt = build_judge_prompt(text, "concise")
     assert "line b\nline c\nline d" in prompt and "line a" not in prompt
     assert "Response 1 is better" in prompt and prompt.startswith(JUDGE_PROMPT.split("{")[0])
-    assert build_judge_prompt(GARBAGE) is None and build_judge_prompt("<think></think><answer>2</answer>") is None
+    released = build_judge_prompt(text)  # the default: the released rules, lines joined with ';'
+    assert "line b;line c;line d" in released and "line a" not in released and "response 1 is better" in released
+    for style in ("released", "concise"):
+        assert build_judge_prompt(GARBAGE, style) is None
+        assert build_judge_prompt("<think></think><answer>2</answer>", style) is None
     assert [parse_judge_output(s) for s in ("1", " 0\n", "'1'.", "<answer>0</answer>", "yes", "10", "")] == \
         [1, -1, 1, -1, None, None, None]
 
@@ -187,9 +191,11 @@ def test_openai_yes_and_request_shape(server, monkeypatch) -> None:
     req = server.requests[0]
     assert req["path"] == "/custom/v1/chat/completions"  # URL and model come from the config
     assert req["body"]["model"] == "judge-x" and req["body"]["temperature"] == 0.1
+    assert req["body"]["max_tokens"] == 1024  # the released prompt lets the judge reason
     assert req["headers"]["Authorization"] == "Bearer sekret"
     content = req["body"]["messages"][0]["content"]
-    assert "Overall, Response 2 is better." in content and "Response 2 is better" in content.split("answer:")[-1]
+    assert "Response 1 misreads the chart.;Overall, Response 2 is better." in content
+    assert "response 2 is better" in content.split("Model's answer")[-1]
 
 
 def test_openai_no(server, monkeypatch) -> None:
@@ -227,10 +233,16 @@ def test_openai_client_error_not_retried(server) -> None:
     assert res.values == [0] and res.failures == 1 and len(server.requests) == 1
 
 
-def test_openai_garbage_output(server) -> None:
+def test_openai_garbage_output_is_asked_again_then_counted(server) -> None:
     server.reply = "The reasoning is sound, I think."
     res = openai_judge(server).judge([GOOD])
-    assert res.values == [0] and res.invalid == 1 and len(server.requests) == 1
+    assert res.values == [0] and res.invalid == 1 and res.failures == 0 and len(server.requests) == 3
+
+
+def test_openai_reasoning_reply_is_read_from_its_end(server) -> None:
+    server.reply = "Rule 2 does not apply: the reasoning favours response 2, as the answer does.\nOutput: 1"
+    res = openai_judge(server, judge_max_tokens=64).judge([GOOD])
+    assert res.values == [1] and res.invalid == 0 and server.requests[0]["body"]["max_tokens"] == 64
 
 
 def test_openai_concurrency_is_bounded(server) -> None:

@@ -23,6 +23,7 @@ CHOICES = {
     "model.dtype": {"float32", "bfloat16", "float16"},
     "rollout.dtype": {"float32", "bfloat16", "float16"},
     "reward.judge": {"rule", "vllm", "openai"},
+    "reward.judge_prompt": {"released", "concise"},
     "algo.policy_loss": {"stable_reinforce", "ppo"},
     "algo.advantage_estimator": {"reinforce++", "grpo", "rloo"},
     "algo.advantage_filter": {"paper", "released", "none"},
@@ -37,6 +38,12 @@ POSITIVE = [
     "learner.train_batch_size", "learner.epochs_per_rollout", "trainer.num_steps",
     "trainer.rollout_batch_size", "trainer.save_every", "data.max_prompt_tokens", "sft.num_epochs",
     "pipeline.num_train", "pipeline.num_heldout", "pipeline.select_k",
+    "rollout.max_model_len", "algo.eps_clip", "algo.filter_sigma", "algo.reward_clip", "learner.lr", "sft.lr",
+    "learner.grad_clip",
+]
+NON_NEGATIVE = [
+    "algo.kl_coef", "trainer.num_epochs", "reward.judge_retries", "rollout.temperature", "learner.weight_decay",
+    "sft.train_batch_size", "sft.save_every",
 ]
 
 
@@ -90,23 +97,57 @@ def validate(config: Config, origin: str = "config") -> None:
     for key in POSITIVE:
         if _get(config, key) <= 0:
             raise ConfigError(f"{origin}: '{key}' must be > 0, got {_get(config, key)}")
+    for key in NON_NEGATIVE:
+        if _get(config, key) < 0:
+            raise ConfigError(f"{origin}: '{key}' must be >= 0, got {_get(config, key)}")
+    _check_ranges(config, origin)
+    _check_batches(config, origin)
+
+
+def _check_ranges(config: Config, origin: str) -> None:
+    learner, algo = config.learner, config.algo
+    checks = [
+        ("rollout.top_p", 0 < config.rollout.top_p <= 1, "in (0, 1]"),
+        ("algo.gamma", 0 < algo.gamma <= 1, "in (0, 1]"),
+        ("learner.min_lr_ratio", 0 <= learner.min_lr_ratio <= 1, "in [0, 1]"),
+        ("learner.warmup_ratio", 0 <= learner.warmup_ratio < 1, "in [0, 1)"),
+        ("learner.adam_betas", len(learner.adam_betas) == 2 and all(0 <= b < 1 for b in learner.adam_betas),
+         "two values in [0, 1)"),
+        ("reward.judge_max_tokens", config.reward.judge_max_tokens is None or config.reward.judge_max_tokens > 0,
+         "> 0 (or null for the prompt's default)"),
+    ]
+    for key, ok, rule in checks:
+        if not ok:
+            raise ConfigError(f"{origin}: '{key}' must be {rule}, got {_get(config, key)}")
     if config.reward.judge == "openai" and not config.reward.judge_url:
         raise ConfigError(f"{origin}: reward.judge=openai needs 'reward.judge_url'")
     if config.reward.judge == "vllm" and not config.reward.judge_model:
         raise ConfigError(f"{origin}: reward.judge=vllm needs 'reward.judge_model'")
     if config.algo.delta_min <= 0 or config.algo.delta_max <= 1 or config.algo.delta_min >= 1:
         raise ConfigError(f"{origin}: algo.delta_min must lie in (0, 1) and algo.delta_max above 1")
-    samples = config.trainer.rollout_batch_size * config.rollout.n_samples_per_prompt
-    if samples % config.learner.train_batch_size:
+
+
+def _check_batches(config: Config, origin: str) -> None:
+    """Combinations that DeepSpeed, the estimators or vLLM would only refuse after start-up."""
+    learner, rollout = config.learner, config.rollout
+    if config.algo.advantage_estimator in ("grpo", "rloo") and rollout.n_samples_per_prompt < 2:
+        raise ConfigError(f"{origin}: algo.advantage_estimator={config.algo.advantage_estimator} needs "
+                          f"rollout.n_samples_per_prompt > 1 (a group baseline), got {rollout.n_samples_per_prompt}")
+    samples = config.trainer.rollout_batch_size * rollout.n_samples_per_prompt
+    if samples % learner.train_batch_size:
         raise ConfigError(
             f"{origin}: trainer.rollout_batch_size x rollout.n_samples_per_prompt ({samples}) must be a "
-            f"multiple of learner.train_batch_size ({config.learner.train_batch_size})")
-    per_rank = config.learner.train_batch_size % (config.learner.num_ranks * config.learner.micro_batch_size)
-    if per_rank:
-        raise ConfigError(
-            f"{origin}: learner.train_batch_size ({config.learner.train_batch_size}) must be a multiple of "
-            f"learner.num_ranks x learner.micro_batch_size "
-            f"({config.learner.num_ranks * config.learner.micro_batch_size})")
+            f"multiple of learner.train_batch_size ({learner.train_batch_size})")
+    per_step = learner.num_ranks * learner.micro_batch_size  # DeepSpeed: batch = micro x accumulation x ranks
+    for key, batch in (("learner.train_batch_size", learner.train_batch_size),
+                       ("sft.train_batch_size", config.sft.train_batch_size)):
+        if batch % per_step:
+            raise ConfigError(f"{origin}: {key} ({batch}) must be a multiple of learner.num_ranks x "
+                              f"learner.micro_batch_size ({per_step})")
+    needed = config.data.max_prompt_tokens + rollout.max_new_tokens
+    if rollout.max_model_len < needed:
+        raise ConfigError(f"{origin}: rollout.max_model_len ({rollout.max_model_len}) must hold "
+                          f"data.max_prompt_tokens + rollout.max_new_tokens ({needed})")
 
 
 def to_yaml(config: Config) -> str:

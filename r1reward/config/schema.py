@@ -28,6 +28,7 @@ class DataConfig:
     max_prompt_tokens: int = 2048
     # strict: stop at the first bad row with its file, row and reason; else skip and count it.
     strict: bool = False
+    # Seeds the per-epoch shuffle of the examples (RL and SFT) and the position swap.
     seed: int = 0
 
 
@@ -59,6 +60,10 @@ class RewardConfig:
     judge_retries: int = 3
     w_consistency: float = 0.5
     w_format: float = 0.5
+    # released: the released judge's rules (it may reason, then answers 0/1); concise: a one-character reply.
+    judge_prompt: str = "released"
+    # Output tokens per judge call; None takes the prompt's own (released 1024, concise 8).
+    judge_max_tokens: Optional[int] = None
 
 
 @dataclass
@@ -112,6 +117,8 @@ class ResourcesConfig:
 class TrainerConfig:
     output_dir: str = "runs/tiny-cpu"
     num_steps: int = 4
+    # > 0: num_steps = floor(usable rows * num_epochs / rollout_batch_size), set once the data is read.
+    num_epochs: float = 0.0
     rollout_batch_size: int = 8
     save_every: int = 2
     resume: bool = False
@@ -127,6 +134,7 @@ class SFTConfig:
     output_dir: str = "runs/tiny-sft"
     num_epochs: int = 1
     lr: float = 3e-3
+    train_batch_size: int = 0  # examples per optimizer step; 0 takes learner.train_batch_size
     save_every: int = 0  # optimizer steps between checkpoints; 0 saves at the end only
     resume: bool = False
 

@@ -3,9 +3,14 @@
 Each judge maps generations to -1 / 0 / +1 and counts its failures. ``rule`` needs no model;
 ``openai`` asks an OpenAI-compatible chat-completions endpoint; ``vllm`` asks a judge model served by
 a Ray actor (``r1reward.reward.actor.JudgeEngine``). As in the released code the model judges are
-text only and see the last 3 lines of the reasoning and the answer rewritten as "Response N is better";
-"1" -> +1, "0" -> -1. Anything else, or a call that still fails after the retries, gives 0 (neutral:
-the reward then rests on result and format alone).
+text only and see the last 3 lines of the reasoning and the answer rewritten as "response N is better".
+
+Prompts (``reward.judge_prompt``): ``released`` states the released judge's rules (1 when reasoning and
+answer mean the same; 0 for an ambiguous conclusion, the opposite choice, or approving both) and lets
+the judge reason; ``concise`` asks for one character. The last standalone 0 or 1 of the reply is read:
+"1" -> +1, "0" -> -1. A reply without one is asked again (``reward.judge_retries``); a generation whose
+judge still fails or never answers gives 0 (neutral: the reward rests on result and format) and is
+counted. Unlike the released code, a failure never earns a reward.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from r1reward.errors import UserError
 
 log = logging.getLogger(__name__)
 
-# The one place the judge prompt lives; {reasoning} and {answer} come from `judge_view`.
+# The concise prompt; {reasoning} and {answer} come from `judge_view`.
 JUDGE_PROMPT = (
     "You are checking a reward model's verdict. It compared two responses, Response 1 and Response 2, "
     "reasoned about them, and then gave a final answer.\n\n"
@@ -35,9 +40,37 @@ JUDGE_PROMPT = (
     "Does the reasoning support the final answer, i.e. does it conclude in favour of the same response? "
     "Reply with a single character: 1 if it does, 0 if it does not."
 )
+# The released judge's rules, in our words. It may reason first, so its verdict is the last 0/1.
+RELEASED_JUDGE_PROMPT = (
+    "You are a strict judge with one task: decide whether a model's reasoning and its final answer agree.\n\n"
+    "# Rules\n"
+    "1. Output 1 when the reasoning and the answer have the same meaning.\n"
+    "2. Output 0 when they do not match:\n"
+    "   - the reasoning ends in an ambiguous conclusion without a clear choice;\n"
+    "   - the reasoning chooses the opposite of the answer;\n"
+    "   - the reasoning approves both responses equally.\n\n"
+    "######### Model's reasoning (last lines) #########\n{reasoning}\n\n"
+    "######### Model's answer #########\n{answer}\n\n"
+    "End your reply with the single digit 1 or 0.\nOutput: "
+)
 JUDGE_TEMPERATURE = 0.1
-JUDGE_MAX_TOKENS = 8  # the judge answers one character; a little slack for whitespace or a period
 MAX_CONCURRENCY = 8
+
+
+@dataclass(frozen=True)
+class JudgePrompt:
+    template: str
+    joiner: str  # how the last reasoning lines are joined
+    answer: str  # the final answer restated, {n} = 1 or 2
+    max_tokens: int  # room for the reply: a reasoning judge needs far more than one character
+
+
+JUDGE_PROMPTS = {
+    # Released: the text before <answer>, last 3 lines joined with ';', "response N is better".
+    "released": JudgePrompt(RELEASED_JUDGE_PROMPT, ";", "response {n} is better", 1024),
+    "concise": JudgePrompt(JUDGE_PROMPT, "\n", "Response {n} is better", 8),
+}
+JUDGE_MAX_TOKENS = JUDGE_PROMPTS["concise"].max_tokens
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 _TAG = re.compile(r"</?(?:think|answer)>")
@@ -51,30 +84,39 @@ class JudgeResult:
     skipped: int = 0  # generations with no parseable answer or no reasoning: 0 without a call
 
 
-def judge_view(text: str, max_lines: int = 3) -> tuple[str, str] | None:
-    """(last non-empty reasoning lines, "Response N is better"), or None when there is nothing to
-    judge: no parseable answer, or no reasoning."""
+def judge_view(text: str, max_lines: int = 3, prompt: str = "released") -> tuple[str, str] | None:
+    """(last non-empty reasoning lines, the answer restated), or None when there is nothing to judge:
+    no parseable answer, or no reasoning. ``released`` reads the text before ``<answer>`` (tags
+    dropped); ``concise`` the ``<think>`` part when there is one."""
+    style = JUDGE_PROMPTS[prompt]
     answer = parse_answer(text)
     if answer is None:
         return None
-    think = _THINK.search(text)
-    # Without <think> tags the reasoning is whatever precedes the answer.
+    think = _THINK.search(text) if prompt == "concise" else None
     reasoning = think.group(1) if think else _TAG.sub("", text.split("<answer>")[0])
     lines = [line.strip() for line in reasoning.splitlines() if line.strip()][-max_lines:]
     if not lines:
         return None
-    return "\n".join(lines), f"Response {answer} is better"
+    return style.joiner.join(lines), style.answer.format(n=answer)
 
 
-def build_judge_prompt(text: str) -> str | None:
-    view = judge_view(text)
-    return None if view is None else JUDGE_PROMPT.format(reasoning=view[0], answer=view[1])
+def build_judge_prompt(text: str, prompt: str = "released") -> str | None:
+    view = judge_view(text, prompt=prompt)
+    return None if view is None else JUDGE_PROMPTS[prompt].template.format(reasoning=view[0], answer=view[1])
+
+
+# A 0 or 1 that is not part of a word or a number ("10", "0.5", "v1" do not count).
+_VERDICT = re.compile(r"(?<![\w.])[01](?!\w|\.\d)")
 
 
 def parse_judge_output(output: str) -> int | None:
-    """"1" -> +1, "0" -> -1 (tolerating quotes, a period or <answer> tags); None for anything else."""
-    stripped = _TAG.sub("", output).strip().strip("\"'`*.").strip()
-    return {"1": 1, "0": -1}.get(stripped)
+    """The last standalone 0 or 1 of the reply: "1" -> +1, "0" -> -1; None when there is none."""
+    found = _VERDICT.findall(output or "")
+    return None if not found else (1 if found[-1] == "1" else -1)
+
+
+def judge_max_tokens(cfg: RewardConfig) -> int:
+    return cfg.judge_max_tokens or JUDGE_PROMPTS[cfg.judge_prompt].max_tokens
 
 
 class RuleJudge:
@@ -88,27 +130,44 @@ class _NoRetry(Exception):
     """A client error (400, 401, 404 ...) that a retry would not fix."""
 
 
-def _pending(texts: list[str]) -> tuple[list[str | None], list[int], JudgeResult]:
+def _pending(texts: list[str], prompt: str) -> tuple[list[str | None], list[int], JudgeResult]:
     """Judge prompts, the indices worth a call (a parseable answer and reasoning), and a result that
     starts at 0 for every generation with the others counted as skipped."""
-    prompts = [build_judge_prompt(t) for t in texts]
+    prompts = [build_judge_prompt(t, prompt) for t in texts]
     todo = [i for i, p in enumerate(prompts) if p is not None]
     return prompts, todo, JudgeResult([0] * len(texts), skipped=len(texts) - len(todo))
 
 
-def _call_with_retries(fn: Callable[[], str], retries: int, backoff_s: float, what: str) -> str | None:
-    """fn() up to 1 + retries times with exponential backoff; None if every try failed."""
+def _backoff(backoff_s: float, attempt: int) -> None:
+    time.sleep(min(backoff_s * 2**attempt, 2.0))
+
+
+def _count(result: JudgeResult, problems: dict[int, str]) -> None:
+    """Generations still without a verdict stay at 0: a call that failed, or replies without a 0/1."""
+    result.failures += sum(p == "failed" for p in problems.values())
+    result.invalid += sum(p == "invalid" for p in problems.values())
+
+
+def _ask(call: Callable[[], str], retries: int, backoff_s: float, what: str) -> tuple[int, str | None]:
+    """call() until its reply holds a verdict, at most 1 + retries times: (value, None), or
+    (0, "failed" | "invalid") for what went wrong last."""
+    problem = "failed"
     for attempt in range(retries + 1):
         try:
-            return fn()
+            value = parse_judge_output(call())
         except _NoRetry as exc:
             log.warning("%s failed, not retried: %s", what, exc)
-            return None
+            return 0, "failed"
         except Exception as exc:  # noqa: BLE001 - any failure of the judge must end as a neutral 0
             log.warning("%s failed (try %d of %d): %s", what, attempt + 1, retries + 1, exc)
+            problem = "failed"
             if attempt < retries:
-                time.sleep(min(backoff_s * 2**attempt, 2.0))
-    return None
+                _backoff(backoff_s, attempt)
+            continue
+        if value is not None:
+            return value, None
+        problem = "invalid"  # a reply without a 0/1: ask again at once (temperature 0.1 may vary it)
+    return 0, problem
 
 
 class OpenAIJudge:
@@ -116,7 +175,8 @@ class OpenAIJudge:
 
     `judge_url` is the base URL (``http://host:8000/v1``) or the full ``.../chat/completions`` URL.
     Each request is bounded by `judge_timeout_s` (connect, each read, and the whole body) and tried
-    1 + `judge_retries` times; up to `MAX_CONCURRENCY` requests run at once."""
+    1 + `judge_retries` times (failed calls and replies without a verdict alike); up to
+    `MAX_CONCURRENCY` requests run at once."""
 
     def __init__(self, cfg: RewardConfig, backoff_s: float = 0.25, max_concurrency: int = MAX_CONCURRENCY) -> None:
         if not cfg.judge_url or not cfg.judge_model:
@@ -124,6 +184,8 @@ class OpenAIJudge:
         url = cfg.judge_url.rstrip("/")
         self.url = url if url.endswith("/chat/completions") else url + "/chat/completions"
         self.model = cfg.judge_model
+        self.prompt = cfg.judge_prompt
+        self.max_tokens = judge_max_tokens(cfg)
         self.timeout_s = float(cfg.judge_timeout_s)
         self.retries = max(0, int(cfg.judge_retries))
         self.backoff_s = backoff_s
@@ -141,7 +203,7 @@ class OpenAIJudge:
 
     def _request(self, prompt: str) -> str:
         payload = {"model": self.model, "messages": [{"role": "user", "content": prompt}],
-                   "temperature": JUDGE_TEMPERATURE, "max_tokens": JUDGE_MAX_TOKENS}
+                   "temperature": JUDGE_TEMPERATURE, "max_tokens": self.max_tokens}
         deadline = time.monotonic() + self.timeout_s
         # stream=True so the body is read under our own deadline: requests' timeout is per socket
         # read, and a server that trickles bytes would otherwise hold the call far longer.
@@ -158,38 +220,35 @@ class OpenAIJudge:
         return json.loads(body)["choices"][0]["message"]["content"] or ""
 
     def judge(self, texts: list[str]) -> JudgeResult:
-        prompts, todo, result = _pending(texts)
+        prompts, todo, result = _pending(texts, self.prompt)
         if not todo:
             return result
         with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(todo))) as pool:
-            outputs = list(pool.map(
-                lambda i: _call_with_retries(lambda: self._request(prompts[i]), self.retries, self.backoff_s,
-                                             f"judge request to {self.url}"), todo))
-        for i, output in zip(todo, outputs):
-            _record(result, i, output)
+            answers = list(pool.map(
+                lambda i: _ask(lambda: self._request(prompts[i]), self.retries, self.backoff_s,
+                               f"judge request to {self.url}"), todo))
+        problems = {}
+        for i, (value, problem) in zip(todo, answers):
+            result.values[i] = value
+            if problem is not None:
+                problems[i] = problem
+        _count(result, problems)
         return result
-
-
-def _record(result: JudgeResult, i: int, output: str | None) -> None:
-    if output is None:
-        result.failures += 1
-        return
-    value = parse_judge_output(output)
-    if value is None:
-        result.invalid += 1
-    result.values[i] = value or 0
 
 
 class VLLMJudge:
     """A judge model served by a Ray actor (`JudgeEngine`) that owns a text-only `vllm.LLM`.
 
-    One batched call per `judge()`, bounded by `judge_timeout_s` through `ray.get(timeout=...)` and tried
-    1 + `judge_retries` times; if every try fails, all generations of the batch get 0 as failures."""
+    One batched call per round, bounded by `judge_timeout_s` through `ray.get(timeout=...)`; up to
+    `judge_retries` more rounds ask again for the generations still without a verdict (the whole
+    batch after a failed call, only the invalid replies otherwise)."""
 
     def __init__(self, cfg: RewardConfig, judge_actor: Any, backoff_s: float = 0.25) -> None:
         if judge_actor is None:
             raise UserError("reward.judge=vllm needs a judge actor (see r1reward.reward.actor.make_judge_actor_class)")
         self.actor = judge_actor
+        self.prompt = cfg.judge_prompt
+        self.max_tokens = judge_max_tokens(cfg)
         self.timeout_s = float(cfg.judge_timeout_s)
         self.retries = max(0, int(cfg.judge_retries))
         self.backoff_s = backoff_s
@@ -197,7 +256,7 @@ class VLLMJudge:
     def _request(self, prompts: list[str]) -> list[str]:
         import ray
 
-        ref = self.actor.generate.remote(prompts, JUDGE_TEMPERATURE, JUDGE_MAX_TOKENS)
+        ref = self.actor.generate.remote(prompts, JUDGE_TEMPERATURE, self.max_tokens)
         try:
             outputs = ray.get(ref, timeout=self.timeout_s)
         except ray.exceptions.GetTimeoutError:
@@ -208,13 +267,27 @@ class VLLMJudge:
         return outputs
 
     def judge(self, texts: list[str]) -> JudgeResult:
-        prompts, todo, result = _pending(texts)
-        if not todo:
-            return result
-        outputs = _call_with_retries(lambda: self._request([prompts[i] for i in todo]), self.retries,
-                                     self.backoff_s, "vLLM judge call")
-        for k, i in enumerate(todo):
-            _record(result, i, None if outputs is None else outputs[k])
+        prompts, todo, result = _pending(texts, self.prompt)
+        problems = {i: "failed" for i in todo}
+        for attempt in range(self.retries + 1):
+            pending = [i for i in todo if i in problems]
+            if not pending:
+                break
+            try:
+                outputs = self._request([prompts[i] for i in pending])
+            except Exception as exc:  # noqa: BLE001 - a failed round leaves these generations pending
+                log.warning("vLLM judge call failed (try %d of %d): %s", attempt + 1, self.retries + 1, exc)
+                if attempt < self.retries:
+                    _backoff(self.backoff_s, attempt)
+                continue
+            for i, output in zip(pending, outputs):
+                value = parse_judge_output(output)
+                if value is None:
+                    problems[i] = "invalid"
+                else:
+                    result.values[i] = value
+                    del problems[i]
+        _count(result, problems)
         return result
 
 
@@ -224,6 +297,8 @@ JUDGES = {"rule": RuleJudge, "openai": OpenAIJudge, "vllm": VLLMJudge}
 def make_judge(cfg: RewardConfig, judge_actor: Any = None) -> RuleJudge | OpenAIJudge | VLLMJudge:
     if cfg.judge not in JUDGES:
         raise UserError(f"reward.judge must be one of {sorted(JUDGES)}, got {cfg.judge!r}")
+    if cfg.judge_prompt not in JUDGE_PROMPTS:
+        raise UserError(f"reward.judge_prompt must be one of {sorted(JUDGE_PROMPTS)}, got {cfg.judge_prompt!r}")
     if cfg.judge == "rule":
         return RuleJudge()
     if cfg.judge == "openai":
