@@ -17,7 +17,8 @@ def bundle_node_ip(pg: Any, bundle: int) -> str:
 
 
 def start_learners(config: Config, pg: Any, slots: list, total_optimizer_steps: int,
-                   model_path: str | None = None, lr: float | None = None) -> list[Any]:
+                   model_path: str | None = None, lr: float | None = None,
+                   train_batch_size: int | None = None) -> list[Any]:
     """One DeepSpeed rank per planned learner slot; returns once every rank has initialised."""
     import ray
     from vllm.utils.network_utils import get_open_port
@@ -25,7 +26,8 @@ def start_learners(config: Config, pg: Any, slots: list, total_optimizer_steps: 
     from r1reward.learner.worker import LearnerRank
     from r1reward.trainer.placement import slot_options
 
-    learner_cfg = asdict(config.learner) | ({"lr": lr} if lr is not None else {})
+    learner_cfg = asdict(config.learner) | ({"lr": lr} if lr is not None else {}) | (
+        {"train_batch_size": train_batch_size} if train_batch_size else {})
     master = (bundle_node_ip(pg, slots[0].bundle), get_open_port())
     learners = [ray.remote(LearnerRank).options(**slot_options(pg, slot)).remote(
         slot.rank, config.learner.num_ranks, *master, model_path or config.model.path, asdict(config.model),

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from r1reward.config.schema import Config
+from r1reward.data.order import step_indices, steps_for_epochs
 from r1reward.errors import UserError
 from r1reward.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from r1reward.trainer.actors import ActorRun, bundle_node_ip, ensure_ray, split, start_learners
@@ -91,11 +92,11 @@ class Trainer(ActorRun):
 
     # --- one step -------------------------------------------------------------------------------
     def _records_for(self, step: int):
-        """The step's slice of the data; the epoch (and so the position swap) follows from the step."""
+        """The step's prompts: positions of a per-epoch shuffle (data/order.py), a pure function of the
+        step, so a resumed run continues the same order. The epoch also sets the position swap."""
         batch = self.config.trainer.rollout_batch_size
         records = []
-        for position in range(step * batch, (step + 1) * batch):
-            epoch, index = divmod(position, len(self.dataset))
+        for epoch, index in step_indices(step, batch, len(self.dataset), self.config.data.seed):
             if self.dataset.epoch != epoch:
                 self.dataset.set_epoch(epoch)
             records.append(self.dataset[index])
@@ -173,6 +174,11 @@ class Trainer(ActorRun):
         self.output_dir.mkdir(parents=True, exist_ok=True)
         (self.output_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
         self._load_data()
+        if cfg.trainer.num_epochs > 0:  # the number of steps follows from the usable rows
+            cfg.trainer.num_steps = steps_for_epochs(len(self.dataset), cfg.trainer.num_epochs,
+                                                     cfg.trainer.rollout_batch_size)
+            (self.output_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+            print(f"{cfg.trainer.num_epochs} epoch(s) of {len(self.dataset)} prompts: {cfg.trainer.num_steps} steps")
         ensure_ray(cfg)
         self._start_actors()
         if cfg.trainer.resume:

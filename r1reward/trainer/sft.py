@@ -1,29 +1,24 @@
 """Cold-start SFT on the DeepSpeed learner ranks (the paper's stage 1): `r1reward sft`.
 
 Same actors, checkpoint format, metrics and resume as RL; the loss is the negative log-likelihood of
-the reasoning target's tokens. Each step takes `learner.train_batch_size` examples in a seeded order
-that is re-drawn every epoch, so a resumed run sees the same examples as an uninterrupted one.
+the reasoning target's tokens. Each step takes `sft.train_batch_size` (else `learner.train_batch_size`)
+examples in an order re-drawn every epoch from `data.seed` (r1reward/data/order.py), so a resumed run
+sees the same examples as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from r1reward.config.schema import Config
+from r1reward.data.order import step_indices
 from r1reward.errors import UserError
 from r1reward.trainer.actors import ActorRun, ensure_ray, split, start_learners
 from r1reward.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from r1reward.trainer.metrics import MetricsLogger
-
-
-def example_order(count: int, epoch: int, seed: int) -> list[int]:
-    order = list(range(count))
-    random.Random(seed * 1_000_003 + epoch).shuffle(order)
-    return order
 
 
 class SFTTrainer(ActorRun):
@@ -47,26 +42,22 @@ class SFTTrainer(ActorRun):
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.processor = AutoProcessor.from_pretrained(cfg.model.path)
         self.examples = sft_examples(self.processor, cfg.sft.data_path, cfg.data.min_pixels, cfg.data.max_pixels)
-        batch = cfg.learner.train_batch_size
+        batch = self.batch_size = cfg.sft.train_batch_size or cfg.learner.train_batch_size
         self.total_steps = max(1, math.ceil(len(self.examples) * cfg.sft.num_epochs / batch))
         ensure_ray(cfg)
         plan = learner_plan(cfg)
         validate_cluster(plan)
         self.placement_group, _ = create_placement_group(plan)
         self.learners = start_learners(cfg, self.placement_group, plan.role_slots("learner"), self.total_steps,
-                                       lr=cfg.sft.lr)
+                                       lr=cfg.sft.lr, train_batch_size=batch)
         checkpoint = latest_checkpoint(self.output_dir) if cfg.sft.resume else None
         if checkpoint is not None:
             self.step = load_checkpoint(self.learners, checkpoint)["step"]
             print(f"resumed from {checkpoint} at step {self.step}")
 
     def _batch(self, step: int) -> list[dict[str, Any]]:
-        size, count = self.config.learner.train_batch_size, len(self.examples)
-        picked = []
-        for position in range(step * size, (step + 1) * size):
-            epoch, index = divmod(position, count)
-            picked.append(self.examples[example_order(count, epoch, self.config.trainer.seed)[index]])
-        return picked
+        size, count = self.batch_size, len(self.examples)
+        return [self.examples[index] for _, index in step_indices(step, size, count, self.config.data.seed)]
 
     def actors(self) -> list[Any]:
         return list(getattr(self, "learners", []))
