@@ -114,6 +114,39 @@ def _pipeline(args: argparse.Namespace) -> None:
     run_pipeline(load_config(args.config, args.overrides))
 
 
+def _data_args(args: argparse.Namespace):
+    """(config, data path, schema) for check-data/prepare-data: the flags win over the config's data section."""
+    from r1reward.config import load_config
+
+    config = load_config(args.config, args.overrides)
+    return config, args.data or config.data.train_path, args.schema or config.data.schema
+
+
+@command("check-data")
+def _check_data(args: argparse.Namespace) -> int:
+    import json
+
+    from r1reward.data.check import check_data
+
+    config, data, schema = _data_args(args)
+    result = check_data(data, schema, config, image_root=args.image_root)
+    print(json.dumps(result, indent=1))
+    return 0 if result["loaded"] else 1
+
+
+@command("prepare-data")
+def _prepare_data(args: argparse.Namespace) -> int:
+    import json
+
+    from r1reward.data.prepare import prepare_data
+
+    config, data, schema = _data_args(args)
+    out = prepare_output_dir(args.out)
+    result = prepare_data(data, schema, out, config, image_root=args.image_root)
+    print(json.dumps(result, indent=1))
+    return 0 if result["converted"] else 1
+
+
 @command("print-config")
 def _print_config(args: argparse.Namespace) -> None:
     from r1reward.config import load_config, to_yaml
@@ -162,6 +195,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pipeline", help="tiny model -> synthetic data -> SFT -> hard examples -> RL -> evaluation")
     p.add_argument("--config", default=None)
     p.add_argument("overrides", nargs="*")
+
+    for name, text in (("check-data", "load a data file as training would; print counts and bad rows as JSON"),
+                       ("prepare-data", "convert a data file to OUT/train.parquet + OUT/images/ (relative paths)")):
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--schema", default=None, help="file schema (default: the config's data.schema)")
+        p.add_argument("--data", default=None, help="file or folder of shards (default: data.train_path)")
+        p.add_argument("--image-root", default=None, help="folder relative image paths are taken from "
+                       "(default: data.image_root, else the data file's folder)")
+        if name == "prepare-data":
+            p.add_argument("--out", required=True, help="output folder")
+        p.add_argument("--config", default=None)
+        p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. "
+                       "'data.image_path_map={/mmu_mllm_hdd/yfzhang/data/: /data/images/}'")
 
     p = sub.add_parser("print-config", help="print the resolved, validated configuration")
     p.add_argument("--config", default=None)

@@ -21,6 +21,9 @@ class DataConfig:
     train_path: str = "runs/data/train.parquet"
     schema: str = "r1reward-rl"
     image_root: Optional[str] = None
+    # Prefix rewrites applied to every image path before image_root, e.g. the released R1-Reward-RL paths:
+    # {"/mmu_mllm_hdd/yfzhang/data/": "/data/images/"}; the longest matching prefix wins.
+    image_path_map: dict[str, str] = field(default_factory=dict)
     eval_path: Optional[str] = None
     eval_schema: str = "canonical"
     min_pixels: int = 28 * 28 * 4

@@ -13,13 +13,13 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import overload
 
-from r1reward.data.images import check_image, resolve_source
-from r1reward.data.readers import RowContext, iter_raw_rows, parse_row
+from r1reward.data.images import check_image, map_path, resolve_source
+from r1reward.data.readers import IMAGE_FALLBACK, RowContext, iter_raw_rows, parse_row
 from r1reward.data.records import LABELS, DataError, PreferenceRecord
 
 TokenCounter = Callable[[PreferenceRecord], int]
@@ -63,6 +63,30 @@ def _bad(reason: str, detail: str) -> DataError:
     return DataError(detail, reason=reason)
 
 
+def _usable_images(
+    record: PreferenceRecord, image_root: str | Path, path_map: Mapping[str, str] | None
+) -> list:
+    """The record's images (paths rewritten by ``path_map``) if they all open, else its fallback images
+    (the R1-Reward RL ``image`` column) if those do. Raises the first image's DataError otherwise."""
+    images = [map_path(s, path_map) for s in record.images]
+    fallback = [map_path(s, path_map) for s in record.extra.get(IMAGE_FALLBACK) or []]
+    try:
+        for source in images:
+            check_image(source, image_root)  # raises DataError with image-missing / image-undecodable
+        return images
+    except DataError as exc:
+        if len(fallback) != len(images):
+            raise
+        try:
+            for source in fallback:
+                check_image(source, image_root)
+        except DataError as second:
+            # A missing path with a corrupt embedded image is a corrupt image: name the actual problem.
+            reason = second.reason if exc.reason == "image-missing" else exc.reason
+            raise DataError(f"{exc}; the image column fails too: {second}", reason=reason) from exc
+        return fallback
+
+
 def validate_record(
     record: PreferenceRecord,
     image_root: str | Path,
@@ -71,8 +95,10 @@ def validate_record(
     require_images: bool = True,
     max_prompt_tokens: int | None = None,
     token_counter: TokenCounter | None = None,
+    image_path_map: Mapping[str, str] | None = None,
 ) -> PreferenceRecord:
-    """The record with its image paths made absolute, or DataError with the first problem's reason."""
+    """The record with its image paths rewritten by ``image_path_map`` (longest prefix first) and made
+    absolute, or DataError with the first problem's reason."""
     if record.is_video and not allow_video:
         raise _bad("video-unsupported", f"video input is not supported yet: {record.media}")
     if record.label not in LABELS:
@@ -83,9 +109,10 @@ def validate_record(
         raise _bad("identical-responses", "the two responses are identical")
     if require_images and not record.images and not record.is_video:
         raise _bad("image-missing", "the row has no image")
-    for source in record.images:
-        check_image(source, image_root)  # raises DataError with image-missing / image-undecodable
-    record = dataclasses.replace(record, images=[resolve_source(s, image_root) for s in record.images])
+    images = _usable_images(record, image_root, image_path_map)
+    # The fallback has served its purpose: dropping it keeps embedded bytes out of memory.
+    extra = {k: v for k, v in record.extra.items() if k != IMAGE_FALLBACK}
+    record = dataclasses.replace(record, images=[resolve_source(s, image_root) for s in images], extra=extra)
     # Last, because counting tokens can be the most expensive check.
     if max_prompt_tokens is not None and token_counter is not None:
         n_tokens = token_counter(record)
@@ -115,6 +142,49 @@ def balanced_swap(
     ]
 
 
+def iter_preferences(
+    path: str | Path,
+    schema: str,
+    report: BadRowReport,
+    image_root: str | Path | None = None,
+    strict: bool = False,
+    max_prompt_tokens: int | None = None,
+    token_counter: TokenCounter | None = None,
+    allow_video: bool = False,
+    *,
+    require_images: bool = True,
+    image_path_map: Mapping[str, str] | None = None,
+) -> Iterator[PreferenceRecord]:
+    """The validated records of a file/directory one at a time, in file order, counting into ``report``.
+
+    The streaming core of ``load_preferences`` (same checks), for tools that must not hold a multi-GB
+    set with embedded images in memory (check-data, prepare-data).
+    """
+    if max_prompt_tokens is not None and token_counter is None:
+        raise ValueError("max_prompt_tokens needs a token_counter(record) -> int")
+    for ctx, row in iter_raw_rows(path, schema):
+        report.rows += 1
+        try:
+            record = validate_record(
+                parse_row(schema, row, ctx),
+                image_root if image_root is not None else ctx.path.parent,
+                allow_video=allow_video,
+                require_images=require_images,
+                max_prompt_tokens=max_prompt_tokens,
+                token_counter=token_counter,
+                image_path_map=image_path_map,
+            )
+        except DataError as exc:
+            if not exc.reason:  # not a per-row problem (e.g. the file itself): always fatal
+                raise
+            if strict:
+                raise DataError(f"{ctx.path}:{ctx.row}: {exc.reason}: {exc}", reason=exc.reason) from exc
+            report.add(ctx, exc.reason, str(exc))
+            continue
+        report.kept += 1
+        yield record
+
+
 def load_preferences(
     path: str | Path,
     schema: str,
@@ -128,38 +198,20 @@ def load_preferences(
     epoch: int = 0,
     require_images: bool = True,
     verbose: bool = True,
+    image_path_map: Mapping[str, str] | None = None,
 ) -> tuple[list[PreferenceRecord], BadRowReport]:
     """Read, validate and (unless ``swap_seed`` is None) position-swap the records of a file/directory.
 
-    Relative image paths are resolved against ``image_root``, by default the data file's directory;
+    Image paths are first rewritten by ``image_path_map`` (``data.image_path_map``: prefix -> prefix),
+    then relative ones are resolved against ``image_root``, by default the data file's directory;
     returned records carry absolute paths. Benchmarks should pass ``swap_seed=None`` to keep the chosen
     response first, as the released evaluation does. A missing file or a file that does not match the
     schema raises DataError at once, whatever ``strict`` says.
     """
-    if max_prompt_tokens is not None and token_counter is None:
-        raise ValueError("max_prompt_tokens needs a token_counter(record) -> int")
     report = BadRowReport(str(path))
-    records: list[PreferenceRecord] = []
-    for ctx, row in iter_raw_rows(path, schema):
-        report.rows += 1
-        try:
-            record = validate_record(
-                parse_row(schema, row, ctx),
-                image_root if image_root is not None else ctx.path.parent,
-                allow_video=allow_video,
-                require_images=require_images,
-                max_prompt_tokens=max_prompt_tokens,
-                token_counter=token_counter,
-            )
-        except DataError as exc:
-            if not exc.reason:  # not a per-row problem (e.g. the file itself): always fatal
-                raise
-            if strict:
-                raise DataError(f"{ctx.path}:{ctx.row}: {exc.reason}: {exc}", reason=exc.reason) from exc
-            report.add(ctx, exc.reason, str(exc))
-            continue
-        records.append(record)
-    report.kept = len(records)
+    records = list(iter_preferences(
+        path, schema, report, image_root, strict, max_prompt_tokens, token_counter, allow_video,
+        require_images=require_images, image_path_map=image_path_map))
     if verbose:
         print(report.summary(), flush=True)
     if swap_seed is not None:

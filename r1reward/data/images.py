@@ -6,6 +6,7 @@ import base64
 import binascii
 import io
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -16,11 +17,18 @@ _DATA_URI = re.compile(r"^data:(image/[\w.+-]+)?(;[\w-]+=[\w.-]+)*;base64,", re.
 # A bare base64 payload (as some datasets store images in a string column): long, base64 alphabet only.
 _BARE_BASE64 = re.compile(r"^[A-Za-z0-9+/=\s]+$")
 _BARE_BASE64_MIN_CHARS = 512
+# Shorter bare base64 still counts when it starts like an encoded image file (PNG, JPEG, GIF, WebP, TIFF):
+# small images in a string column must not be mistaken for paths.
+_BASE64_IMAGE_PREFIXES = ("iVBORw0KGgo", "/9j/", "R0lGOD", "UklGR", "SUkqA", "TU0AK")
 
 
 def _is_base64_text(text: str) -> bool:
-    return bool(_DATA_URI.match(text)) or (
-        len(text) >= _BARE_BASE64_MIN_CHARS and bool(_BARE_BASE64.match(text)))
+    if _DATA_URI.match(text):
+        return True
+    if not _BARE_BASE64.match(text):
+        return False
+    return len(text) >= _BARE_BASE64_MIN_CHARS or (
+        text.startswith(_BASE64_IMAGE_PREFIXES) and len("".join(text.split())) % 4 == 0)
 
 
 def is_embedded(source: ImageSource) -> bool:
@@ -41,16 +49,30 @@ def decode_base64_string(text: str) -> bytes | None:
         raise DataError(f"invalid base64 image data: {exc}", reason="image-undecodable") from exc
 
 
+def map_path(source: ImageSource, path_map: Mapping[str, str] | None) -> ImageSource:
+    """``source`` with its longest matching prefix in ``path_map`` rewritten (``data.image_path_map``).
+
+    Released files carry their authors' absolute paths (e.g. /mmu_mllm_hdd/...); the map points them
+    at a local copy. Embedded images pass through unchanged.
+    """
+    if not path_map or not isinstance(source, (str, Path)) or is_embedded(str(source)):
+        return source
+    text = str(source)
+    prefix = max((p for p in path_map if p and text.startswith(p)), key=len, default=None)
+    return text if prefix is None else path_map[prefix] + text[len(prefix):]
+
+
 def resolve_path(source: str | Path, image_root: str | Path | None = None) -> Path:
-    """An image path made absolute: relative paths are taken relative to ``image_root`` when given."""
+    """An image path made absolute: relative paths are taken relative to ``image_root`` when given,
+    then to the working directory, so that records stay valid wherever they are used later."""
     text = str(source)
     if re.match(r"^[a-z][a-z0-9+.-]*://", text, re.IGNORECASE):
         raise DataError(f"image URLs are not supported (no network access): {text[:200]}",
                         reason="image-missing")
     path = Path(text).expanduser()
     if not path.is_absolute() and image_root is not None:
-        path = Path(image_root) / path
-    return path
+        path = Path(image_root).expanduser() / path
+    return path.absolute()
 
 
 def resolve_source(source: ImageSource, image_root: str | Path | None = None) -> ImageSource:

@@ -1,7 +1,8 @@
 """Readers that turn the preference files we meet into PreferenceRecords, one schema each.
 
 Files are streamed (JSONL line by line, parquet in record batches) so that the multi-GB R1-Reward-RL
-shards never sit in memory whole. A schema declares the columns it needs; a file that lacks them fails
+shards never sit in memory whole; a .json file holding one array (Multimodal RewardBench's
+``all_data.json``) is read whole. A schema declares the columns it needs; a file that lacks them fails
 at once with DataError. Problems with a single row are raised as DataError with a ``reason``, so that
 ``load_preferences`` can count and skip them.
 """
@@ -21,7 +22,10 @@ from r1reward.data.images import decode_base64_string, is_embedded
 from r1reward.data.prompt import EVALUATOR_PROMPT
 from r1reward.data.records import DataError, ImageSource, PreferenceRecord
 
-DATA_SUFFIXES = (".jsonl", ".parquet")
+DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
+# extra[IMAGE_FALLBACK]: the images to use instead of ``images`` when those cannot be opened. The R1-Reward
+# RL rows name their authors' paths in the message but carry the image itself in the ``image`` column.
+IMAGE_FALLBACK = "image_fallback"
 _PARQUET_BATCH_ROWS = 64  # rows may carry embedded images, so keep batches small
 
 
@@ -60,12 +64,12 @@ def data_files(path: str | Path) -> list[Path]:
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in DATA_SUFFIXES and p.is_file())
         if not files:
-            raise DataError(f"no .jsonl or .parquet files in directory {path}")
+            raise DataError(f"no .jsonl, .json or .parquet files in directory {path}")
         return files
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     if path.suffix not in DATA_SUFFIXES:
-        raise DataError(f"unsupported data file type {path.suffix!r} (want .jsonl or .parquet): {path}")
+        raise DataError(f"unsupported data file type {path.suffix!r} (want .jsonl, .json or .parquet): {path}")
     return [path]
 
 
@@ -87,6 +91,28 @@ def _iter_jsonl(path: Path, schema: Schema) -> Iterator[tuple[int, dict[str, Any
                 _check_columns(path, schema, set(row))
                 checked = True
             yield line_no, row
+
+
+def _iter_json(path: Path, schema: Schema) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
+    """A .json file: one JSON array of row objects (read whole), or JSON lines under a .json name."""
+    with path.open(encoding="utf-8") as handle:
+        head = handle.read(4096).lstrip()
+    if not head.startswith("["):  # many hub files named .json are JSON lines
+        yield from _iter_jsonl(path, schema)
+        return
+    try:
+        with path.open(encoding="utf-8") as handle:
+            rows = json.load(handle)
+    except json.JSONDecodeError as exc:  # a broken array cannot be split into rows: the file is bad
+        raise DataError(f"{path} is not valid JSON: {exc}") from exc
+    objects = [row for row in rows if isinstance(row, dict)]
+    if objects:
+        _check_columns(path, schema, set(objects[0]))
+    for row_no, row in enumerate(rows, start=1):
+        if isinstance(row, dict):
+            yield row_no, row
+        else:
+            yield row_no, DataError(f"not a JSON object: {type(row).__name__}", reason="invalid-json")
 
 
 def _iter_parquet(path: Path, schema: Schema) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -111,14 +137,24 @@ def _check_columns(path: Path, schema: Schema, columns: set[str]) -> None:
         )
 
 
+_ROW_READERS = {".jsonl": _iter_jsonl, ".json": _iter_json, ".parquet": _iter_parquet}
+
+
+def read_rows(file: str | Path, schema: str) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
+    """(1-based row number, raw row) of one data file, the reader picked by its suffix."""
+    file = Path(file)
+    if file.suffix not in _ROW_READERS:
+        raise DataError(f"unsupported data file type {file.suffix!r} (want .jsonl, .json or .parquet): {file}")
+    return _ROW_READERS[file.suffix](file, get_schema(schema))
+
+
 def iter_raw_rows(
     path: str | Path, schema: str
 ) -> Iterator[tuple[RowContext, dict[str, Any] | DataError]]:
     """(context, raw row) for every row of every file behind ``path``; an unreadable row is a DataError."""
-    spec = get_schema(schema)
+    get_schema(schema)  # an unknown schema fails before any file is opened
     for file in data_files(path):
-        rows = _iter_jsonl(file, spec) if file.suffix == ".jsonl" else _iter_parquet(file, spec)
-        for row_no, row in rows:
+        for row_no, row in read_rows(file, schema):
             yield RowContext(file, row_no), row
 
 
@@ -166,6 +202,12 @@ def _images(value: Any) -> list[ImageSource]:
     return [] if source is None else [source]
 
 
+def _image_list(value: Any) -> list[ImageSource]:
+    """One image or a list of them (a column may hold either)."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return [s for s in map(_image_value, values) if s is not None]
+
+
 def _media_string(value: Any) -> str:
     if isinstance(value, dict):
         return _text(value.get("path"))
@@ -189,20 +231,46 @@ _R1_SEP, _, _rest = _rest.partition("{answer1}")
 _R2_SEP, _, _TAIL = _rest.partition("{answer2}")
 
 
+_LOOSE_QUESTION = re.compile(r"#+\s*\[Question\]:[ \t]*\n")
+_LOOSE_RESPONSE_1 = re.compile(r"\s*#+\s*\[Response 1\]:[ \t]*\n")
+_LOOSE_RESPONSE_2 = re.compile(r"\s*#+\s*\[Response 2\]:[ \t]*\n")
+_LOOSE_TAIL = re.compile(r"\s*#+\s*\*\*Output Format")
+
+
+def _parse_prompt_sections(text: str) -> tuple[str, str, str] | None:
+    """The three sections by their ``###### [..]:`` headings alone, for prompts whose preamble or
+    spacing differs from ours (responses lose their trailing whitespace)."""
+    start = _LOOSE_QUESTION.search(text)
+    if start is None:
+        return None
+    rest = text[start.end():]
+    r1 = _LOOSE_RESPONSE_1.search(rest)
+    if r1 is None:
+        return None
+    question, rest = rest[:r1.start()], rest[r1.end():]
+    r2 = list(_LOOSE_RESPONSE_2.finditer(rest))
+    if not r2:
+        return None
+    response_1, rest = rest[:r2[-1].start()], rest[r2[-1].end():]
+    tail = list(_LOOSE_TAIL.finditer(rest))
+    return question, response_1, rest[:tail[-1].start()] if tail else rest.rstrip()
+
+
 def parse_filled_prompt(text: str) -> tuple[str, str, str] | None:
     """(question, response_1, response_2) from a filled Table-1 prompt, or None if ``text`` is not one.
 
     Responses could in principle contain the markers; we split at the first response-1 marker and the
-    last response-2 marker, so only text that itself forges the markers is ambiguous.
+    last response-2 marker, so only text that itself forges the markers is ambiguous. A prompt that is
+    not byte-identical to ours is split by its section headings.
     """
     start, end = text.find(_Q_HEAD), text.rfind(_TAIL)
     if start < 0 or end < 0:
-        return None
+        return _parse_prompt_sections(text)
     body = text[start + len(_Q_HEAD):end]
     question, sep1, responses = body.partition(_R1_SEP)
     response_1, sep2, response_2 = responses.rpartition(_R2_SEP)
     if not sep1 or not sep2:
-        return None
+        return _parse_prompt_sections(text)
     return question, response_1, response_2
 
 
@@ -229,20 +297,28 @@ def _message_parts(message: Any) -> tuple[list[str], list[str]]:
 
 def _parse_r1reward_rl(row: dict[str, Any], ctx: RowContext) -> PreferenceRecord:
     texts, message_images = _message_parts(row["message"])
-    # The question column normally holds the filled prompt; fall back to the message's text parts.
+    # Our writer puts the filled prompt in `question`; the released set has the bare question there and
+    # the filled prompt in the message's text part.
     parsed = next(filter(None, map(parse_filled_prompt, [_text(row["question"]), *texts])), None)
     if parsed is None:
         raise DataError("no filled Table-1 prompt in question or message", reason="unparseable-prompt")
     answer = row["answer"]
     answer_text = " ".join(map(str, answer)) if isinstance(answer, (list, tuple)) else _text(answer)
     match = re.search(r"<answer>(.*?)</answer>", answer_text, re.DOTALL)
-    sources = [_image_value(v) for v in message_images] or [_image_value(row.get("image"))]
-    images = [s for s in sources if s is not None]
+    images = [s for s in map(_image_value, message_images) if s is not None]
+    column = _image_list(row.get("image"))
+    extra = {}
+    if not images:
+        images = column
+    elif column and column != images:
+        # The message's paths are tried first (a local file keeps no bytes in memory); the image column,
+        # often the embedded image, stands in when they cannot be opened (see validate_record).
+        extra[IMAGE_FALLBACK] = column
     return PreferenceRecord(
         id=f"{ctx.path.stem}-{ctx.row}", question=parsed[0], images=images,
         response_1=parsed[1], response_2=parsed[2],
         label=_label(match.group(1) if match else answer_text), source=ctx.path.stem,
-        media=next((s for s in images if isinstance(s, str)), ""))
+        media=next((s for s in images if isinstance(s, str)), ""), extra=extra)
 
 
 def _parse_mm_rlhf(row: dict[str, Any], ctx: RowContext) -> PreferenceRecord:
@@ -272,10 +348,13 @@ def _parse_vl_rewardbench_hub(row: dict[str, Any], ctx: RowContext) -> Preferenc
 
 def _parse_multimodal_rewardbench(row: dict[str, Any], ctx: RowContext) -> PreferenceRecord:
     label = {"Output1": 1, "Output2": 2}.get(_text(row["Better"]).strip(), 0)
+    # all_data.json has Category at the top level; the judge-output files nest it under Meta.
+    meta = row.get("Meta")
+    category = row.get("Category") or (meta.get("Category") if isinstance(meta, dict) else None)
     return PreferenceRecord(
         id=_text(row["ID"]), question=_text(row["Text"]), images=_images(row["Image"]),
         response_1=_text(row["Output1"]), response_2=_text(row["Output2"]), label=label,
-        source=ctx.path.stem, category=_text(row.get("Category")), media=_media_string(row["Image"]))
+        source=ctx.path.stem, category=_text(category), media=_media_string(row["Image"]))
 
 
 _CANONICAL = ("id", "question", "images", "response_1", "response_2", "label", "source", "category")

@@ -50,6 +50,7 @@ class Trainer(ActorRun):
         tokens = lambda record: len(self.processor.tokenizer(record.question + record.response_1 + record.response_2).input_ids)
         self.dataset = PreferenceDataset.from_file(
             cfg.data.train_path, cfg.data.schema, swap_seed=cfg.data.seed, image_root=cfg.data.image_root,
+            image_path_map=cfg.data.image_path_map,
             strict=cfg.data.strict, max_prompt_tokens=cfg.data.max_prompt_tokens, token_counter=tokens)
         if len(self.dataset) == 0:
             raise UserError(f"no usable rows in {cfg.data.train_path}")
