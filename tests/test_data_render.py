@@ -33,14 +33,14 @@ def make_record(images: list, question: str = "What colour is the shape?") -> Pr
     return PreferenceRecord("r0", question, images, "It is red.", "It is {blue}.", 1)
 
 
-def test_build_messages_puts_images_first_then_prompt():
+def test_build_messages_puts_prompt_first_then_images_as_released_training_does():
     record = make_record(["a.png", "b.png"])
+    text = {"type": "text", "text": format_prompt(record.question, record.response_1, record.response_2)}
     (turn,) = build_messages(record)
     assert turn["role"] == "user"
-    assert turn["content"][:2] == [{"type": "image"}, {"type": "image"}]
-    assert turn["content"][2] == {
-        "type": "text", "text": format_prompt(record.question, record.response_1, record.response_2)}
-    assert len(turn["content"]) == 3
+    assert turn["content"] == [text, {"type": "image"}, {"type": "image"}]
+    (turn,) = build_messages(record, image_first=True)  # the released evaluation's layout
+    assert turn["content"] == [{"type": "image"}, {"type": "image"}, text]
 
 
 def test_rendered_prompt_contains_exact_table1_text(processor):
@@ -50,11 +50,14 @@ def test_rendered_prompt_contains_exact_table1_text(processor):
     assert filled in text
     assert EVALUATOR_PROMPT.split("{question}")[0] in text
     assert "###### [Question]:\nWhat colour is the shape?  \n\n###### [Response 1]:\nIt is red.  \n\n" in text
-    # One image placeholder, before the prompt text, inside the user turn; generation prompt at the end.
+    # One image placeholder, after the prompt text, inside the user turn; generation prompt at the end.
     assert text.count("<|image_pad|>") == 1
-    assert text.index("<|vision_start|><|image_pad|><|vision_end|>") < text.index(filled)
-    assert text.index("<|im_start|>user") < text.index("<|image_pad|>")
+    assert text.index(filled) < text.index("<|vision_start|><|image_pad|><|vision_end|>")
+    assert filled + "<|vision_start|><|image_pad|><|vision_end|><|im_end|>" in text
+    assert text.index("<|im_start|>user") < text.index(filled)
     assert text.endswith("<|im_start|>assistant\n")
+    image_first = render_prompt(processor, record, image_first=True)
+    assert "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>" + filled in image_first
 
 
 @pytest.mark.parametrize("size", [(1000, 800), (100, 60), (20, 20), (3000, 40), (28, 28)])

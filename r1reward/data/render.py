@@ -1,7 +1,9 @@
 """Turning a record into what the model reads: Qwen chat messages, prompt text, token ids and pixels.
 
-The layout matches the released R1-Reward training and evaluation: one user turn holding the image(s)
-first and then the filled Table-1 prompt, followed by the assistant generation prompt.
+The layout matches the released R1-Reward training data: one user turn holding the filled Table-1
+prompt first and then the image(s), followed by the assistant generation prompt. The released
+evaluation scripts put the image(s) first instead (``image_first=True``, used by
+``r1reward eval --protocol released``).
 """
 
 from __future__ import annotations
@@ -24,18 +26,19 @@ MAX_PIXELS = 640 * 28 * 28  # the released training script's max image pixels
 _MAX_ASPECT_RATIO = 200  # beyond this Qwen's own resize refuses the image
 
 
-def build_messages(record: PreferenceRecord) -> list[dict[str, Any]]:
-    """A single user turn: one image placeholder per image, then the filled Table-1 prompt."""
-    text = format_prompt(record.question, record.response_1, record.response_2)
-    content: list[dict[str, Any]] = [{"type": "image"} for _ in record.images]
-    content.append({"type": "text", "text": text})
-    return [{"role": "user", "content": content}]
+def build_messages(record: PreferenceRecord, image_first: bool = False) -> list[dict[str, Any]]:
+    """A single user turn: the filled Table-1 prompt, then one image placeholder per image (the
+    released training messages); ``image_first`` puts the images before the text."""
+    text: list[dict[str, Any]] = [
+        {"type": "text", "text": format_prompt(record.question, record.response_1, record.response_2)}]
+    images: list[dict[str, Any]] = [{"type": "image"} for _ in record.images]
+    return [{"role": "user", "content": images + text if image_first else text + images}]
 
 
-def render_prompt(processor: Any, record: PreferenceRecord) -> str:
+def render_prompt(processor: Any, record: PreferenceRecord, image_first: bool = False) -> str:
     """The prompt string the model is conditioned on (chat template with the generation prompt)."""
     return processor.apply_chat_template(
-        build_messages(record), tokenize=False, add_generation_prompt=True
+        build_messages(record, image_first), tokenize=False, add_generation_prompt=True
     )
 
 
