@@ -42,6 +42,7 @@ class RolloutConfig:
     n_samples_per_prompt: int = 1
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0  # 0: no top-k cut (vLLM's convention)
     max_new_tokens: int = 64
     dtype: str = "float32"
     enforce_eager: bool = True

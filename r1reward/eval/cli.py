@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from r1reward.data.render import MAX_PIXELS, MIN_PIXELS
 from r1reward.eval.benchmarks import BENCHMARKS
+from r1reward.eval.protocol import PROTOCOLS
 
 _EVAL_HELP = ("evaluate a model on VL-RewardBench, Multimodal RewardBench or MM-RLHF-RewardBench: "
               "K samples per pair, majority vote, per-category metrics, Voting@K/Any@K")
@@ -44,6 +45,12 @@ def add_commands(subparsers: Any, command: Callable[[str], Callable]) -> None:
     p.add_argument("--schema", default=None, help="file format if not the benchmark's released one "
                    "(e.g. vl-rewardbench-hub)")
     _add_engine_options(p)
+    # None = not given: the protocol decides (explicit flags win over it).
+    p.set_defaults(temperature=None, max_tokens=None)
+    p.add_argument("--protocol", choices=PROTOCOLS, default="default",
+                   help="default: --temperature (1.0), --max-tokens (1024), the file's response order, prompt "
+                   "text first as trained; released: as the released R1-Reward scripts (the checkpoint's "
+                   "generation_config.json, 4096 tokens, chosen response first, image first)")
     p.add_argument("--swap", action="store_true",
                    help="judge both response orders; a pair is correct only if right in both")
     p.add_argument("--limit", type=int, default=None, help="only the first N rows of the file")
@@ -77,7 +84,7 @@ def _eval(args: argparse.Namespace) -> None:
         workers=args.workers, limit=args.limit, skip_missing_images=args.skip_missing_images, seed=args.seed,
         min_pixels=args.min_pixels, max_pixels=args.max_pixels, batch_rows=args.batch_rows, dtype=args.dtype,
         max_model_len=args.max_model_len, gpus_per_worker=args.gpus_per_worker,
-        gpu_memory_utilization=args.gpu_memory_utilization)
+        gpu_memory_utilization=args.gpu_memory_utilization, protocol=args.protocol)
     metrics = run_eval(options)
     print(summary_line(metrics) + f"; wrote {args.out}/metrics.json, metrics.md, predictions.jsonl")
 

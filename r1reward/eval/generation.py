@@ -37,12 +37,12 @@ def cuda_available() -> bool:
 
 def eval_rollout_config(max_new_tokens: int, temperature: float = 1.0, dtype: str = "auto",
                         max_model_len: int | None = None, seed: int = 0,
-                        gpu_memory_utilization: float = 0.85) -> dict[str, Any]:
+                        gpu_memory_utilization: float = 0.85, top_p: float = 1.0, top_k: int = 0) -> dict[str, Any]:
     """A RolloutConfig dict for evaluation. ``dtype`` "auto" is bfloat16 on a GPU and float32 on the CPU;
     ``max_model_len`` None lets vLLM take the model's own limit (benchmark prompts are long)."""
     on_gpu = cuda_available()
     config = RolloutConfig(
-        max_new_tokens=max_new_tokens, temperature=temperature,
+        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
         dtype=("bfloat16" if on_gpu else "float32") if dtype == "auto" else dtype, seed=seed,
         gpu_memory_utilization=gpu_memory_utilization,
         # On a GPU the KV cache is sized by gpu_memory_utilization (0 bytes means "use it").
@@ -128,11 +128,13 @@ def _as_image(source: Any) -> Image.Image:
     return source.convert("RGB") if isinstance(source, Image.Image) else load_image(source)
 
 
-def build_prompt(processor: Any, record: PreferenceRecord, min_pixels: int, max_pixels: int) -> dict[str, Any]:
-    """What a rollout worker takes: the rendered Table-1 prompt and the images (paths, bytes or PIL
-    images), resized as in training."""
+def build_prompt(processor: Any, record: PreferenceRecord, min_pixels: int, max_pixels: int,
+                 image_first: bool = False) -> dict[str, Any]:
+    """What a rollout worker takes: the rendered Table-1 prompt (text first as in training, or
+    ``image_first`` as the released evaluation) and the images (paths, bytes or PIL images), resized
+    as in training."""
     images = [resize_for_model(_as_image(source), min_pixels, max_pixels) for source in record.images]
-    return {"prompt": render_prompt(processor, record), "images": images}
+    return {"prompt": render_prompt(processor, record, image_first), "images": images}
 
 
 @dataclass
@@ -151,13 +153,13 @@ def reasoning_of(text: str) -> str:
 
 
 def sample_votes(engine: Generator, prompts: list[dict[str, Any]], k: int, temperature: float,
-                 max_tokens: int, seeds: list[int] | None = None) -> list[Sampled]:
+                 max_tokens: int, seeds: list[int] | None = None, top_p: float | None = None) -> list[Sampled]:
     """K samples per prompt, parsed. ``seeds`` (one per prompt) make each prompt's samples independent
     of batching, but only on a GPU: on the CPU, vLLM rewinds the seeded generator when chunked prefill
     splits a long prompt, which torch's CPU generator cannot do, so there only the engine seed is used."""
     if not prompts:
         return []
-    results = engine.generate(prompts, n=k, temperature=temperature, max_tokens=max_tokens,
+    results = engine.generate(prompts, n=k, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                               seeds=seeds if seeds is not None and cuda_available() else None)
     sampled = []
     for result in results:

@@ -11,6 +11,10 @@ correct when the choice is the label. Unlike the released scripts, which read an
 Swap (``swap``): every pair is also judged with the responses in the other order. A pair is correct
 only if it is right in both orders (so position bias cannot score); each order is reported too.
 
+Protocol (``protocol``, see r1reward.eval.protocol): ``default`` samples at ``temperature`` (1.0) with
+the rows' own order and the prompt text first; ``released`` follows the released scripts (the
+checkpoint's generation config, 4096 tokens, chosen response first, image first).
+
 Rows that cannot be evaluated (missing/undecodable images, video rows whose frames are not decoded,
 bad labels, empty or identical responses) stop the run before anything is generated, with their count
 and first ids; ``skip_missing_images`` skips them instead: they get a prediction line with
@@ -20,7 +24,7 @@ and first ids; ``skip_missing_images`` skips them instead: they get a prediction
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,7 @@ from r1reward.eval.benchmarks import BenchmarkRow, check_rows, describe_problems
 from r1reward.eval.generation import (Generator, Sampled, build_prompt, close_engine, eval_rollout_config,
                                       sample_votes, start_engine)
 from r1reward.eval.metrics import compute_metrics
+from r1reward.eval.protocol import PROTOCOLS, EvalSettings, resolve_protocol
 from r1reward.eval.report import write_jsonl, write_reports
 from r1reward.eval.voting import majority_vote, vote_share
 
@@ -43,8 +48,8 @@ class EvalOptions:
     image_root: str | None = None  # default: the data file's folder
     schema: str | None = None  # default: the benchmark's released format
     k: int = 1
-    temperature: float = 1.0
-    max_tokens: int = 1024
+    temperature: float | None = None  # None: the protocol's (default 1.0)
+    max_tokens: int | None = None  # None: the protocol's (default 1024, released 4096)
     swap: bool = False
     workers: int = 1
     limit: int | None = None
@@ -57,12 +62,14 @@ class EvalOptions:
     max_model_len: int | None = None
     gpus_per_worker: float | None = None
     gpu_memory_utilization: float = 0.85
+    protocol: str = "default"
 
     def check(self) -> None:
         problems = [f"{name} must be {rule}, got {value}" for name, value, ok, rule in (
             ("--k", self.k, self.k >= 1, "at least 1"),
-            ("--temperature", self.temperature, self.temperature >= 0, ">= 0"),
-            ("--max-tokens", self.max_tokens, self.max_tokens >= 1, "at least 1"),
+            ("--temperature", self.temperature, self.temperature is None or self.temperature >= 0, ">= 0"),
+            ("--max-tokens", self.max_tokens, self.max_tokens is None or self.max_tokens >= 1, "at least 1"),
+            ("--protocol", self.protocol, self.protocol in PROTOCOLS, " or ".join(PROTOCOLS)),
             ("--workers", self.workers, self.workers >= 1, "at least 1"),
             ("--limit", self.limit, self.limit is None or self.limit >= 1, "at least 1"),
             ("--batch-rows", self.batch_rows, self.batch_rows >= 1, "at least 1"),
@@ -88,6 +95,13 @@ def prepare_rows(options: EvalOptions) -> list[BenchmarkRow]:
     return rows
 
 
+def chosen_first(rows: list[BenchmarkRow]) -> list[BenchmarkRow]:
+    """The rows with every pair reordered so that the chosen response is Response 1 (label 1), as the
+    released evaluation shows them; unreadable rows are left as they are."""
+    return [replace(row, record=row.record.swapped(), label=1) if row.record is not None and row.label == 2
+            else row for row in rows]
+
+
 def _seed(base: int, index: int, order: int) -> int:
     return (base * 1_000_003 + 2 * index + order) % (2**31)
 
@@ -109,11 +123,11 @@ def _prediction(row: BenchmarkRow, sampled: Sampled | None, swapped: Sampled | N
     return line
 
 
-def _generate_all(options: EvalOptions, rows: list[BenchmarkRow], engine: Generator,
+def _generate_all(options: EvalOptions, settings: EvalSettings, rows: list[BenchmarkRow], engine: Generator,
                   processor: Any) -> dict[int, tuple[Sampled, Sampled | None]]:
-    """Row index -> (samples in the file's order, samples in the swapped order or None)."""
+    """Row index -> (samples in the rows' order, samples in the swapped order or None)."""
     todo = [row for row in rows if not row.problem]
-    orders = 2 if options.swap else 1
+    orders = 2 if settings.swap else 1
     out: dict[int, tuple[Sampled, Sampled | None]] = {}
     started = time.perf_counter()
     for first in range(0, len(todo), options.batch_rows):
@@ -121,12 +135,14 @@ def _generate_all(options: EvalOptions, rows: list[BenchmarkRow], engine: Genera
         prompts, seeds = [], []
         for row in batch:
             for order, record in enumerate([row.record, row.record.swapped()][:orders]):
-                prompts.append(build_prompt(processor, record, options.min_pixels, options.max_pixels))
+                prompts.append(build_prompt(processor, record, options.min_pixels, options.max_pixels,
+                                            image_first=settings.image_first))
                 seeds.append(_seed(options.seed, row.index, order))
-        sampled = sample_votes(engine, prompts, options.k, options.temperature, options.max_tokens, seeds)
+        sampled = sample_votes(engine, prompts, options.k, settings.temperature, settings.max_tokens, seeds,
+                               top_p=settings.top_p)
         for i, row in enumerate(batch):
             pair = sampled[i * orders:(i + 1) * orders]
-            out[row.index] = (pair[0], pair[1] if options.swap else None)
+            out[row.index] = (pair[0], pair[1] if settings.swap else None)
         print(f"judged {min(first + len(batch), len(todo))}/{len(todo)} pairs "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
     return out
@@ -140,21 +156,26 @@ def run_eval(options: EvalOptions, engine: Generator | None = None, processor: A
     options.check()
     if (engine is None or processor is None) and not options.model:
         raise UserError("--model is required")
+    settings = resolve_protocol(options.protocol, options.model, options.temperature, options.max_tokens,
+                                options.swap)
     out_dir = prepare_output_dir(options.out_dir)  # fail on a bad output path before the long part
     rows = prepare_rows(options)
+    if settings.chosen_first:
+        rows = chosen_first(rows)
     if processor is None:
         from transformers import AutoProcessor
 
         processor = AutoProcessor.from_pretrained(options.model)
     owned = engine is None
     if owned:
-        config = eval_rollout_config(options.max_tokens, options.temperature, options.dtype,
-                                     options.max_model_len, options.seed, options.gpu_memory_utilization)
+        config = eval_rollout_config(settings.max_tokens, settings.temperature, options.dtype,
+                                     options.max_model_len, options.seed, options.gpu_memory_utilization,
+                                     top_p=settings.top_p, top_k=settings.top_k)
         engine = start_engine(options.model, config, (options.min_pixels, options.max_pixels),
                               options.workers, options.gpus_per_worker)
     started = time.perf_counter()
     try:
-        samples = _generate_all(options, rows, engine, processor)
+        samples = _generate_all(options, settings, rows, engine, processor)
     finally:
         if owned:
             close_engine(engine)
@@ -162,11 +183,11 @@ def run_eval(options: EvalOptions, engine: Generator | None = None, processor: A
     write_jsonl(predictions, out_dir / "predictions.jsonl")
     write_jsonl(({"index": row.index, "id": row.id, "texts": samples[row.index][0].texts,
                   "finish_reasons": samples[row.index][0].finish_reasons,
-                  **({"texts_swapped": samples[row.index][1].texts} if options.swap else {})}
+                  **({"texts_swapped": samples[row.index][1].texts} if settings.swap else {})}
                  for row in rows if row.index in samples), out_dir / "generations.jsonl")
     metrics = compute_metrics(options.benchmark, rows, predictions)
     finishes = [f for pair in samples.values() for s in pair if s is not None for f in s.finish_reasons]
-    metrics["run"] = {**{k: v for k, v in asdict(options).items() if k != "out_dir"},
+    metrics["run"] = {**{k: v for k, v in asdict(options).items() if k != "out_dir"}, "settings": asdict(settings),
                       "truncated_rate": sum(f == "length" for f in finishes) / max(len(finishes), 1),
                       "generate_seconds": round(time.perf_counter() - started, 1)}
     write_reports(metrics, out_dir)

@@ -64,7 +64,7 @@ class RolloutWorker:
         def params(seed: int | None) -> SamplingParams:
             return SamplingParams(
                 n=n, temperature=self.cfg.temperature if temperature is None else temperature,
-                top_p=self.cfg.top_p if top_p is None else top_p,
+                top_p=self.cfg.top_p if top_p is None else top_p, top_k=self.cfg.top_k,
                 max_tokens=max_tokens or self.cfg.max_new_tokens, logprobs=0, seed=seed,
                 logit_bias={i: -100.0 for i in self.banned_ids})
 
