@@ -17,14 +17,18 @@ def test_paper_plan_fits_four_nodes_of_eight():
     proc = launch("--nodes", "4", "--gpus-per-node", "8", "--dry-run")
     assert proc.returncode == 0, proc.stderr
     total = next(line for line in proc.stdout.splitlines() if line.startswith("total"))
-    assert total.split()[2] == "32"  # 7 rollout + 24 learner + 1 judge GPUs
-    assert "rollout.num_workers=7 learner.num_ranks=24" in proc.stdout
+    assert total.split()[2] == "32"  # 15 rollout + 16 learner + 1 judge GPUs
+    assert "rollout.num_workers=15 learner.num_ranks=16" in proc.stdout
 
 
 def test_ratio_sets_workers_and_ranks():
-    proc = launch("--nodes", "4", "--ratio", "1:3", "--dry-run", "reward.judge=rule")
+    proc = launch("--nodes", "4", "--ratio", "1:1", "--dry-run", "reward.judge=rule")
     assert proc.returncode == 0, proc.stderr
-    assert "rollout.num_workers=8 learner.num_ranks=24" in proc.stdout
+    assert "rollout.num_workers=16 learner.num_ranks=16" in proc.stdout
+    # A split whose learner count cannot hold the train batch stops in one line (128 / (24 x 2) is not whole).
+    proc = launch("--nodes", "4", "--ratio", "1:3", "--dry-run", "reward.judge=rule")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "learner.train_batch_size (128) must be a multiple" in proc.stderr
 
 
 def test_too_small_cluster_is_one_line_before_anything_starts():

@@ -22,9 +22,10 @@ def nodes(n: int, gpus: float, cpus: float = 64) -> list[dict[str, float]]:
 
 
 def paper(*overrides: str):
-    # The 8 rollout + 24 learner layout these tests reason about (the shipped file gives one GPU to
-    # the judge instead of an eighth rollout worker).
-    return load_config(PAPER, ["reward.judge=rule", "rollout.num_workers=8", *overrides])
+    # The 8 rollout + 24 learner layout these tests reason about (the shipped file has 15 rollout workers,
+    # 16 learner ranks and a judge GPU); 24 ranks x micro 2 need a train batch of 144 (the paper's is 128).
+    return load_config(PAPER, ["reward.judge=rule", "rollout.num_workers=8", "learner.num_ranks=24",
+                               "learner.train_batch_size=144", "trainer.rollout_batch_size=288", *overrides])
 
 
 def test_paper_plan_fits_4x8_one_rollout_node_and_three_learner_nodes():
@@ -56,11 +57,11 @@ def test_paper_config_as_shipped_fits_4x8_with_one_gpu_for_the_vllm_judge():
     plan = make_plan(load_config(PAPER))
     assert plan.totals[0] == 32 and plan.bundles[plan.bundle_indices()["judge"][0]] == {"GPU": 1, "CPU": 1}
     assert fit_to_nodes(plan, nodes(4, 8))
-    # An eighth rollout worker would need a 33rd GPU: the message names the judge and a ratio that fits.
-    plan = make_plan(load_config(PAPER, ["rollout.num_workers=8"]))
+    # A sixteenth rollout worker would need a 33rd GPU: the message names the judge and a ratio that fits.
+    plan = make_plan(load_config(PAPER, ["rollout.num_workers=16"]))
     with pytest.raises(PlacementError, match=r"needs 33 GPUs \(.* \+ 1 judge\) but the cluster has 32 GPUs") as err:
         fit_to_nodes(plan, nodes(4, 8))
-    assert "\n" not in str(err.value) and "--ratio 7:24" in str(err.value)
+    assert "\n" not in str(err.value) and "--ratio 15:16" in str(err.value)
 
 
 def test_tp2_group_stays_on_one_node_even_when_total_gpus_suffice():

@@ -43,7 +43,7 @@ POSITIVE = [
 ]
 NON_NEGATIVE = [
     "algo.kl_coef", "trainer.num_epochs", "reward.judge_retries", "rollout.temperature", "learner.weight_decay",
-    "sft.train_batch_size", "sft.save_every",
+    "sft.train_batch_size", "sft.save_every", "rollout.top_k",
 ]
 
 
@@ -138,16 +138,25 @@ def _check_batches(config: Config, origin: str) -> None:
         raise ConfigError(
             f"{origin}: trainer.rollout_batch_size x rollout.n_samples_per_prompt ({samples}) must be a "
             f"multiple of learner.train_batch_size ({learner.train_batch_size})")
-    per_step = learner.num_ranks * learner.micro_batch_size  # DeepSpeed: batch = micro x accumulation x ranks
-    for key, batch in (("learner.train_batch_size", learner.train_batch_size),
-                       ("sft.train_batch_size", config.sft.train_batch_size)):
-        if batch % per_step:
-            raise ConfigError(f"{origin}: {key} ({batch}) must be a multiple of learner.num_ranks x "
-                              f"learner.micro_batch_size ({per_step})")
+    _check_per_rank(config, "learner.train_batch_size", learner.train_batch_size, origin)
     needed = config.data.max_prompt_tokens + rollout.max_new_tokens
     if rollout.max_model_len < needed:
         raise ConfigError(f"{origin}: rollout.max_model_len ({rollout.max_model_len}) must hold "
                           f"data.max_prompt_tokens + rollout.max_new_tokens ({needed})")
+
+
+def _check_per_rank(config: Config, key: str, batch: int, origin: str) -> None:
+    per_step = config.learner.num_ranks * config.learner.micro_batch_size  # DeepSpeed: micro x accumulation x ranks
+    if batch % per_step:
+        raise ConfigError(f"{origin}: {key} ({batch}) must be a multiple of learner.num_ranks x "
+                          f"learner.micro_batch_size ({per_step})")
+
+
+def validate_sft(config: Config, origin: str = "config") -> None:
+    """What only `r1reward sft` needs: its batch must split over the learner ranks (checked there, so
+    that an RL run on another layout is not refused for an SFT setting)."""
+    if config.sft.train_batch_size:
+        _check_per_rank(config, "sft.train_batch_size", config.sft.train_batch_size, origin)
 
 
 def to_yaml(config: Config) -> str:

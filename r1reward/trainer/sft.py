@@ -13,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from r1reward.config.load import validate_sft
 from r1reward.config.schema import Config
 from r1reward.data.order import step_indices
 from r1reward.errors import UserError
@@ -36,6 +37,7 @@ class SFTTrainer(ActorRun):
         from r1reward.trainer.placement import create_placement_group, validate_cluster
 
         cfg = self.config
+        validate_sft(cfg)
         for path, key in ((cfg.sft.data_path, "sft.data_path"), (cfg.model.path, "model.path")):
             if not Path(path).exists() and not (key == "model.path" and not path.startswith(("/", ".", "runs/"))):
                 raise UserError(f"{key} does not exist: {path}")
