@@ -3,6 +3,10 @@
 It recomputes log-probs of generated tokens on the multimodal inputs, applies the StableReinforce
 update over micro-batches, saves and restores checkpoints, and sends its weights to the rollout
 workers through the sync module. Ranks form one torch.distributed group (gloo on CPU, NCCL on GPU).
+
+With `algo.kl_coef > 0` each rank also holds a frozen reference copy of the initial model (as
+OpenRLHF keeps one beside each actor rank), which gives `ref_logprobs` for the KL penalty in the
+reward; with `kl_coef == 0` none is loaded.
 """
 
 from __future__ import annotations
@@ -75,15 +79,33 @@ class LearnerRank:
             lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, schedule))
         self.device = self.engine.device
         self.weight_sender = None
+        # The reference is the model the run starts from (model_path), also after a resume.
+        self.reference = self._load_reference(model_path, ds_config) if self.algo.kl_coef > 0 else None
+
+    def _load_reference(self, model_path: str, ds_config: dict[str, Any]) -> Any:
+        """A frozen copy of the initial model: no gradients, no optimizer; ZeRO-3 shards it like the policy."""
+        from transformers import AutoModelForImageTextToText
+
+        model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=DTYPES[self.model_cfg.dtype])
+        model.requires_grad_(False).eval()
+        if self.cfg.zero_stage != 3:
+            return model.to(self.device)
+        import deepspeed
+
+        eval_config = {k: v for k, v in ds_config.items() if k not in ("optimizer", "gradient_clipping")}
+        engine, *_ = deepspeed.initialize(model=model, config=eval_config)
+        engine.eval()
+        return engine
 
     # --- log-probs ------------------------------------------------------------------------------
-    def _forward_logprobs(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Log-prob of each next token, [B, T-1], aligned with the batch's action mask."""
+    def _forward_logprobs(self, batch: dict[str, Any], model: Any = None) -> torch.Tensor:
+        """Log-prob of each next token, [B, T-1], aligned with the batch's action mask; `model` is the
+        policy engine unless given (the reference)."""
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         if batch.get("pixel_values") is not None:
             inputs.update(pixel_values=batch["pixel_values"], image_grid_thw=batch["image_grid_thw"])
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        logits = self.engine(**inputs, use_cache=False).logits[:, :-1].float()
+        logits = (self.engine if model is None else model)(**inputs, use_cache=False).logits[:, :-1].float()
         targets = inputs["input_ids"][:, 1:]
         return torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
@@ -93,14 +115,17 @@ class LearnerRank:
             yield collate_for_learner(samples[start:start + size], self.pad_token_id)
 
     @torch.no_grad()
-    def compute_logprobs(self, samples: list[dict[str, Any]]) -> list[list[float]]:
-        """The current policy's log-probs of each sample's completion tokens."""
+    def compute_logprobs(self, samples: list[dict[str, Any]]) -> dict[str, list[list[float]]]:
+        """Per-token log-probs of each sample's completion: `old_logprobs` from the current policy and,
+        when a reference model is loaded (kl_coef > 0), `ref_logprobs` from it."""
         self.engine.eval()
-        out: list[list[float]] = []
+        models = {"old_logprobs": None, **({"ref_logprobs": self.reference} if self.reference is not None else {})}
+        out: dict[str, list[list[float]]] = {key: [] for key in models}
         for batch in self._micro_batches(samples):
-            logp = self._forward_logprobs(batch).cpu()
             mask = batch["action_mask"]
-            out.extend(logp[i][mask[i]].tolist() for i in range(logp.shape[0]))
+            for key, model in models.items():
+                logp = self._forward_logprobs(batch, model).cpu()
+                out[key].extend(logp[i][mask[i]].tolist() for i in range(logp.shape[0]))
         return out
 
     # --- the update -----------------------------------------------------------------------------

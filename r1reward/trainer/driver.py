@@ -130,13 +130,15 @@ class Trainer(ActorRun):
         with self._phase("reward"):
             scores = ray.get(self.reward.score.remote([s["text"] for s in samples], [s["label"] for s in samples]))
         with self._phase("experience"):
-            for sample, logp in zip(samples, [x for part in self._on_learners("compute_logprobs", samples) for x in part]):
-                sample["old_logprobs"] = logp
+            parts = self._on_learners("compute_logprobs", samples)  # old and (with KL) reference log-probs
+            for key in parts[0]:
+                for sample, logp in zip(samples, [x for part in parts for x in part[key]]):
+                    sample[key] = logp
             metrics = {**assign_advantages(samples, scores["reward"], cfg.algo, cfg.rollout.n_samples_per_prompt),
                        **logprob_gap(samples)}
         with self._phase("train"):
             for sample in samples:  # what the learner does not need stays here
-                for key in ("sampler_logprobs", "text", "label", "prompt_index"):
+                for key in ("sampler_logprobs", "ref_logprobs", "text", "label", "prompt_index"):
                     sample.pop(key, None)
             parts = self._on_learners("train", samples)
         with self._phase("sync"):

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from r1reward.algo import get_advantage_estimator, normalize_and_filter
+from r1reward.algo import get_advantage_estimator, kl_penalty, normalize_and_filter
 from r1reward.config.schema import AlgoConfig
 from r1reward.data.records import PreferenceRecord
 from r1reward.data.render import encode_rendered, prompt_and_images
@@ -50,22 +50,37 @@ def _padded(rows: list[list[float]], width: int) -> torch.Tensor:
 def assign_advantages(samples: list[dict[str, Any]], rewards: list[float], algo: AlgoConfig,
                       n_samples_per_prompt: int) -> dict[str, float]:
     """Returns (Reinforce++ or a group baseline), then the batch-wide standardisation and 3-sigma filter.
-    Writes `advantages` (per completion token) into each sample; returns the filter's statistics."""
+    Writes `advantages` (per completion token) into each sample; returns the filter's statistics.
+
+    With kl_coef > 0, as in the released OpenRLHF Reinforce++, each token's reward is
+    -kl_coef * KL(old policy || reference) (k1: logp - logp_ref; k3 optional) and the clamped scalar
+    reward is added at the last token, before the returns; samples then need `ref_logprobs`."""
     lengths = [len(s["completion_ids"]) for s in samples]
     width = max(lengths)
     mask = torch.arange(width).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
     kwargs: dict[str, Any] = dict(kl_coef=algo.kl_coef, kl_estimator=algo.kl_estimator, gamma=algo.gamma,
                                   reward_clip=algo.reward_clip)
+    metrics: dict[str, float] = {}
     if algo.kl_coef:
-        kwargs.update(logp=_padded([s["old_logprobs"] for s in samples], width),
-                      logp_ref=_padded([s["ref_logprobs"] for s in samples], width))
+        if any("ref_logprobs" not in s for s in samples):
+            raise ValueError("algo.kl_coef > 0 needs ref_logprobs from the learners' reference model")
+        logp, logp_ref = (_padded([s[k] for s in samples], width) for k in ("old_logprobs", "ref_logprobs"))
+        kwargs.update(logp=logp, logp_ref=logp_ref)
+        metrics["kl/mean"] = kl_mean(logp, logp_ref, mask, algo.kl_estimator)
     if algo.advantage_estimator != "reinforce++":
         kwargs["n_samples_per_prompt"] = n_samples_per_prompt
     raw = get_advantage_estimator(algo.advantage_estimator)(torch.tensor(rewards, dtype=torch.float32), mask, **kwargs)
     advantages, stats = normalize_and_filter(raw, mask, mode=algo.advantage_filter, sigma=algo.filter_sigma)
     for i, sample in enumerate(samples):
         sample["advantages"] = advantages[i, :lengths[i]].tolist()
-    return {f"filter/{k}": float(v) for k, v in stats.items()}
+    return {**metrics, **{f"filter/{k}": float(v) for k, v in stats.items()}}
+
+
+def kl_mean(logp: torch.Tensor, logp_ref: torch.Tensor, mask: torch.Tensor, estimator: str) -> float:
+    """The KL estimate averaged over each sequence's tokens, then over sequences (as OpenRLHF logs it)."""
+    kl = kl_penalty(logp, logp_ref, estimator) * mask
+    per_sequence = kl.sum(-1) / mask.sum(-1).clamp(min=1)
+    return float(per_sequence.mean())
 
 
 def logprob_gap(samples: list[dict[str, Any]]) -> dict[str, float]:
