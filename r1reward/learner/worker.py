@@ -144,7 +144,7 @@ class LearnerRank:
                 logp = self._forward_logprobs(batch)
                 loss, stats = loss_fn(logp, batch["old_logprobs"].to(self.device), batch["advantages"].to(self.device),
                                       mask, **loss_kwargs)
-                finite = torch.tensor([float(torch.isfinite(loss))])
+                finite = torch.tensor([float(torch.isfinite(loss))], device=self.device)  # NCCL reduces GPU tensors only
                 torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
                 if finite.item() < 1:  # every rank drops this micro-batch's contribution together
                     loss, skipped = loss * 0.0, skipped + 1
