@@ -9,59 +9,14 @@ and counted.
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-import os
 from pathlib import Path
 from typing import Any
-
-from PIL import Image
 
 from r1reward.config.schema import Config
 from r1reward.data.check import load_options
 from r1reward.data.dataset import BadRowReport, iter_preferences
-from r1reward.data.images import decode_base64_string
-from r1reward.data.records import DataError, ImageSource, PreferenceRecord
-from r1reward.data.writers import rl_row, write_rl_parquet
-
-IMAGES_DIR = "images"
-_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
-
-
-def _image_bytes(source: ImageSource) -> bytes:
-    """The encoded file behind a validated source (records from the loader carry absolute paths)."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return bytes(source)
-    embedded = decode_base64_string(str(source))
-    return embedded if embedded is not None else Path(source).read_bytes()
-
-
-def save_image(source: ImageSource, images_dir: Path) -> str:
-    """Save the image's original bytes (no re-encoding, no quality loss) under a content-hash name, so a
-    picture shared by many rows is stored once. Returns its path relative to the output folder."""
-    data = _image_bytes(source)
-    with Image.open(io.BytesIO(data)) as image:
-        suffix = _EXTENSIONS.get(image.format or "", f".{(image.format or 'img').lower()}")
-    name = hashlib.sha256(data).hexdigest()[:20] + suffix
-    target = images_dir / name
-    if not target.exists():
-        partial = target.with_name(f".{name}.partial")
-        partial.write_bytes(data)
-        os.replace(partial, target)  # an interrupted run leaves no truncated image under the final name
-    return f"{IMAGES_DIR}/{name}"
-
-
-def output_row(record: PreferenceRecord, images: list[str]) -> dict[str, Any]:
-    """The writer's RL row; a record with several images lists them all in the message, images first."""
-    row = rl_row(record, images[0] if images else "")
-    if len(images) > 1:
-        message = json.loads(row["message"])
-        texts = [part for part in message[0]["content"] if part.get("type") == "text"]
-        message[0]["content"] = [{"type": "image", "image": image} for image in images] + texts
-        row["message"] = json.dumps(message)
-    return row
-
+from r1reward.data.records import DataError
+from r1reward.data.writers import IMAGES_DIR, rl_row, save_image, write_rl_parquet
 
 def prepare_data(path: str | Path, schema: str, out_dir: str | Path, config: Config,
                  image_root: str | Path | None = None) -> dict[str, Any]:
@@ -81,12 +36,10 @@ def prepare_data(path: str | Path, schema: str, out_dir: str | Path, config: Con
         except (OSError, DataError) as exc:  # e.g. the file vanished or a disk error after validation
             raise DataError(f"cannot save the images of row {record.id} to {images_dir}: {exc}") from exc
         written.update(images)
-        rows.append(output_row(record, images))
+        rows.append(rl_row(record, images))
     target = out / "train.parquet"
     if rows:
-        partial = out / ".train.parquet.partial"
-        write_rl_parquet(rows, partial)
-        os.replace(partial, target)
+        write_rl_parquet(rows, target)
     labels = [row["answer"][0] for row in rows]
     return {
         "data": str(path),

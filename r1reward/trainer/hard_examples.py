@@ -63,9 +63,9 @@ def select_hard(records: list[PreferenceRecord], choices: Choices) -> list[Prefe
 
 
 def write_hard(records: list[PreferenceRecord], path: str | Path) -> Path:
-    from r1reward.data.writers import rl_row, write_rl_parquet
+    from r1reward.data.writers import write_records
 
-    return write_rl_parquet((rl_row(r, str(r.images[0])) for r in records), path)
+    return write_records(records, path)
 
 
 def records_of(path: str | Path, schema: str, config: Config) -> list[PreferenceRecord]:
