@@ -195,7 +195,7 @@ class Trainer(ActorRun):
         import ray
 
         cfg = self.config
-        logger = MetricsLogger(self.output_dir, cfg.trainer.num_steps, self.step)
+        logger = MetricsLogger(self.output_dir, cfg.trainer.num_steps, self.step, desc="rl")
         last_saved = latest_checkpoint(self.output_dir)
         try:
             while self.step < cfg.trainer.num_steps:

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 
 class MetricsLogger:
-    def __init__(self, output_dir: Path, total_steps: int, start_step: int = 0) -> None:
+    # What the progress bar shows: only the metrics the stage has (SFT has no reward).
+    RL_BAR = {"reward": "reward/mean", "acc": "reward/result_rate", "format": "reward/format_rate"}
+
+    def __init__(self, output_dir: Path, total_steps: int, start_step: int = 0, desc: str = "train",
+                 bar_metrics: dict[str, str] | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
         from tqdm import tqdm
 
         self.path = output_dir / "metrics.jsonl"
         self.writer = SummaryWriter(str(output_dir / "tensorboard"))
-        self.bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
+        self.bar = tqdm(total=total_steps, initial=start_step, desc=desc, unit="step", dynamic_ncols=True)
+        self.bar_metrics = self.RL_BAR if bar_metrics is None else bar_metrics
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         for key, value in metrics.items():
@@ -23,8 +27,7 @@ class MetricsLogger:
         with open(self.path, "a") as f:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
         self.bar.update(1)
-        self.bar.set_postfix(reward=f"{metrics.get('reward/mean', math.nan):.3f}",
-                             loss=f"{metrics.get('loss', math.nan):.3f}")
+        self.bar.set_postfix({name: f"{metrics[key]:.3f}" for name, key in self.bar_metrics.items() if key in metrics})
 
     def close(self) -> None:
         self.writer.close()

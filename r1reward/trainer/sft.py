@@ -68,7 +68,7 @@ class SFTTrainer(ActorRun):
         import ray
 
         cfg = self.config
-        logger = MetricsLogger(self.output_dir, self.total_steps, self.step)
+        logger = MetricsLogger(self.output_dir, self.total_steps, self.step, desc="sft", bar_metrics={"loss": "sft_loss"})
         save_every = cfg.sft.save_every or self.total_steps
         last = latest_checkpoint(self.output_dir)
         try:
