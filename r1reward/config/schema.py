@@ -128,6 +128,8 @@ class TrainerConfig:
     resume: bool = False
     seed: int = 0
     log_every: int = 1
+    # > 0: after each save, delete all but the newest N checkpoints; 0 keeps all.
+    keep_checkpoints: int = 0
 
 
 @dataclass

@@ -156,7 +156,8 @@ class Trainer(ActorRun):
     # --- checkpoints ----------------------------------------------------------------------------
     def save_checkpoint(self, step: int) -> Path:
         state = {"samples_seen": step * self.config.trainer.rollout_batch_size, "config": asdict(self.config)}
-        return save_checkpoint(self.learners, self.processor, self.output_dir, step, state)
+        return save_checkpoint(self.learners, self.processor, self.output_dir, step, state,
+                               keep=self.config.trainer.keep_checkpoints)
 
     def _resume(self) -> None:
         import ray

@@ -1,0 +1,122 @@
+"""Fast fault tests: atomic checkpoints, keep_checkpoints, metrics truncation on resume, safe defaults.
+
+The end-to-end fault tests (real Ray, vLLM, DeepSpeed) are in tests/test_faults.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from r1reward.trainer import checkpoint as ckpt
+
+
+# --- checkpoints that cannot be half-written ------------------------------------------------------
+class _Ref:
+    def __init__(self, fn, *args):
+        self.fn, self.args = fn, args
+
+
+class _FakeLearner:
+    """Writes what a learner rank writes (a DeepSpeed folder, rank 0 an hf/ folder); `fail_at` raises
+    mid-save, after part of the files are on disk, as a full disk or a dead rank would."""
+
+    def __init__(self, rank: int, fail_at: int | None = None) -> None:
+        self.rank, self.fail_at = rank, fail_at
+        self.save = type("M", (), {"remote": lambda _, *a: self._save(*a)})()
+
+    def _save(self, directory: str, tag: str, hf_dir: str) -> None:
+        (Path(directory) / tag).mkdir(parents=True, exist_ok=True)
+        (Path(directory) / tag / f"rank{self.rank}.pt").write_bytes(b"x" * 64)
+        if self.fail_at is not None and tag == f"step_{self.fail_at}":
+            raise OSError(28, "No space left on device")
+        if self.rank == 0:
+            Path(hf_dir).mkdir(parents=True, exist_ok=True)
+            (Path(hf_dir) / "model.safetensors").write_bytes(tag.encode())
+
+
+class _FakeProcessor:
+    def save_pretrained(self, path) -> None:
+        (Path(path) / "processor_config.json").write_text("{}")
+
+
+@pytest.fixture
+def no_ray_get(monkeypatch):
+    import ray
+
+    monkeypatch.setattr(ray, "get", lambda refs: refs)
+
+
+def _save(out: Path, step: int, fail_at: int | None = None, keep: int = 0) -> Path:
+    learners = [_FakeLearner(0), _FakeLearner(1, fail_at)]
+    return ckpt.save_checkpoint(learners, _FakeProcessor(), out, step, {"samples_seen": step}, keep=keep)
+
+
+def test_a_save_that_fails_midway_leaves_the_previous_checkpoint_latest_and_no_partial(tmp_path, no_ray_get):
+    _save(tmp_path, 2)
+    with pytest.raises(OSError, match="No space left"):
+        _save(tmp_path, 4, fail_at=4)
+    assert ckpt.latest_checkpoint(tmp_path) == tmp_path / "checkpoints" / "step_2"
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_2"]
+    state = json.loads((tmp_path / "checkpoints" / "step_2" / ckpt.STATE_FILE).read_text())
+    assert state["step"] == 2
+    # The run goes on and saves again: the failed step's name is free.
+    _save(tmp_path, 4)
+    assert ckpt.latest_checkpoint(tmp_path).name == "step_4"
+    assert (tmp_path / "checkpoints" / "step_4" / "deepspeed" / "step_4" / "rank1.pt").is_file()
+
+
+def test_latest_checkpoint_ignores_partial_incomplete_and_foreign_directories(tmp_path):
+    root = tmp_path / "checkpoints"
+    (root / "step_3").mkdir(parents=True)
+    (root / "step_3" / ckpt.STATE_FILE).write_text('{"step": 3}')
+    (root / ".step_9.partial").mkdir()  # a save killed mid-way (kill -9: nothing cleaned up)
+    (root / ".step_9.partial" / ckpt.STATE_FILE).write_text('{"step": 9}')
+    (root / "step_7").mkdir()  # an older layout's directory without its trainer state
+    (root / "step_8.tmp").mkdir()
+    (root / "step_8.tmp" / ckpt.STATE_FILE).write_text('{"step": 8}')
+    (root / "step_10").mkdir()
+    (root / "step_10" / ckpt.STATE_FILE).write_text('{"step": 10}')
+    assert ckpt.latest_checkpoint(tmp_path) == root / "step_10"  # numeric, not lexical, order
+    assert [p.name for p in ckpt.complete_checkpoints(tmp_path)] == ["step_3", "step_10"]
+    assert ckpt.latest_checkpoint(tmp_path / "nowhere") is None
+
+
+def test_a_partial_directory_left_by_a_killed_save_is_replaced_by_the_next_save(tmp_path, no_ray_get):
+    stale = tmp_path / "checkpoints" / ".step_2.partial"
+    (stale / "junk").mkdir(parents=True)
+    _save(tmp_path, 2)
+    assert not stale.exists() and not (tmp_path / "checkpoints" / "step_2" / "junk").exists()
+
+
+def test_a_resaved_step_replaces_the_old_directory_whole(tmp_path, no_ray_get):
+    first = _save(tmp_path, 2)
+    (first / "stale").write_text("from the first save")
+    _save(tmp_path, 2)
+    assert not (first / "stale").exists() and (first / ckpt.STATE_FILE).is_file()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_2"]
+
+
+@pytest.mark.parametrize("keep, left", [(0, [1, 2, 3, 4, 5]), (2, [4, 5]), (1, [5])])
+def test_keep_checkpoints_keeps_the_newest(tmp_path, no_ray_get, keep, left):
+    for step in range(1, 6):
+        _save(tmp_path, step, keep=keep)
+    assert [int(p.name.split("_")[1]) for p in ckpt.complete_checkpoints(tmp_path)] == left
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [f"step_{s}" for s in left]
+
+
+def test_a_failed_save_prunes_nothing(tmp_path, no_ray_get):
+    _save(tmp_path, 1, keep=1)
+    with pytest.raises(OSError):
+        _save(tmp_path, 2, fail_at=2, keep=1)
+    assert [p.name for p in ckpt.complete_checkpoints(tmp_path)] == ["step_1"]
+
+
+def test_keep_checkpoints_is_a_trainer_config_key():
+    from r1reward.config import load_config
+
+    config = load_config("configs/tiny-cpu.yaml", ["trainer.keep_checkpoints=3"])
+    assert config.trainer.keep_checkpoints == 3
+    assert load_config("configs/tiny-cpu.yaml", []).trainer.keep_checkpoints == 0
