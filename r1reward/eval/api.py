@@ -58,6 +58,21 @@ def comparison_of(sampled: Sampled) -> Comparison:
                       tuple(sampled.texts))
 
 
+def rank_matches(n: int, both_orders: bool = True) -> list[tuple[int, int]]:
+    """The comparisons of a round-robin over n responses: (i, j) shows response i first."""
+    return [(i, j) for i in range(n) for j in range(n) if i != j and (both_orders or i < j)]
+
+
+def ranking_of(n: int, matches: Sequence[tuple[int, int]], results: Sequence[Comparison]) -> Ranking:
+    """Wins per response over the round-robin's comparisons; the order is by wins, ties to the lower index."""
+    wins = [0] * n
+    for (i, j), comparison in zip(matches, results):
+        if comparison.winner is not None:
+            wins[i if comparison.winner == 1 else j] += 1
+    order = sorted(range(n), key=lambda index: (-wins[index], index))
+    return Ranking(order, wins, dict(zip(matches, results)))
+
+
 class RewardModel:
     """A generative reward model behind a vLLM engine (or any object with RolloutWorker.generate)."""
 
@@ -84,43 +99,55 @@ class RewardModel:
         return cls(engine, processor, temperature=temperature, max_tokens=max_tokens, min_pixels=min_pixels,
                    max_pixels=max_pixels, seed=seed, owns_engine=True)
 
-    def compare_pairs(self, pairs: Sequence[Pair], k: int = 1, temperature: float | None = None) -> list[Comparison]:
-        """One Comparison per pair, all pairs generated in one batch (k samples each)."""
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
+    def prompts_for(self, pairs: Sequence[Pair]) -> list[dict[str, Any]]:
+        """The rendered prompts (images decoded and resized) that compare_pairs sends to the engine."""
         records = [PreferenceRecord(id=str(i), question=p.question, images=list(p.images),
                                     response_1=p.response_1, response_2=p.response_2, label=1)
                    for i, p in enumerate(pairs)]
-        prompts = [build_prompt(self.processor, r, self.min_pixels, self.max_pixels) for r in records]
+        return [build_prompt(self.processor, r, self.min_pixels, self.max_pixels) for r in records]
+
+    def seeds_for(self, count: int, seed: int | None = None) -> list[int]:
+        """One sampling seed per prompt of a call: prompt i of a call with seed s uses s * 1_000_003 + i,
+        so a call's answers do not depend on what else the engine is generating."""
+        base = self.seed if seed is None else seed
+        return [base * 1_000_003 + i for i in range(count)]
+
+    def judge(self, prompts: list[dict[str, Any]], k: int, seeds: list[int],
+              temperature: float | None = None) -> list[Comparison]:
+        """K sampled judgements per rendered prompt, one seed per prompt: the engine call of compare_pairs
+        (r1reward serve batches several clients' prompts into one such call)."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
         sampled = sample_votes(self.engine, prompts, k, self.temperature if temperature is None else temperature,
-                               self.max_tokens, [self.seed * 1_000_003 + i for i in range(len(prompts))])
+                               self.max_tokens, seeds)
         return [comparison_of(s) for s in sampled]
 
+    def compare_pairs(self, pairs: Sequence[Pair], k: int = 1, temperature: float | None = None,
+                      seed: int | None = None) -> list[Comparison]:
+        """One Comparison per pair, all pairs generated in one batch (k samples each). ``seed`` (default:
+        the model's) fixes the samples."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        prompts = self.prompts_for(pairs)
+        return self.judge(prompts, k, self.seeds_for(len(prompts), seed), temperature)
+
     def compare(self, question: str, images: Sequence[Any], response_1: str, response_2: str, k: int = 1,
-                temperature: float | None = None) -> Comparison:
+                temperature: float | None = None, seed: int | None = None) -> Comparison:
         """Which response is better (1 or 2), by majority over k sampled judgements."""
-        return self.compare_pairs([Pair(question, images, response_1, response_2)], k, temperature)[0]
+        return self.compare_pairs([Pair(question, images, response_1, response_2)], k, temperature, seed)[0]
 
     def rank(self, question: str, images: Sequence[Any], responses: Sequence[str], k: int = 1,
-             both_orders: bool = True, temperature: float | None = None) -> Ranking:
+             both_orders: bool = True, temperature: float | None = None, seed: int | None = None) -> Ranking:
         """Best-of-N by a round-robin of pairwise comparisons.
 
         Every pair of responses is compared (in both orders by default, which cancels the position
         bias and costs N(N-1) comparisons of k samples each; else once, the lower index first). A
         response earns one win per comparison it wins; the order is by wins, ties to the lower index.
         """
-        if len(responses) < 2:
-            return Ranking(list(range(len(responses))), [0] * len(responses), {})
-        n = len(responses)
-        matches = [(i, j) for i in range(n) for j in range(n) if i != j and (both_orders or i < j)]
+        matches = rank_matches(len(responses), both_orders)
         results = self.compare_pairs([Pair(question, images, responses[i], responses[j]) for i, j in matches],
-                                     k, temperature)
-        wins = [0] * n
-        for (i, j), comparison in zip(matches, results):
-            if comparison.winner is not None:
-                wins[i if comparison.winner == 1 else j] += 1
-        order = sorted(range(n), key=lambda index: (-wins[index], index))
-        return Ranking(order, wins, dict(zip(matches, results)))
+                                     k, temperature, seed) if matches else []
+        return ranking_of(len(responses), matches, results)
 
     def close(self) -> None:
         """Stop the engine if this object started it (RewardModel.load)."""

@@ -155,12 +155,12 @@ def reasoning_of(text: str) -> str:
 def sample_votes(engine: Generator, prompts: list[dict[str, Any]], k: int, temperature: float,
                  max_tokens: int, seeds: list[int] | None = None, top_p: float | None = None) -> list[Sampled]:
     """K samples per prompt, parsed. ``seeds`` (one per prompt) make each prompt's samples independent
-    of batching, but only on a GPU: on the CPU, vLLM rewinds the seeded generator when chunked prefill
-    splits a long prompt, which torch's CPU generator cannot do, so there only the engine seed is used."""
+    of batching, on the CPU too: there RolloutWorker prefills whole prompts, so vLLM never has to rewind
+    a seeded CPU generator mid-prompt (which torch cannot do)."""
     if not prompts:
         return []
     results = engine.generate(prompts, n=k, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                              seeds=seeds if seeds is not None and cuda_available() else None)
+                              seeds=seeds)
     sampled = []
     for result in results:
         texts = [g["text"] for g in result["generations"]]
