@@ -216,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     from r1reward.eval.cli import add_commands
 
     add_commands(sub, command)  # eval, eval-metrics, score
+    from r1reward.serve.cli import add_command as add_serve_command
+
+    add_serve_command(sub, command)  # serve
     return parser
 
 

@@ -1,0 +1,115 @@
+"""``r1reward serve``: one process that owns the vLLM engine(s) and answers over HTTP (see serve/app.py).
+
+``r1reward.cli`` calls ``add_command(subparsers, command)``; heavy imports happen inside the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import socket
+from pathlib import Path
+from typing import Any, Callable
+
+from r1reward.data.render import MAX_PIXELS, MIN_PIXELS
+from r1reward.errors import UserError
+
+_HELP = ("serve a trained reward model over HTTP: /v1/compare, /v1/rank, OpenRLHF's /get_reward, /health, "
+         "/v1/models, /metrics; requests from concurrent clients are batched into the engine")
+
+
+def add_command(subparsers: Any, command: Callable[[str], Callable]) -> None:
+    p = subparsers.add_parser("serve", help=_HELP, description=_HELP)
+    p.add_argument("--model", required=True, help="checkpoint folder (Hugging Face format)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
+                   "only; image paths in requests are read on the server)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="vLLM engines; more than 1 runs them as Ray actors")
+    p.add_argument("--k", type=int, default=1, help="samples per pair when a request gives no k (default 1)")
+    p.add_argument("--swap", action="store_true", help="judge both response orders unless a request says swap=false")
+    p.add_argument("--max-batch", type=int, default=256,
+                   help="prompts per engine call; a larger request gets 413 (default 256)")
+    p.add_argument("--batch-wait-ms", type=float, default=5.0,
+                   help="how long the first request of a batch waits for others to join (default 5 ms)")
+    p.add_argument("--timeout", type=float, default=300.0,
+                   help="seconds a request may wait for the engine before it gets 504 (default 300)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (paper: 1.0; 0: greedy)")
+    p.add_argument("--max-tokens", type=int, default=1024, help="generation limit per sample (paper: 1024)")
+    p.add_argument("--seed", type=int, default=0, help="seed of requests that give none")
+    p.add_argument("--name", default=None, help="model id in /v1/models (default: the folder's name)")
+    p.add_argument("--gpus-per-worker", type=float, default=None,
+                   help="Ray GPUs per engine (default 1 on a GPU machine, 0 on the CPU)")
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.85)
+    p.add_argument("--dtype", default="auto", help="auto: bfloat16 on a GPU, float32 on the CPU")
+    p.add_argument("--max-model-len", type=int, default=None, help="default: the model's own limit")
+    p.add_argument("--min-pixels", type=int, default=MIN_PIXELS)
+    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="image size bound (default 640*28*28)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--access-log", action="store_true", help="log every request")
+    command("serve")(_serve)
+
+
+class _Stop(Exception):
+    """SIGTERM: leave the server loop and close the engines."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Stop()
+
+
+def _check(args: argparse.Namespace) -> None:
+    if not Path(args.model).is_dir():
+        raise UserError(f"model folder not found: {args.model}")
+    for name, value in (("--k", args.k), ("--workers", args.workers), ("--max-batch", args.max_batch),
+                        ("--max-tokens", args.max_tokens)):
+        if value < 1:
+            raise UserError(f"{name} must be at least 1, got {value}")
+    if args.timeout <= 0:
+        raise UserError(f"--timeout must be positive, got {args.timeout}")
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port must be in 0..65535, got {args.port}")
+    # Fail now rather than after the model has loaded.
+    try:
+        family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((args.host, args.port))
+    except OSError as exc:
+        raise UserError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    _check(args)
+    import uvicorn
+
+    from r1reward.eval.api import RewardModel
+    from r1reward.serve.app import create_app
+    from r1reward.serve.service import RewardService
+
+    # uvicorn takes SIGTERM while it serves and raises it again once it has shut down; then this handler
+    # turns it into _Stop, so the engines are closed and the command exits 0.
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    model = None
+    try:
+        model = RewardModel.load(args.model, workers=args.workers, temperature=args.temperature,
+                                 max_tokens=args.max_tokens, min_pixels=args.min_pixels, max_pixels=args.max_pixels,
+                                 dtype=args.dtype, max_model_len=args.max_model_len, seed=args.seed,
+                                 gpus_per_worker=args.gpus_per_worker,
+                                 gpu_memory_utilization=args.gpu_memory_utilization)
+        name = args.name or Path(args.model).resolve().name
+        service = RewardService(model, name, k=args.k, swap=args.swap, max_batch=args.max_batch,
+                                wait_s=args.batch_wait_ms / 1000, timeout_s=args.timeout,
+                                info={"root": str(Path(args.model).resolve()), "workers": args.workers})
+        print(f"r1reward serve: {name} on http://{args.host}:{args.port} (k={args.k}, swap={args.swap}, "
+              f"max batch {args.max_batch}, timeout {args.timeout:g} s, {args.workers} engine(s))", flush=True)
+        config = uvicorn.Config(create_app(service), host=args.host, port=args.port, log_level=args.log_level,
+                                access_log=args.access_log, timeout_graceful_shutdown=10)
+        uvicorn.Server(config).run()
+    except _Stop:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if model is not None:
+            model.close()
+    print("r1reward serve: stopped", flush=True)
+    return 0
