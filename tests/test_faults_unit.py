@@ -120,3 +120,44 @@ def test_keep_checkpoints_is_a_trainer_config_key():
     config = load_config("configs/tiny-cpu.yaml", ["trainer.keep_checkpoints=3"])
     assert config.trainer.keep_checkpoints == 3
     assert load_config("configs/tiny-cpu.yaml", []).trainer.keep_checkpoints == 0
+
+
+# --- exact resume, metrics side ---------------------------------------------------------------------
+def _scalar_steps(tb_dir: Path, tag: str) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb_dir))  # purge_orphaned_data=True, as TensorBoard reads a run
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def test_a_resumed_logger_keeps_each_step_once_in_jsonl_and_tensorboard(tmp_path):
+    from r1reward.trainer.metrics import MetricsLogger, read_metrics
+
+    first = MetricsLogger(tmp_path, 6)
+    for step in range(1, 6):  # steps 1..5 logged, the last checkpoint is step 4, then kill -9
+        first.log(step, {"loss": float(step)})
+    first.writer.flush()
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 6, "lo')  # a row cut short by the kill
+    resumed = MetricsLogger(tmp_path, 6, start_step=4)
+    for step in (5, 6):
+        resumed.log(step, {"loss": 10.0 * step})
+    resumed.close()
+    first.close()
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [r["loss"] for r in rows] == [1.0, 2.0, 3.0, 4.0, 50.0, 60.0]  # the resumed run's step 5
+    assert _scalar_steps(tmp_path / "tensorboard", "loss") == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0),
+                                                                (5, 50.0), (6, 60.0)]
+
+
+def test_truncate_metrics_keeps_rows_up_to_the_step(tmp_path):
+    from r1reward.trainer.metrics import truncate_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "x": s}) + "\n" for s in (1, 2, 3, 3, 4)))
+    assert truncate_metrics(path, 2) == 3
+    assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [1, 2]
+    assert truncate_metrics(path, 5) == 0 and truncate_metrics(tmp_path / "absent.jsonl", 0) == 0
+    assert truncate_metrics(path, 0) == 2 and path.read_text() == ""

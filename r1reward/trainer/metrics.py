@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,10 @@ class MetricsLogger:
         from tqdm import tqdm
 
         self.path = output_dir / "metrics.jsonl"
-        self.writer = SummaryWriter(str(output_dir / "tensorboard"))
+        # A run killed after its last checkpoint logged steps that the resumed run logs again: keep
+        # each step once, as an uninterrupted run would have it (TensorBoard drops steps >= purge_step).
+        truncate_metrics(self.path, start_step)
+        self.writer = SummaryWriter(str(output_dir / "tensorboard"), purge_step=start_step + 1)
         self.bar = tqdm(total=total_steps, initial=start_step, desc=desc, unit="step", dynamic_ncols=True)
         self.bar_metrics = self.RL_BAR if bar_metrics is None else bar_metrics
 
@@ -32,6 +36,27 @@ class MetricsLogger:
     def close(self) -> None:
         self.writer.close()
         self.bar.close()
+
+
+def truncate_metrics(path: Path, last_step: int) -> int:
+    """Keeps the rows of `path` with step <= last_step (atomically); returns how many were dropped."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line)["step"] <= last_step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):  # a line cut short by a kill
+            continue
+    if len(kept) == len(lines):
+        return 0
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)
+    return len(lines) - len(kept)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
