@@ -19,6 +19,7 @@ from typing import Any
 from r1reward.config.schema import Config
 from r1reward.data.order import step_indices, steps_for_epochs
 from r1reward.errors import UserError
+from r1reward.lifetime import start_guard
 from r1reward.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from r1reward.trainer.actors import ActorRun, bundle_node_ip, ensure_ray, split, start_learners
 from r1reward.trainer.experience import assign_advantages, logprob_gap, make_samples, prepare_prompt
@@ -183,6 +184,7 @@ class Trainer(ActorRun):
                                                      cfg.trainer.rollout_batch_size)
             (self.output_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
             print(f"{cfg.trainer.num_epochs} epoch(s) of {len(self.dataset)} prompts: {cfg.trainer.num_steps} steps")
+        start_guard()  # a local Ray and everything under it ends with this process, however it ends
         ensure_ray(cfg)
         self._start_actors()
         if cfg.trainer.resume:
