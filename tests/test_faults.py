@@ -3,7 +3,7 @@
 Each run is `python -m r1reward train` in a subprocess, as a user starts it, with the tiny config
 (6 steps of 4 prompts, one rollout worker, two learner ranks). Three runs are shared by the tests:
 
-- A, uninterrupted, a checkpoint every step;
+- A, uninterrupted, a checkpoint every step, with NaN injected at two steps (a loss, advantages);
 - B, the same run, a checkpoint every 2 steps keeping 1, SIGKILLed once it has logged step 5
   (after its step_4 checkpoint, in the middle of step 6);
 - C, B resumed with trainer.resume=true.
@@ -26,6 +26,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 6
+NAN_LOSS_STEP, NAN_ADVANTAGES_STEP = 2, 3
 ORPHAN_DEADLINE_S = 60.0
 
 
@@ -34,6 +35,7 @@ def _command(model: Path, data: Path, out: Path, *overrides: str) -> list[str]:
             f"model.path={model}", f"data.train_path={data / 'train.parquet'}", f"trainer.output_dir={out}",
             f"trainer.num_steps={STEPS}", "trainer.rollout_batch_size=4", "learner.train_batch_size=4",
             "learner.micro_batch_size=2", "rollout.max_new_tokens=64",
+            f"trainer.debug_nan_loss_step={NAN_LOSS_STEP}", f"trainer.debug_nan_advantages_step={NAN_ADVANTAGES_STEP}",
             *overrides]
 
 
@@ -160,7 +162,7 @@ def test_resume_after_sigkill_equals_the_uninterrupted_run(runs):
     # Step 5 was logged by the killed run and again after the resume: it is there once.
     assert [r["step"] for r in resumed] == list(range(1, STEPS + 1))
     # Same prompts, same sampling seeds, same updates: the rows agree (timings aside).
-    for key in ("reward/mean", "reward/format_rate", "loss", "response_length/mean"):
+    for key in ("reward/mean", "reward/format_rate", "loss", "response_length/mean", "nonfinite_skipped"):
         assert [r[key] for r in resumed] == [r[key] for r in uninterrupted], key
     # Exact, not within a tolerance: fp32 on the CPU, the same kernels and the same order of operations.
     assert _weights_sha(b / "checkpoints" / f"step_{STEPS}") == _weights_sha(a / "checkpoints" / f"step_{STEPS}")
@@ -176,3 +178,21 @@ def test_tensorboard_holds_each_step_once_after_the_resume(runs):
     assert [e.step for e in events] == list(range(1, STEPS + 1))
     assert [e.value for e in events] == pytest.approx([r["reward/mean"] for r in _rows(runs["A"])])
 
+
+def test_a_nan_loss_or_nan_advantages_skip_the_update_on_every_rank(runs):
+    import math
+
+    a = runs["A"]
+    sha = {step: _weights_sha(a / "checkpoints" / f"step_{step}") for step in range(1, STEPS + 1)}
+    # Rank 0's loss is NaN at step 2, one sample's advantages at step 3: the weights do not move...
+    assert sha[NAN_LOSS_STEP] == sha[NAN_LOSS_STEP - 1]
+    assert sha[NAN_ADVANTAGES_STEP] == sha[NAN_ADVANTAGES_STEP - 1]
+    # ...while an ordinary step does.
+    assert sha[4] != sha[3] and sha[5] != sha[4]
+    rows = {r["step"]: r for r in _rows(a)}
+    for step, row in rows.items():
+        bad = step in (NAN_LOSS_STEP, NAN_ADVANTAGES_STEP)
+        # Mean over the two ranks: 1.0 means both skipped their one optimizer step of the step.
+        assert row["optimizer_steps_skipped"] == (1.0 if bad else 0.0), (step, row)
+        assert row["nonfinite_skipped"] == (1.0 if bad else 0.0), (step, row)
+        assert all(math.isfinite(v) for v in row.values()), row  # the NaN is counted, never logged

@@ -130,6 +130,10 @@ class TrainerConfig:
     log_every: int = 1
     # > 0: after each save, delete all but the newest N checkpoints; 0 keeps all.
     keep_checkpoints: int = 0
+    # Fault injection for the tests (tests/test_faults.py); 0 = off. At that (1-based) step, learner
+    # rank 0's loss, or one sample's advantages, is made NaN: the update must be skipped on every rank.
+    debug_nan_loss_step: int = 0
+    debug_nan_advantages_step: int = 0
 
 
 @dataclass

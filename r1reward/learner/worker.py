@@ -20,7 +20,7 @@ import torch
 
 from r1reward.algo import get_policy_loss
 from r1reward.config.schema import AlgoConfig, LearnerConfig, ModelConfig
-from r1reward.data.collate import collate_for_learner
+from r1reward.data.collate import collate_for_learner, model_inputs
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -59,6 +59,7 @@ class LearnerRank:
         if self.model_cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         self.pad_token_id = model.config.text_config.pad_token_id or 0
+        self.mm_token_ids = (model.config.image_token_id, model.config.video_token_id)
         grad_accum = self.cfg.train_batch_size // (world_size * self.cfg.micro_batch_size)
         ds_config = {
             "train_batch_size": self.cfg.train_batch_size,
@@ -101,10 +102,7 @@ class LearnerRank:
     def _forward_logprobs(self, batch: dict[str, Any], model: Any = None) -> torch.Tensor:
         """Log-prob of each next token, [B, T-1], aligned with the batch's action mask; `model` is the
         policy engine unless given (the reference)."""
-        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        if batch.get("pixel_values") is not None:
-            inputs.update(pixel_values=batch["pixel_values"], image_grid_thw=batch["image_grid_thw"])
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        inputs = {k: v.to(self.device) for k, v in model_inputs(batch, *self.mm_token_ids).items()}
         logits = (self.engine if model is None else model)(**inputs, use_cache=False).logits[:, :-1].float()
         targets = inputs["input_ids"][:, 1:]
         return torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
@@ -129,36 +127,52 @@ class LearnerRank:
         return out
 
     # --- the update -----------------------------------------------------------------------------
-    def train(self, samples: list[dict[str, Any]]) -> dict[str, float]:
-        """One pass per epoch over this rank's samples (which carry `old_logprobs` and `advantages`)."""
+    def train(self, samples: list[dict[str, Any]], debug_nan_loss: bool = False) -> dict[str, float]:
+        """One pass per epoch over this rank's samples (which carry `old_logprobs` and `advantages`).
+
+        A micro-batch whose loss is not finite on any rank skips the optimizer step on every rank: the
+        ranks vote, and a non-finite vote gives every rank NaN gradients, which ZeRO's overflow check
+        turns into a skipped step (gradients dropped, optimizer state and weights untouched), as for an
+        fp16 overflow. `debug_nan_loss` (tests only) makes this rank's first loss NaN."""
         self.engine.train()
         loss_fn = get_policy_loss(self.algo.policy_loss)
         loss_kwargs = {"eps": self.algo.eps_clip}
         if self.algo.policy_loss == "stable_reinforce":
             loss_kwargs.update(delta_min=self.algo.delta_min, delta_max=self.algo.delta_max)
         totals: dict[str, float] = {}
-        count, skipped = 0, 0
+        count, skipped, keys = 0, 0, set()
+        skipped_steps = self.engine.skipped_steps
         for _ in range(self.cfg.epochs_per_rollout):
             for batch in self._micro_batches(samples):
                 mask = batch["action_mask"].to(self.device)
                 logp = self._forward_logprobs(batch)
                 loss, stats = loss_fn(logp, batch["old_logprobs"].to(self.device), batch["advantages"].to(self.device),
                                       mask, **loss_kwargs)
+                keys.update(stats)
+                if debug_nan_loss and count + skipped == 0:
+                    loss = loss + float("nan")
                 finite = torch.tensor([float(torch.isfinite(loss))], device=self.device)  # NCCL reduces GPU tensors only
                 torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-                if finite.item() < 1:  # every rank drops this micro-batch's contribution together
-                    loss, skipped = loss * 0.0, skipped + 1
-                    loss = torch.nan_to_num(loss, nan=0.0, posinf=0.0, neginf=0.0)
+                if finite.item() < 1:  # every rank skips this optimizer step together
+                    skipped += 1
+                    if self.cfg.zero_stage == 0:  # no overflow check on this path: keep NaN out of the weights
+                        loss = torch.nan_to_num(loss * 0.0, nan=0.0, posinf=0.0, neginf=0.0)
+                    else:
+                        loss = loss * float("nan")
+                    self.engine.backward(loss)
+                    self.engine.step()
+                    continue
                 self.engine.backward(loss)
                 self.engine.step()
                 stats = {**stats, "loss": float(loss.detach())}
                 for key, value in stats.items():
                     totals[key] = totals.get(key, 0.0) + float(value)
                 count += 1
-        means = {k: v / max(1, count) for k, v in totals.items()}
+        means = {k: totals.get(k, 0.0) / max(1, count) for k in sorted(keys | {"loss"})}  # 0 when all were skipped
         grad_norm = self.engine.get_global_grad_norm()
         means.update(nonfinite_skipped=float(skipped), lr=float(self.scheduler.get_last_lr()[0]),
-                     grad_norm=float(grad_norm) if grad_norm is not None else float("nan"))
+                     optimizer_steps_skipped=float(self.engine.skipped_steps - skipped_steps),
+                     grad_norm=float(grad_norm) if grad_norm is not None and math.isfinite(grad_norm) else 0.0)
         return means
 
     def sft_train(self, samples: list[dict[str, Any]]) -> dict[str, float]:

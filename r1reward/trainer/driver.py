@@ -10,6 +10,7 @@ Actors, placement and checkpoints are set up here; the maths lives in `r1reward.
 from __future__ import annotations
 
 import json
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -137,11 +138,15 @@ class Trainer(ActorRun):
                     sample[key] = logp
             metrics = {**assign_advantages(samples, scores["reward"], cfg.algo, cfg.rollout.n_samples_per_prompt),
                        **logprob_gap(samples)}
+            if cfg.trainer.debug_nan_advantages_step == step + 1:  # fault injection (tests/test_faults.py)
+                samples[0]["advantages"] = [math.nan] * len(samples[0]["advantages"])
         with self._phase("train"):
             for sample in samples:  # what the learner does not need stays here
                 for key in ("sampler_logprobs", "ref_logprobs", "text", "label", "prompt_index"):
                     sample.pop(key, None)
-            parts = self._on_learners("train", samples)
+            nan_loss = cfg.trainer.debug_nan_loss_step == step + 1  # fault injection: rank 0's loss only
+            parts = ray.get([learner.train.remote(part, debug_nan_loss=nan_loss and rank == 0) for rank, (learner, part)
+                             in enumerate(zip(self.learners, split(samples, len(self.learners))))])
         with self._phase("sync"):
             ray.get([l.push_weights.remote() for l in self.learners])
         lengths = [len(s["completion_ids"]) for s in samples]
