@@ -23,6 +23,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PYPI_ONLY) $(BIN)/pip install -q torch==2.13.0 torchvision==0.28.0
 	$(BIN)/pip uninstall -y -q torchaudio torchcodec
 	$(BIN)/python -c "import torch, torchvision.ops, vllm, ray, deepspeed, transformers"
+	@# DeepSpeed's CPU shared-memory comm op, compiled now rather than by the first learner under a lock.
+	DS_ACCELERATOR=cpu $(BIN)/python -m r1reward.learner.ops
 	touch $(STAMP)
 
 # Synthetic data -> tiny model -> cold-start SFT -> hard examples -> StableReinforce -> evaluation.

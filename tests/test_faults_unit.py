@@ -161,3 +161,44 @@ def test_truncate_metrics_keeps_rows_up_to_the_step(tmp_path):
     assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [1, 2]
     assert truncate_metrics(path, 5) == 0 and truncate_metrics(tmp_path / "absent.jsonl", 0) == 0
     assert truncate_metrics(path, 0) == 2 and path.read_text() == ""
+
+
+# --- nothing compiled at run time; no silent wait on a build lock -------------------------------
+def test_a_stale_build_lock_fails_with_the_lock_file_named_instead_of_waiting_for_ever(tmp_path):
+    import subprocess
+    import sys
+
+    lock = tmp_path / "deepspeed_shm_comm" / "lock"
+    lock.parent.mkdir()
+    lock.write_text("")  # what a build killed mid-way leaves behind
+    code = ("import os; os.environ['DS_ACCELERATOR'] = 'cpu'\n"
+            "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder\n"
+            "from r1reward.learner.ops import bounded_extension_lock\n"
+            "with bounded_extension_lock(2.0):\n"
+            "    ShareMemCommBuilder().load()\n")
+    env = {**__import__("os").environ, "TORCH_EXTENSIONS_DIR": str(tmp_path), "DS_ACCELERATOR": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "ExtensionLockTimeout" in proc.stderr and f"rm {lock}" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_the_lock_wait_is_restored_after_the_block(tmp_path):
+    from torch.utils.file_baton import FileBaton
+
+    from r1reward.learner.ops import ExtensionLockTimeout, bounded_extension_lock
+
+    original = FileBaton.wait
+    lock = tmp_path / "lock"
+    lock.write_text("")
+    with bounded_extension_lock(0.2):
+        with pytest.raises(ExtensionLockTimeout, match=str(lock)):
+            FileBaton(str(lock)).wait()
+    assert FileBaton.wait is original
+
+
+def test_make_env_builds_the_deepspeed_cpu_op_after_the_import_check():
+    recipe = Path("Makefile").read_text().split("$(STAMP):", 1)[1].split("\n\n", 1)[0]
+    lines = [line.strip() for line in recipe.splitlines()]
+    check = next(i for i, line in enumerate(lines) if "import torch, torchvision.ops, vllm, ray, deepspeed" in line)
+    build = next(i for i, line in enumerate(lines) if "-m r1reward.learner.ops" in line)
+    assert check < build < lines.index("touch $(STAMP)") and "DS_ACCELERATOR=cpu" in lines[build]

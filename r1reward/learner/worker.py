@@ -51,7 +51,10 @@ class LearnerRank:
         import deepspeed
         from transformers import AutoModelForImageTextToText
 
-        deepspeed.init_distributed(dist_backend=backend)
+        from r1reward.learner.ops import bounded_extension_lock
+
+        with bounded_extension_lock():  # on the CPU it loads a JIT-built op under a lock file
+            deepspeed.init_distributed(dist_backend=backend)
         torch.manual_seed(seed)
         model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=DTYPES[self.model_cfg.dtype])
         if self.model_cfg.freeze_vision:
