@@ -96,6 +96,7 @@ def _serve(args: argparse.Namespace) -> int:
                                  dtype=args.dtype, max_model_len=args.max_model_len, seed=args.seed,
                                  gpus_per_worker=args.gpus_per_worker,
                                  gpu_memory_utilization=args.gpu_memory_utilization)
+        signal.signal(signal.SIGTERM, _on_sigterm)  # ray.init (--workers > 1) installs its own, which exits 15
         name = args.name or Path(args.model).resolve().name
         service = RewardService(model, name, k=args.k, swap=args.swap, max_batch=args.max_batch,
                                 wait_s=args.batch_wait_ms / 1000, timeout_s=args.timeout,
