@@ -43,7 +43,9 @@ def test_ray_cluster_yaml_is_valid_for_ray_up_and_fits_the_paper_plan():
     jsonschema.validate(config, schema)  # what `ray up` checks first
     types = config["available_node_types"]
     assert config["head_node_type"] in types
-    assert any("ray start --head" in c and "--dashboard-host=0.0.0.0" in c for c in config["head_start_ray_commands"])
+    # The dashboard runs jobs (any code) for whoever reaches it: the head's localhost only (`ray dashboard`).
+    assert any("ray start --head" in c and "--dashboard-host=127.0.0.1" in c for c in config["head_start_ray_commands"])
+    assert "0.0.0.0" not in text
     nodes = [types["head"]["resources"]] + [types["gpu_worker"]["resources"]] * types["gpu_worker"]["min_workers"]
     assert len(nodes) == 4 and config["max_workers"] == 3
 
@@ -66,6 +68,8 @@ def test_rayjob_manifest_trains_the_paper_config_on_its_gpu_pods():
         limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
         nodes += [{"CPU": float(limits["cpu"]), "GPU": float(limits["nvidia.com/gpu"])}] * group["replicas"]
     assert sum(n["GPU"] for n in nodes) == 32
+    # The operator must reach the dashboard over the pod network, so it is behind Ray token auth.
+    assert spec["authOptions"] == {"mode": "token"} and spec["rayVersion"] >= "2.52"
     # The image (cluster/Dockerfile) holds this repository at /app.
     assert "COPY --chown=ray:users configs ./configs" in (CLUSTER / "Dockerfile").read_text()
     _plan_fits(args.config.removeprefix("/app/"), args.overrides, nodes)

@@ -202,3 +202,73 @@ def test_make_env_builds_the_deepspeed_cpu_op_after_the_import_check():
     check = next(i for i, line in enumerate(lines) if "import torch, torchvision.ops, vllm, ray, deepspeed" in line)
     build = next(i for i, line in enumerate(lines) if "-m r1reward.learner.ops" in line)
     assert check < build < lines.index("touch $(STAMP)") and "DS_ACCELERATOR=cpu" in lines[build]
+
+
+# --- safe defaults ---------------------------------------------------------------------------------
+PACKAGE = Path(__file__).resolve().parents[1] / "r1reward"
+
+
+def _calls(name: str):
+    """(file, ast.Call) for every call of `...name(...)` in the package."""
+    import ast
+
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call):
+                func = node.func
+                called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+                if called == name:
+                    yield path, node
+
+
+def test_no_remote_code_is_trusted_anywhere():
+    import ast
+
+    # No config key asks for remote code, so no call may pass trust_remote_code at all (vLLM and
+    # transformers default to False), nor a truthy literal through **kwargs.
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.keyword) and node.arg == "trust_remote_code":
+                raise AssertionError(f"{path}:{node.value.lineno} passes trust_remote_code")
+            if isinstance(node, ast.Constant) and node.value == "trust_remote_code":
+                raise AssertionError(f"{path}:{node.lineno} names trust_remote_code")
+
+
+def test_every_torch_load_is_weights_only():
+    for path, call in _calls("load"):
+        func = call.func
+        if isinstance(func, __import__("ast").Attribute) and getattr(func.value, "id", None) == "torch":
+            kw = {k.arg: k.value for k in call.keywords}
+            assert "weights_only" in kw and getattr(kw["weights_only"], "value", None) is True, f"{path}:{call.lineno}"
+
+
+def test_the_judge_url_comes_from_the_config_only(monkeypatch):
+    from r1reward.config.schema import RewardConfig
+    from r1reward.errors import UserError
+    from r1reward.reward.judges import OpenAIJudge
+
+    for var in ("OPENAI_BASE_URL", "OPENAI_API_BASE", "JUDGE_URL", "R1REWARD_JUDGE_URL"):
+        monkeypatch.setenv(var, "http://attacker.invalid:1/v1")
+    with pytest.raises(UserError, match="judge_url"):
+        OpenAIJudge(RewardConfig(judge="openai", judge_model="m"))
+    judge = OpenAIJudge(RewardConfig(judge="openai", judge_model="m", judge_url="http://judge.internal:8000/v1"))
+    assert judge.url == "http://judge.internal:8000/v1/chat/completions"
+    # The key is read from the variable the config names, and never sent without one.
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert "Authorization" not in judge.headers
+
+
+def test_shipped_cluster_files_keep_the_dashboard_local_or_behind_token_auth():
+    import yaml
+
+    cluster = PACKAGE.parent / "cluster"
+    head = yaml.safe_load((cluster / "ray-cluster.yaml").read_text())["head_start_ray_commands"]
+    assert any("--dashboard-host=127.0.0.1" in c for c in head) and not any("0.0.0.0" in c for c in head)
+    job = yaml.safe_load((cluster / "rayjob.yaml").read_text())["spec"]["rayClusterSpec"]
+    host = job["headGroupSpec"]["rayStartParams"].get("dashboard-host", "127.0.0.1")
+    assert host == "127.0.0.1" or job.get("authOptions", {}).get("mode") == "token"
+    slurm = (cluster / "slurm.sbatch").read_text()
+    start = slurm.index("ray start --head")
+    assert "--dashboard-host=127.0.0.1" in slurm[start:start + 400] or (
+        "export RAY_AUTH_MODE=token" in slurm[:start] and "export RAY_AUTH_TOKEN" in slurm[:start])
