@@ -109,3 +109,20 @@ def _concat_rows(samples: Sequence[dict[str, Any]], key: str) -> torch.Tensor | 
     """Concatenate a tensor field along dim 0, skipping samples without it (text-only); None if none."""
     parts = [s[key] for s in samples if s.get(key) is not None and s[key].shape[0] > 0]
     return torch.cat(parts) if parts else None
+
+
+def model_inputs(batch: dict[str, Any], image_token_id: int, video_token_id: int) -> dict[str, Any]:
+    """The keyword arguments of a Qwen2.5-VL forward for a collated batch.
+
+    transformers 5 builds the 3D M-RoPE positions only when it is given `mm_token_type_ids` (0 text,
+    1 image, 2 video); without them every token gets its 1D index. vLLM always uses M-RoPE, so a learner
+    that left them out trained and scored under other positions than the sampler generates with: image
+    tokens sat at other positions, and every token after an image was shifted (by 2 for a 4-token picture).
+    """
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    if batch.get("pixel_values") is not None and batch["pixel_values"].numel():
+        ids = batch["input_ids"]
+        token_types = (ids == image_token_id).to(torch.int32) + 2 * (ids == video_token_id).to(torch.int32)
+        inputs.update(pixel_values=batch["pixel_values"], image_grid_thw=batch["image_grid_thw"],
+                      mm_token_type_ids=token_types)
+    return inputs
