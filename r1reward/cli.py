@@ -156,6 +156,8 @@ def _print_config(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="r1reward", description=__doc__)
+    parser.add_argument("--verbose", action="store_true",
+                        help="show every actor's log (vLLM, Ray, DeepSpeed) on the terminal, not only in OUT/logs")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("make-tiny-model", help="write a random tiny Qwen2.5-VL in Hugging Face format")
@@ -224,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.verbose:  # read by ensure_ray in this process (and by Ray jobs it submits)
+        os.environ["R1REWARD_VERBOSE"] = "1"
     try:
         return COMMANDS[args.command](args) or 0
     except UserError as e:

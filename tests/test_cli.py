@@ -28,7 +28,8 @@ def test_make_synthetic_data_round_trips_through_parquet(tmp_path):
     for row, pair, target in zip(rows, pairs, sft):
         assert row["answer"] == [f"<answer>{pair['label']}</answer>"]
         message = json.loads(row["message"])
-        assert message[0]["content"][0]["image"] == row["image"] == pair["images"][0]
+        assert message[0]["content"][0]["type"] == "text"  # text first, as the released training rows
+        assert message[0]["content"][-1]["image"] == row["image"] == pair["images"][0]
         assert pair["response_1"] in row["question"] and pair["response_2"] in row["question"]
         assert pair["response_1"] != pair["response_2"]
         with Image.open(out / row["image"]) as im:

@@ -30,6 +30,7 @@ CHOICES = {
     "algo.kl_estimator": {"k1", "k2", "k3"},
     "learner.zero_stage": {0, 1, 2, 3},
     "learner.backend": {"auto", "gloo", "nccl"},
+    "pipeline.model_size": {"tiny", "small"},
     "resources.placement_strategy": {"PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"},
 }
 POSITIVE = [
@@ -37,7 +38,7 @@ POSITIVE = [
     "rollout.max_new_tokens", "learner.num_ranks", "learner.micro_batch_size",
     "learner.train_batch_size", "learner.epochs_per_rollout", "trainer.num_steps",
     "trainer.rollout_batch_size", "trainer.save_every", "data.max_prompt_tokens", "sft.num_epochs",
-    "pipeline.num_train", "pipeline.num_heldout", "pipeline.select_k",
+    "pipeline.num_train", "pipeline.num_heldout", "pipeline.select_k", "pipeline.warmup_steps",
     "rollout.max_model_len", "algo.eps_clip", "algo.filter_sigma", "algo.reward_clip", "learner.lr", "sft.lr",
     "learner.grad_clip",
 ]

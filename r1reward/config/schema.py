@@ -153,12 +153,15 @@ class SFTConfig:
 class PipelineConfig:
     """`r1reward pipeline`: synthetic data -> tiny model -> SFT -> hard examples -> RL -> evaluation."""
     output_dir: str = "runs/pipeline"
+    seeds: list[int] = field(default_factory=lambda: [0])  # each seed: its own model, data and runs
+    model_size: str = "tiny"
+    # Caption steps that stand in for the base VLM's pretraining (a random tower reads no images).
+    warmup_steps: int = 400
     num_train: int = 192
     num_heldout: int = 48
     # Hard-example selection: an example is kept for RL unless the SFT model solves all K samples.
     select_k: int = 4
     eval_temperature: float = 0.0  # greedy held-out answers per stage
-    seed: int = 0
 
 
 @dataclass

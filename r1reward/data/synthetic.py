@@ -65,12 +65,17 @@ def make_example(rng: random.Random, index: int) -> tuple[Image.Image, dict]:
     }
 
 
+def caption(example: dict) -> str:
+    """What the picture shows, as the reasoning traces (and the tiny model's warm-up) say it."""
+    return f"The image shows {example['facts']}."
+
+
 def reasoning_target(example: dict, label: int) -> str:
     """A short cold-start trace in the R1-Reward format that names the better response."""
     right_n, wrong_n = label, 3 - label
     said = {right_n: example["value"], wrong_n: example["wrong_value"]}
     return (
-        f"<think>The image shows {example['facts']}. "
+        f"<think>{caption(example)} "
         f"Response 1 says {said[1]}, which {'matches' if right_n == 1 else 'does not match'} the image. "
         f"Response 2 says {said[2]}, which {'matches' if right_n == 2 else 'does not match'} the image. "
         f"Response {label} is better.</think><answer>{label}</answer>"

@@ -190,7 +190,7 @@ class Trainer(ActorRun):
             (self.output_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
             print(f"{cfg.trainer.num_epochs} epoch(s) of {len(self.dataset)} prompts: {cfg.trainer.num_steps} steps")
         start_guard()  # a local Ray and everything under it ends with this process, however it ends
-        ensure_ray(cfg)
+        ensure_ray(cfg, self.output_dir / "logs")
         self._start_actors()
         if cfg.trainer.resume:
             self._resume()

@@ -1,19 +1,66 @@
 """`r1reward pipeline`: the paper's two stages on a laptop-sized task, with a report.
 
-synthetic data -> tiny model -> cold-start SFT (learner ranks) -> hard examples -> StableReinforce
-(Ray: vLLM, reward actor, DeepSpeed) -> held-out evaluation of every stage, one table and one plot.
+Per seed: tiny model + caption warm-up (the stand-in for a pretrained VLM) -> synthetic data ->
+cold-start SFT (learner ranks) -> hard examples -> StableReinforce (Ray: vLLM, reward actor,
+DeepSpeed) -> held-out evaluation of every stage. Then one table over the seeds (mean and 95% interval
+per stage, and the paired RL - SFT gain), one plot, and where the logs are.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import statistics
 from pathlib import Path
 from typing import Any
 
 from r1reward.config import Config, override
 
+STAGES = ("base", "SFT", "SFT + RL")
+# Two-sided 95% Student t quantiles by degrees of freedom (n - 1): an interval over a few seeds.
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
-def plot_curves(rl_metrics: Path, sft_metrics: Path, out: Path) -> Path:
+
+def mean_interval(values: list[float]) -> tuple[float, float, float]:
+    """(mean, low, high): the 95% t-interval of the mean over seeds (zero width for one value)."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, mean, mean
+    half = _T95.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def wilson_interval(correct: int, total: int) -> tuple[float, float]:
+    """The 95% Wilson interval of a proportion: for one seed, the noise of the held-out set itself."""
+    if total == 0:
+        return 0.0, 1.0
+    z, p = 1.96, correct / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return centre - half, centre + half
+
+
+def stage_table(per_seed: list[dict[str, dict[str, float]]], heldout: int) -> str:
+    """Markdown: per stage the mean accuracy with its 95% interval, the format rate, and each seed."""
+    seeds = len(per_seed)
+    how = f"t-interval over {seeds} seeds" if seeds > 1 else f"Wilson interval over {heldout} pairs"
+    lines = [f"| stage | held-out accuracy (95% {how}) | format rate | per seed |", "|---|---|---|---|"]
+    for stage in STAGES:
+        accs = [run[stage]["accuracy"] for run in per_seed]
+        mean, low, high = mean_interval(accs)
+        if seeds == 1:
+            low, high = wilson_interval(round(mean * heldout), heldout)
+        fmt = statistics.fmean(run[stage]["format_rate"] for run in per_seed)
+        lines.append(f"| {stage} | {mean:.3f} [{low:.3f}, {high:.3f}] | {fmt:.3f} | "
+                     + " ".join(f"{a:.3f}" for a in accs) + " |")
+    gains = [run["SFT + RL"]["accuracy"] - run["SFT"]["accuracy"] for run in per_seed]
+    mean, low, high = mean_interval(gains)
+    lines.append(f"\nRL gain over SFT (paired by seed): {mean:+.3f}"
+                 + (f", 95% interval [{low:+.3f}, {high:+.3f}]" if seeds > 1 else ""))
+    return "\n".join(lines)
+
+
+def plot_curves(runs: list[Path], out: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,76 +68,92 @@ def plot_curves(rl_metrics: Path, sft_metrics: Path, out: Path) -> Path:
 
     from r1reward.trainer.metrics import read_metrics
 
-    rl, sft = read_metrics(rl_metrics), read_metrics(sft_metrics)
-    panels = [("SFT loss", sft, "sft_loss"), ("RL reward (mean)", rl, "reward/mean"),
-              ("RL response length", rl, "response_length/mean"), ("RL policy loss", rl, "loss")]
+    panels = [("SFT loss", "sft", "sft_loss"), ("RL reward (mean)", "rl", "reward/mean"),
+              ("RL accuracy (result reward)", "rl", "reward/result_rate"), ("RL policy loss", "rl", "loss")]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
-    for ax, (title, rows, key) in zip(axes, panels):
-        ax.plot([r["step"] for r in rows], [r[key] for r in rows], marker="o", markersize=3)
+    for run in runs:
+        for ax, (_, stage, key) in zip(axes, panels):
+            rows = read_metrics(run / stage / "metrics.jsonl")
+            ax.plot([r["step"] for r in rows], [r[key] for r in rows], marker="o", markersize=2, label=run.name)
+    for ax, (title, _, _) in zip(axes, panels):
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
 
 
-def stage_table(rows: dict[str, dict[str, Any]]) -> str:
-    lines = ["| stage | held-out accuracy | format rate |", "|---|---|---|"]
-    lines += [f"| {stage} | {r['accuracy']:.3f} | {r['format_rate']:.3f} |" for stage, r in rows.items()]
-    return "\n".join(lines)
-
-
-def run_pipeline(config: Config) -> dict[str, Any]:
+def run_seed(config: Config, seed: int, out: Path, say) -> dict[str, Any]:
+    """One pass of the two stages from a fresh tiny model; returns the held-out scores of each stage."""
     from r1reward.data.synthetic import make_synthetic_data
+    from r1reward.learner.sft_local import caption_warmup
     from r1reward.models.tiny import make_tiny_model
-    from r1reward.trainer.actors import ensure_ray
     from r1reward.trainer.driver import Trainer
     from r1reward.trainer.hard_examples import records_of, sample_choices, select_hard, summarise, write_hard
     from r1reward.trainer.sft import SFTTrainer
 
     p = config.pipeline
-    out = Path(p.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    print("[1/6] tiny model and synthetic data")
-    base = make_tiny_model(out / "base-model", seed=p.seed)
-    train = make_synthetic_data(out / "data" / "train", num=p.num_train, seed=p.seed)
-    heldout = make_synthetic_data(out / "data" / "heldout", num=p.num_heldout, seed=p.seed + 1)
-    ensure_ray(config)
+    pixels = dict(min_pixels=config.data.min_pixels, max_pixels=config.data.max_pixels)
+    say(f"[1/5] base model: a random {p.model_size} Qwen2.5-VL, {p.warmup_steps} caption warm-up steps")
+    fresh = make_tiny_model(out / "random-model", seed=seed, size=p.model_size)
+    base = out / "base-model"
+    caption_warmup(fresh, base, steps=p.warmup_steps, seed=seed, progress="warm-up", **pixels)
+    train = make_synthetic_data(out / "data" / "train", num=p.num_train, seed=seed * 1000)
+    heldout = make_synthetic_data(out / "data" / "heldout", num=p.num_heldout, seed=seed * 1000 + 1)
 
-    print("[2/6] cold-start SFT on the learner ranks")
-    sft = SFTTrainer(override(config, model__path=base, sft__data_path=train["sft"],
+    say(f"[2/5] cold-start SFT on the learner ranks: {p.num_train} pairs x {config.sft.num_epochs} epochs")
+    seeded = override(config, data__seed=seed, trainer__seed=seed)
+    sft = SFTTrainer(override(seeded, model__path=base, sft__data_path=train["sft"],
                               sft__output_dir=out / "sft")).run()
 
-    print("[3/6] hard examples: pairs the SFT model does not solve in all samples")
+    say(f"[3/5] hard examples: pairs the SFT model does not solve in all {p.select_k} samples")
     train_records = records_of(train["rl"], "r1reward-rl", config)
-    choices = sample_choices(sft["hf"], train_records, config, k=p.select_k, seed=p.seed)
+    choices = sample_choices(sft["hf"], train_records, config, k=p.select_k, seed=seed)
     hard = select_hard(train_records, choices) or train_records  # all solved: keep training on everything
     write_hard(hard, out / "data" / "hard.parquet")
     selection = summarise(choices, train_records, len(hard))
 
-    print(f"[4/6] StableReinforce on {len(hard)} hard examples")
-    rl = Trainer(override(config, model__path=sft["hf"], data__train_path=out / "data" / "hard.parquet",
+    say(f"[4/5] StableReinforce on {len(hard)} hard examples")
+    rl = Trainer(override(seeded, model__path=sft["hf"], data__train_path=out / "data" / "hard.parquet",
                           data__schema="r1reward-rl", trainer__output_dir=out / "rl")).run()
     rl_model = str(Path(rl["checkpoint"]) / "hf")
 
-    print("[5/6] held-out evaluation of each stage")
+    say(f"[5/5] held-out evaluation of each stage on {p.num_heldout} pairs")
     heldout_records = records_of(heldout["pairs"], "canonical", config)
-    stages = {}
-    for stage, model in (("base (random)", str(base)), ("SFT", sft["hf"]), ("SFT + RL", rl_model)):
-        stages[stage] = sample_choices(model, heldout_records, config, k=1, temperature=p.eval_temperature,
-                                       seed=p.seed + 7).scores([r.label for r in heldout_records])
+    labels = [r.label for r in heldout_records]
+    stages = {stage: sample_choices(model, heldout_records, config, k=1, temperature=p.eval_temperature,
+                                    seed=seed + 7).scores(labels)
+              for stage, model in zip(STAGES, (str(base), sft["hf"], rl_model))}
+    return {"seed": seed, "stages": stages, "hard_example_selection": selection, "rl_timings": rl["timings"],
+            "models": {"base": str(base), "sft": sft["hf"], "rl": rl_model}}
 
-    print("[6/6] report")
-    table = stage_table(stages)
-    plot = plot_curves(out / "rl" / "metrics.jsonl", out / "sft" / "metrics.jsonl", out / "training_curves.png")
-    summary = {"stages": stages, "hard_example_selection": selection, "rl_timings": rl["timings"],
-               "models": {"base": str(base), "sft": sft["hf"], "rl": rl_model}, "plot": str(plot)}
+
+def run_pipeline(config: Config) -> dict[str, Any]:
+    from r1reward.trainer.actors import ensure_ray
+
+    p = config.pipeline
+    out = Path(p.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ensure_ray(config, out / "logs")
+    runs = []
+    for number, seed in enumerate(p.seeds, 1):
+        run_dir = out / f"seed-{seed}"
+        say = lambda text, n=number: print(f"seed {seed} ({n}/{len(p.seeds)}) {text}", flush=True)
+        runs.append(run_seed(config, seed, run_dir, say))
+        print(stage_table([runs[-1]["stages"]], p.num_heldout).split("\n\n")[0], flush=True)
+
+    table = stage_table([run["stages"] for run in runs], p.num_heldout)
+    plot = plot_curves([out / f"seed-{seed}" for seed in p.seeds], out / "training_curves.png")
+    summary = {"seeds": list(p.seeds), "heldout_pairs": p.num_heldout, "runs": runs, "plot": str(plot),
+               "stages": {stage: dict(zip(("mean", "low", "high"),
+                                          mean_interval([r["stages"][stage]["accuracy"] for r in runs])))
+                          for stage in STAGES}}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    (out / "summary.md").write_text(table + "\n")
-    print(table)
-    print(f"SFT model solved {selection['accuracy']:.3f} of its {p.select_k} samples per training pair; "
-          f"{selection['kept_hard']} of {selection['examples']} pairs kept for RL")
-    print(f"curves: {plot}; summary: {out / 'summary.json'}")
+    (out / "summary.md").write_text(f"Held-out accuracy after each stage ({p.num_heldout} pairs, "
+                                    f"one greedy answer each), seeds {list(p.seeds)}:\n\n{table}\n")
+    print("\n" + table)
+    print(f"\nsummary: {out / 'summary.md'}; curves: {plot}; actor logs: {out / 'logs'}")
     return summary

@@ -46,7 +46,7 @@ class SFTTrainer(ActorRun):
         self.examples = sft_examples(self.processor, cfg.sft.data_path, cfg.data.min_pixels, cfg.data.max_pixels)
         batch = self.batch_size = cfg.sft.train_batch_size or cfg.learner.train_batch_size
         self.total_steps = max(1, math.ceil(len(self.examples) * cfg.sft.num_epochs / batch))
-        ensure_ray(cfg)
+        ensure_ray(cfg, self.output_dir / "logs")
         plan = learner_plan(cfg)
         validate_cluster(plan)
         self.placement_group, _ = create_placement_group(plan)

@@ -1,0 +1,147 @@
+"""The paper's ablation on the toy task: which parts of StableReinforce matter, from one SFT checkpoint.
+
+Variants (R1-Reward, Section 4 / Figure 3): StableReinforce; without the advantage filter; without
+Pre-CLIP; plain Reinforce++ (neither); and SFT only. Two settings: the demo's, and a stressed one
+(4 epochs per rollout at a 5x learning rate) where stale log-ratios grow and instability shows. Each
+variant runs over several seeds from the same SFT model and hard examples (a `make demo` seed folder)
+and is scored on the same held-out pairs, one greedy answer each.
+
+    make demo     # writes runs/pipeline/seed-0 (SFT checkpoint, hard examples, held-out pairs)
+    .venv/bin/python benchmarks/ablation.py --from runs/pipeline/seed-0 --seeds 0 1 2
+
+Writes benchmarks/results/ablation.json, ablation.md and ablation.png. Not part of CI (tens of minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+VARIANTS = {
+    "StableReinforce": [],
+    "no advantage filter": ["algo.advantage_filter=none"],
+    "no Pre-CLIP": ["algo.policy_loss=ppo"],
+    "Reinforce++ (neither)": ["algo.policy_loss=ppo", "algo.advantage_filter=none"],
+}
+SETTINGS = {
+    "demo": [],
+    "stressed": ["learner.epochs_per_rollout=4", "learner.lr=1.0e-3"],
+}
+
+
+def run_variant(config, hard: Path, sft_model: str, out: Path, overrides: list[str], seed: int) -> dict:
+    from r1reward.config import load_config, override
+    from r1reward.trainer.driver import Trainer
+    from r1reward.trainer.metrics import read_metrics
+
+    cfg = load_config(config, overrides + [f"model.path={sft_model}", f"data.train_path={hard}",
+                                           "data.schema=r1reward-rl", f"trainer.output_dir={out}",
+                                           f"trainer.seed={seed}", f"data.seed={seed}"])
+    result = Trainer(override(cfg)).run()
+    rows = read_metrics(out / "metrics.jsonl")
+    mean = lambda key, part=rows: statistics.fmean(r[key] for r in part if key in r) if part else float("nan")
+    late = rows[len(rows) // 2:]
+    return {"model": str(Path(result["checkpoint"]) / "hf"), "reward_late": mean("reward/mean", late),
+            "pre_clip_frac": mean("pre_clip_frac"), "filtered_frac": mean("filter/filtered_frac"),
+            "ratio_max": max(r.get("ratio_max", 0.0) for r in rows),
+            "loss_abs_max": max(abs(r.get("loss", 0.0)) for r in rows),
+            "curve": [r["reward/mean"] for r in rows]}
+
+
+def interval(values: list[float]) -> str:
+    from r1reward.trainer.pipeline import mean_interval
+
+    mean, low, high = mean_interval(values)
+    return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--from", dest="source", default="runs/pipeline/seed-0",
+                        help="a pipeline seed folder: sft/, data/hard.parquet, data/heldout/")
+    parser.add_argument("--config", default="configs/pipeline-tiny.yaml")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+
+    from r1reward.config import load_config
+    from r1reward.trainer.actors import ensure_ray
+    from r1reward.trainer.checkpoint import latest_checkpoint
+    from r1reward.trainer.hard_examples import records_of, sample_choices
+
+    source, out = Path(args.source), Path(args.out)
+    sft_checkpoint = latest_checkpoint(source / "sft")
+    hard, heldout = source / "data" / "hard.parquet", source / "data" / "heldout" / "pairs.jsonl"
+    if sft_checkpoint is None or not hard.is_file() or not heldout.is_file():
+        print(f"ablation: no SFT checkpoint, hard examples and held-out pairs under {source}; run `make demo` first",
+              file=sys.stderr)
+        return 2
+    config = load_config(args.config)
+    ensure_ray(config, out / "ablation-runs" / "logs")
+    records = records_of(heldout, "canonical", config)
+    labels = [r.label for r in records]
+    score = lambda model: sample_choices(model, records, config, k=1, temperature=0.0, seed=7).scores(labels)
+
+    sft_scores = score(str(sft_checkpoint / "hf"))
+    results: dict = {"source": str(source), "seeds": args.seeds, "heldout_pairs": len(records),
+                     "sft_only": sft_scores, "settings": {}}
+    for setting in args.settings:
+        results["settings"][setting] = {}
+        for name, overrides in VARIANTS.items():
+            runs = []
+            for seed in args.seeds:
+                run_dir = out / "ablation-runs" / setting / name.split()[0].lower().strip("+") / f"seed-{seed}"
+                print(f"{setting} / {name} / seed {seed}", flush=True)
+                run = run_variant(args.config, hard, str(sft_checkpoint / "hf"), run_dir,
+                                  SETTINGS[setting] + overrides, seed)
+                run.update(score(run["model"]))
+                runs.append(run)
+            results["settings"][setting][name] = runs
+        (out / "ablation.json").write_text(json.dumps(results, indent=1))
+    write_report(results, out)
+    return 0
+
+
+def write_report(results: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seeds = len(results["seeds"])
+    lines = [f"Held-out accuracy on {results['heldout_pairs']} pairs (one greedy answer), mean and 95% "
+             f"t-interval over {seeds} seeds; SFT only: {results['sft_only']['accuracy']:.3f}.", "",
+             "| setting | variant | held-out accuracy | format rate | late reward | Pre-CLIPped tokens | "
+             "filtered tokens | max ratio | max abs loss | collapsed runs |", "|---|---|---|---|---|---|---|---|---|---|"]
+    settings = results["settings"]
+    fig, axes = plt.subplots(1, len(settings), figsize=(5 * len(settings), 3.4), squeeze=False)
+    for ax, (setting, variants) in zip(axes[0], settings.items()):
+        for name, runs in variants.items():
+            # A collapse: the model stops answering in format, or falls well below its SFT start.
+            collapsed = sum(r["format_rate"] < 0.5 or r["accuracy"] < results["sft_only"]["accuracy"] - 0.15
+                            for r in runs)
+            lines.append(
+                f"| {setting} | {name} | {interval([r['accuracy'] for r in runs])} | "
+                f"{statistics.fmean(r['format_rate'] for r in runs):.3f} | {interval([r['reward_late'] for r in runs])} | "
+                f"{statistics.fmean(r['pre_clip_frac'] for r in runs):.4f} | "
+                f"{statistics.fmean(r['filtered_frac'] for r in runs):.4f} | {max(r['ratio_max'] for r in runs):.3g} | "
+                f"{max(r['loss_abs_max'] for r in runs):.3g} | {collapsed}/{len(runs)} |")
+            curve = [statistics.fmean(values) for values in zip(*(r["curve"] for r in runs))]
+            ax.plot(range(1, len(curve) + 1), curve, marker="o", markersize=2, label=name)
+        ax.set_title(f"RL reward, {setting} setting (mean of {seeds} seeds)")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "ablation.png", dpi=110)
+    plt.close(fig)
+    (out / "ablation.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
