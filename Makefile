@@ -8,7 +8,7 @@ STAMP := $(VENV)/.r1reward-installed
 PYPI_ONLY := env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null
 DEMO_CONFIG ?= configs/pipeline-tiny.yaml
 
-.PHONY: env demo train-tiny test test-gpu clean
+.PHONY: env demo study train-tiny test test-fast test-gpu clean
 
 env: $(STAMP)
 
@@ -31,6 +31,10 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/r1reward pipeline --config $(DEMO_CONFIG)
 
+# The demo over three seeds: mean and 95% interval per stage (about three times as long).
+study: $(STAMP)
+	$(BIN)/r1reward pipeline --config configs/pipeline-study.yaml
+
 # RL alone with configs/tiny-cpu.yaml: make its model (primed by a short SFT) and data first.
 train-tiny: $(STAMP)
 	$(BIN)/r1reward make-tiny-model runs/tiny-base
@@ -40,6 +44,10 @@ train-tiny: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The unit tests: no Ray, vLLM or DeepSpeed run (the end-to-end modules are marked slow).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not gpu"
 
 test-gpu: $(STAMP)
 	$(BIN)/python -m pytest -q -m gpu

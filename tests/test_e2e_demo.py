@@ -15,7 +15,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-SMALLER = ["pipeline.num_train=96", "pipeline.num_heldout=16", "pipeline.warmup_steps=200", "pipeline.select_k=2",
+SMALLER = ["pipeline.seeds=[0]", "pipeline.num_train=96", "pipeline.num_heldout=16", "pipeline.warmup_steps=200", "pipeline.select_k=2",
            "sft.num_epochs=16", "trainer.num_steps=2", "trainer.rollout_batch_size=8", "trainer.save_every=2"]
 
 
