@@ -27,8 +27,8 @@ VARIANTS = {
     "Reinforce++ (neither)": ["algo.policy_loss=ppo", "algo.advantage_filter=none"],
 }
 SETTINGS = {
-    "demo": [],
     "stressed": ["learner.epochs_per_rollout=4", "learner.lr=1.0e-3"],
+    "demo": [],
 }
 
 

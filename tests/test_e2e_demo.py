@@ -21,7 +21,7 @@ SMALLER = ["pipeline.seeds=[0]", "pipeline.num_train=96", "pipeline.num_heldout=
 
 def terminal_lines(text: str) -> list[str]:
     """Lines a person sees: a progress bar redraws itself with carriage returns, so keep the last frame."""
-    return [line.split("\r")[-1] for line in text.splitlines() if line.split("\r")[-1].strip()]
+    return [line.split("\r")[-1] for line in text.split("\n") if line.split("\r")[-1].strip()]
 
 
 def test_pipeline_as_typed_from_a_checkout(tmp_path):
@@ -30,8 +30,9 @@ def test_pipeline_as_typed_from_a_checkout(tmp_path):
     command = [str(Path(sys.executable).with_name("r1reward")), "pipeline", "--config", "configs/pipeline-tiny.yaml",
                *SMALLER]
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "R1REWARD_VERBOSE")}
-    run = subprocess.run(command, cwd=checkout, env=env, capture_output=True, text=True, timeout=1200)
-    output = run.stdout + run.stderr
+    # Bytes, not text=True: universal newlines would turn each progress-bar redraw ("\r") into a line.
+    run = subprocess.run(command, cwd=checkout, env=env, capture_output=True, timeout=1200)
+    output = (run.stdout + run.stderr).decode(errors="replace")
     assert run.returncode == 0, output[-3000:]
 
     out = checkout / "runs" / "pipeline"  # the config's relative output directory, under the checkout

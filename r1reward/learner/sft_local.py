@@ -78,7 +78,7 @@ def train_local(model: Any, examples: list[dict[str, Any]], steps: int, batch_si
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     return losses
 

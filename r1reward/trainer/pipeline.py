@@ -143,7 +143,8 @@ def run_pipeline(config: Config) -> dict[str, Any]:
         run_dir = out / f"seed-{seed}"
         say = lambda text, n=number: print(f"seed {seed} ({n}/{len(p.seeds)}) {text}", flush=True)
         runs.append(run_seed(config, seed, run_dir, say))
-        print(stage_table([runs[-1]["stages"]], p.num_heldout).split("\n\n")[0], flush=True)
+        if len(p.seeds) > 1:  # one seed: the final table says it
+            print(stage_table([runs[-1]["stages"]], p.num_heldout).split("\n\n")[0], flush=True)
 
     table = stage_table([run["stages"] for run in runs], p.num_heldout)
     plot = plot_curves([out / f"seed-{seed}" for seed in p.seeds], out / "training_curves.png")
