@@ -17,12 +17,8 @@ _EVAL_HELP = ("evaluate a model on VL-RewardBench, Multimodal RewardBench or MM-
               "K samples per pair, majority vote, per-category metrics, Voting@K/Any@K")
 
 
-def _add_engine_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="checkpoint folder (Hugging Face format)")
-    p.add_argument("--k", type=int, default=1, help="samples per pair; the majority vote decides (default 1)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (paper: 1.0)")
-    p.add_argument("--max-tokens", type=int, default=1024, help="generation limit per sample (paper: 1024)")
-    p.add_argument("--workers", type=int, default=1, help="vLLM engines; more than 1 runs them as Ray actors")
+def add_engine_options(p: argparse.ArgumentParser) -> None:
+    """How each vLLM engine is built: shared by `eval`, `score` and `serve`."""
     p.add_argument("--gpus-per-worker", type=float, default=None,
                    help="Ray GPUs per engine (default 1 on a GPU machine, 0 on the CPU)")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.85)
@@ -30,6 +26,15 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-model-len", type=int, default=None, help="default: the model's own limit")
     p.add_argument("--min-pixels", type=int, default=MIN_PIXELS)
     p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="image size bound (default 640*28*28)")
+
+
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="checkpoint folder (Hugging Face format)")
+    p.add_argument("--k", type=int, default=1, help="samples per pair; the majority vote decides (default 1)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (paper: 1.0)")
+    p.add_argument("--max-tokens", type=int, default=1024, help="generation limit per sample (paper: 1024)")
+    p.add_argument("--workers", type=int, default=1, help="vLLM engines; more than 1 runs them as Ray actors")
+    add_engine_options(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-root", default=None, help="folder image paths are relative to (default: the "
                    "data file's folder)")

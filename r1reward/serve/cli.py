@@ -11,8 +11,8 @@ import socket
 from pathlib import Path
 from typing import Any, Callable
 
-from r1reward.data.render import MAX_PIXELS, MIN_PIXELS
 from r1reward.errors import UserError
+from r1reward.eval.cli import add_engine_options
 
 _HELP = ("serve a trained reward model over HTTP: /v1/compare, /v1/rank, OpenRLHF's /get_reward, /health, "
          "/v1/models, /metrics; requests from concurrent clients are batched into the engine")
@@ -37,13 +37,7 @@ def add_command(subparsers: Any, command: Callable[[str], Callable]) -> None:
     p.add_argument("--max-tokens", type=int, default=1024, help="generation limit per sample (paper: 1024)")
     p.add_argument("--seed", type=int, default=0, help="seed of requests that give none")
     p.add_argument("--name", default=None, help="model id in /v1/models (default: the folder's name)")
-    p.add_argument("--gpus-per-worker", type=float, default=None,
-                   help="Ray GPUs per engine (default 1 on a GPU machine, 0 on the CPU)")
-    p.add_argument("--gpu-memory-utilization", type=float, default=0.85)
-    p.add_argument("--dtype", default="auto", help="auto: bfloat16 on a GPU, float32 on the CPU")
-    p.add_argument("--max-model-len", type=int, default=None, help="default: the model's own limit")
-    p.add_argument("--min-pixels", type=int, default=MIN_PIXELS)
-    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="image size bound (default 640*28*28)")
+    add_engine_options(p)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--access-log", action="store_true", help="log every request")
     command("serve")(_serve)
