@@ -101,8 +101,9 @@ def main() -> int:
                 run.update(score(run["model"]))
                 runs.append(run)
             results["settings"][setting][name] = runs
-        (out / "ablation.json").write_text(json.dumps(results, indent=1))
-    write_report(results, out)
+            # After every variant: a stopped study still leaves a table of what it measured.
+            (out / "ablation.json").write_text(json.dumps(results, indent=1))
+            write_report(results, out)
     return 0
 
 
@@ -140,7 +141,7 @@ def write_report(results: dict, out: Path) -> None:
     fig.savefig(out / "ablation.png", dpi=110)
     plt.close(fig)
     (out / "ablation.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    print("\n".join(lines), flush=True)
 
 
 if __name__ == "__main__":
