@@ -128,8 +128,15 @@ def runs(sft_model_dir, synthetic_dir, tmp_path_factory):
                   checkpoints_at_kill=sorted(p.name for p in (b / "checkpoints").iterdir()))
     # Independent of the snapshot: no vLLM engine process started since B began may outlive B's driver
     # (nothing else starts vLLM while this module runs).
-    result["vllm_left"] = {p.pid: p.info["name"] for p in psutil.process_iter(["name", "create_time"])
-                           if (p.info["name"] or "").startswith("VLLM::") and p.info["create_time"] >= b_started}
+    vllm_deadline = time.monotonic() + 10
+    while True:
+        result["vllm_left"] = {
+            p.pid: p.info["name"] for p in psutil.process_iter(["name", "create_time", "status"])
+            if (p.info["name"] or "").startswith("VLLM::") and p.info["create_time"] >= b_started
+            and p.info["status"] != psutil.STATUS_ZOMBIE}
+        if not result["vllm_left"] or time.monotonic() > vllm_deadline:
+            break
+        time.sleep(0.2)
     survivors = [pid for pid in tree if pid not in gone]
     for pid in survivors:  # do not leave them to slow down the next run (the test below fails anyway)
         try:
