@@ -132,11 +132,13 @@ def run_seed(config: Config, seed: int, out: Path, say) -> dict[str, Any]:
 
 
 def run_pipeline(config: Config) -> dict[str, Any]:
+    from r1reward.lifetime import start_guard
     from r1reward.trainer.actors import ensure_ray
 
     p = config.pipeline
     out = Path(p.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    start_guard()  # every stage's actors and vLLM engines end with this process, however it ends
     ensure_ray(config, out / "logs")
     runs = []
     for number, seed in enumerate(p.seeds, 1):

@@ -17,6 +17,7 @@ from r1reward.config.load import validate_sft
 from r1reward.config.schema import Config
 from r1reward.data.order import step_indices
 from r1reward.errors import UserError
+from r1reward.lifetime import start_guard
 from r1reward.trainer.actors import ActorRun, ensure_ray, split, start_learners
 from r1reward.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from r1reward.trainer.metrics import MetricsLogger
@@ -29,7 +30,6 @@ class SFTTrainer(ActorRun):
         self.step = 0
 
     def setup(self) -> None:
-        import ray
         from transformers import AutoProcessor
 
         from r1reward.launch.plan import learner_plan
@@ -46,6 +46,7 @@ class SFTTrainer(ActorRun):
         self.examples = sft_examples(self.processor, cfg.sft.data_path, cfg.data.min_pixels, cfg.data.max_pixels)
         batch = self.batch_size = cfg.sft.train_batch_size or cfg.learner.train_batch_size
         self.total_steps = max(1, math.ceil(len(self.examples) * cfg.sft.num_epochs / batch))
+        start_guard()  # a local Ray and everything under it ends with this process, however it ends
         ensure_ray(cfg, self.output_dir / "logs")
         plan = learner_plan(cfg)
         validate_cluster(plan)
