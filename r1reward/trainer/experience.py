@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from r1reward.algo import get_advantage_estimator, kl_penalty, normalize_and_filter
+from r1reward.algo import get_advantage_estimator, kl_penalty, normalize_and_filter, seq_mean_token_mean
 from r1reward.config.schema import AlgoConfig
 from r1reward.data.records import PreferenceRecord
 from r1reward.data.render import encode_rendered, prompt_and_images
@@ -66,7 +66,8 @@ def assign_advantages(samples: list[dict[str, Any]], rewards: list[float], algo:
             raise ValueError("algo.kl_coef > 0 needs ref_logprobs from the learners' reference model")
         logp, logp_ref = (_padded([s[k] for s in samples], width) for k in ("old_logprobs", "ref_logprobs"))
         kwargs.update(logp=logp, logp_ref=logp_ref)
-        metrics["kl/mean"] = kl_mean(logp, logp_ref, mask, algo.kl_estimator)
+        # Averaged over each sequence's tokens, then over sequences, as OpenRLHF logs it.
+        metrics["kl/mean"] = float(seq_mean_token_mean(kl_penalty(logp, logp_ref, algo.kl_estimator), mask))
     if algo.advantage_estimator != "reinforce++":
         kwargs["n_samples_per_prompt"] = n_samples_per_prompt
     raw = get_advantage_estimator(algo.advantage_estimator)(torch.tensor(rewards, dtype=torch.float32), mask, **kwargs)
@@ -74,13 +75,6 @@ def assign_advantages(samples: list[dict[str, Any]], rewards: list[float], algo:
     for i, sample in enumerate(samples):
         sample["advantages"] = advantages[i, :lengths[i]].tolist()
     return {**metrics, **{f"filter/{k}": float(v) for k, v in stats.items()}}
-
-
-def kl_mean(logp: torch.Tensor, logp_ref: torch.Tensor, mask: torch.Tensor, estimator: str) -> float:
-    """The KL estimate averaged over each sequence's tokens, then over sequences (as OpenRLHF logs it)."""
-    kl = kl_penalty(logp, logp_ref, estimator) * mask
-    per_sequence = kl.sum(-1) / mask.sum(-1).clamp(min=1)
-    return float(per_sequence.mean())
 
 
 def logprob_gap(samples: list[dict[str, Any]]) -> dict[str, float]:
