@@ -43,6 +43,7 @@ class Trainer(ActorRun):
     def _load_data(self):
         from transformers import AutoProcessor
 
+        from r1reward.data.check import load_options
         from r1reward.data.dataset import PreferenceDataset
 
         cfg = self.config
@@ -51,8 +52,7 @@ class Trainer(ActorRun):
         self.processor = AutoProcessor.from_pretrained(cfg.model.path)
         tokens = lambda record: len(self.processor.tokenizer(record.question + record.response_1 + record.response_2).input_ids)
         self.dataset = PreferenceDataset.from_file(
-            cfg.data.train_path, cfg.data.schema, swap_seed=cfg.data.seed, image_root=cfg.data.image_root,
-            image_path_map=cfg.data.image_path_map,
+            cfg.data.train_path, cfg.data.schema, swap_seed=cfg.data.seed, **load_options(cfg),
             strict=cfg.data.strict, max_prompt_tokens=cfg.data.max_prompt_tokens, token_counter=tokens)
         if len(self.dataset) == 0:
             raise UserError(f"no usable rows in {cfg.data.train_path}")
@@ -178,7 +178,6 @@ class Trainer(ActorRun):
     # --- the loop -------------------------------------------------------------------------------
     def setup(self) -> None:
         """Data, Ray, placement, actors, first sync on resume. Errors here come before any training."""
-        import ray
 
         cfg = self.config
         self.output_dir.mkdir(parents=True, exist_ok=True)

@@ -69,10 +69,10 @@ def write_hard(records: list[PreferenceRecord], path: str | Path) -> Path:
 
 
 def records_of(path: str | Path, schema: str, config: Config) -> list[PreferenceRecord]:
+    from r1reward.data.check import load_options
     from r1reward.data.dataset import load_preferences
 
-    records, _ = load_preferences(path, schema, image_root=config.data.image_root, swap_seed=None, verbose=False,
-                                  image_path_map=config.data.image_path_map)
+    records, _ = load_preferences(path, schema, swap_seed=None, verbose=False, **load_options(config))
     return records
 
 
