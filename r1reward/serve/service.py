@@ -53,7 +53,7 @@ def compare_answer(original: Comparison, swapped: Comparison | None = None) -> d
 def reward_of(original: Comparison, swapped: Comparison | None = None) -> float:
     """The share of samples preferring response 1 (the policy's) over response 2 (the reference)."""
     votes = list(original.votes) + ([_flip(v) for v in swapped.votes] if swapped is not None else [])
-    return sum(v == 1 for v in votes) / len(votes) if votes else 0.0
+    return vote_share(votes, 1)
 
 
 class RewardService:
