@@ -15,6 +15,7 @@ from r1reward.algo.advantages import (
     normalize_and_filter,
     reinforce_returns,
 )
+from r1reward.config.schema import AlgoConfig
 
 
 def test_kl_estimators_match_their_formulas():
@@ -54,8 +55,8 @@ def test_gamma_reward_clip_and_kl_shaping():
 def test_grpo_and_rloo_baselines():
     rewards = [2.0, 0.5, 1.0, 1.0, 0.0, 2.0]  # two prompts, three samples each, contiguous
     mask = torch.ones(6, 2, dtype=torch.bool)
-    grpo = get_advantage_estimator("grpo")(torch.tensor(rewards), mask, n_samples_per_prompt=3)
-    rloo = get_advantage_estimator("rloo")(torch.tensor(rewards), mask, n_samples_per_prompt=3)
+    grpo = get_advantage_estimator("grpo")(torch.tensor(rewards), mask, AlgoConfig(), n_samples_per_prompt=3)
+    rloo = get_advantage_estimator("rloo")(torch.tensor(rewards), mask, AlgoConfig(), n_samples_per_prompt=3)
     for i, r in enumerate(rewards):
         group = rewards[3 * (i // 3) : 3 * (i // 3) + 3]
         expected_grpo = (r - statistics.mean(group)) / (statistics.stdev(group) + 1e-8)
@@ -64,21 +65,21 @@ def test_grpo_and_rloo_baselines():
         assert grpo[i].tolist() == pytest.approx([expected_grpo] * 2, abs=1e-6)
         assert rloo[i].tolist() == pytest.approx([r - statistics.mean(others)] * 2, abs=1e-6)
     with pytest.raises(ValueError):
-        get_advantage_estimator("grpo")(torch.tensor(rewards), mask, n_samples_per_prompt=1)
+        get_advantage_estimator("grpo")(torch.tensor(rewards), mask, AlgoConfig(), n_samples_per_prompt=1)
     with pytest.raises(KeyError):
         get_advantage_estimator("gae")
 
 
 def test_reinforce_pp_estimator_is_the_returns():
     mask = torch.tensor([[1, 1, 0]], dtype=torch.bool)
-    est = get_advantage_estimator("reinforce++")(torch.tensor([1.25]), mask)
+    est = get_advantage_estimator("reinforce++")(torch.tensor([1.25]), mask, AlgoConfig(), n_samples_per_prompt=1)
     assert torch.equal(est, reinforce_returns(torch.tensor([1.25]), mask))
 
 
 def test_paper_filter_example_255_right_one_wrong():
     rewards = torch.tensor([1.0] * 255 + [0.0])
     mask = torch.ones(256, 1, dtype=torch.bool)
-    advantages = get_advantage_estimator("reinforce++")(rewards, mask)
+    advantages = get_advantage_estimator("reinforce++")(rewards, mask, AlgoConfig(), n_samples_per_prompt=1)
     standardised, _ = normalize_and_filter(advantages, mask, mode="none")
     z = standardised[-1, 0].item()
     assert math.trunc(z * 100) / 100 == -15.96  # the paper prints -15.96 (it is -sqrt(255) = -15.9687)

@@ -13,6 +13,7 @@ from r1reward.algo.policy_loss import (
     seq_mean_token_mean,
     token_losses,
 )
+from r1reward.config.schema import AlgoConfig
 
 # The paper's example (§4.1): one stale token (logp_old = -10) dominates without Pre-CLIP.
 LOGP = [-0.1] * 4
@@ -46,8 +47,8 @@ def test_registry_losses_on_the_paper_example():
     args = (_t([LOGP]), _t([LOGP_OLD]), _t([ADV]), mask)
     expected_plain = token_losses(*args[:3], pre_clip=False).mean()
     expected_stable = token_losses(*args[:3], pre_clip=True).mean()
-    loss_ppo, stats_ppo = get_policy_loss("ppo")(*args)
-    loss_sr, stats_sr = get_policy_loss("stable_reinforce")(*args)
+    loss_ppo, stats_ppo = get_policy_loss("ppo")(*args, AlgoConfig())
+    loss_sr, stats_sr = get_policy_loss("stable_reinforce")(*args, AlgoConfig())
     assert loss_ppo.item() == pytest.approx(expected_plain.item())
     assert loss_sr.item() == pytest.approx(expected_stable.item())
     assert loss_sr.item() < loss_ppo.item() / 10
@@ -75,9 +76,9 @@ def test_asymmetric_eps_and_clip_fraction():
     assert losses[0].tolist() == pytest.approx([-1.28, 0.9])
     losses = token_losses(logp, logp_old, adv)  # eps 0.2 both sides
     assert losses[0].tolist() == pytest.approx([-1.2, 0.8])
-    _, stats = get_policy_loss("stable_reinforce")(logp, logp_old, adv, torch.ones(1, 2), eps=0.5)
+    _, stats = get_policy_loss("stable_reinforce")(logp, logp_old, adv, torch.ones(1, 2), AlgoConfig(eps_clip=0.5))
     assert stats["clip_frac"] == 0.0
-    _, stats = get_policy_loss("stable_reinforce")(logp, logp_old, adv, torch.ones(1, 2))
+    _, stats = get_policy_loss("stable_reinforce")(logp, logp_old, adv, torch.ones(1, 2), AlgoConfig())
     assert stats["clip_frac"] == 1.0
 
 
@@ -92,7 +93,7 @@ def test_all_empty_batch_gives_zero_and_backward_works():
     logp = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
     mask = torch.zeros(2, 3, dtype=torch.bool)
     for name in ("ppo", "stable_reinforce"):
-        loss, stats = get_policy_loss(name)(logp, logp.detach() - 1, torch.ones(2, 3), mask)
+        loss, stats = get_policy_loss(name)(logp, logp.detach() - 1, torch.ones(2, 3), mask, AlgoConfig())
         loss.backward()
         assert loss.item() == 0.0 and all(math.isfinite(v) for v in stats.values())
         assert torch.all(logp.grad == 0)
@@ -101,7 +102,7 @@ def test_all_empty_batch_gives_zero_and_backward_works():
 
 def test_pre_clipped_tokens_get_no_gradient():
     logp = _t([LOGP]).requires_grad_(True)
-    loss, _ = get_policy_loss("stable_reinforce")(logp, _t([LOGP_OLD]), _t([ADV]), torch.ones(1, 4))
+    loss, _ = get_policy_loss("stable_reinforce")(logp, _t([LOGP_OLD]), _t([ADV]), torch.ones(1, 4), AlgoConfig())
     loss.backward()
     assert logp.grad[0, 0].item() == 0.0  # the stale token no longer drives the update
     assert torch.all(logp.grad[0, 1:] != 0)
@@ -118,7 +119,7 @@ def test_pre_clip_loss_and_grad_stay_finite_for_any_gap(pairs):
     adv = torch.tensor([p[1] for p in pairs], dtype=torch.float32)
     logp = (gap - 1.0).unsqueeze(0).requires_grad_(True)
     logp_old = torch.full_like(logp, -1.0)
-    loss, stats = get_policy_loss("stable_reinforce")(logp, logp_old, adv[None], torch.ones_like(logp))
+    loss, stats = get_policy_loss("stable_reinforce")(logp, logp_old, adv[None], torch.ones_like(logp), AlgoConfig())
     loss.backward()
     assert torch.isfinite(loss)
     # the ratio is at most 1e3 and |A| <= 10, so no token loss can exceed 1e4
@@ -140,11 +141,11 @@ def test_masked_tokens_never_change_the_loss(seed, name, junk):
     adv = torch.randn(3, 6, generator=g, dtype=torch.float64)
     mask = torch.rand(3, 6, generator=g) < 0.6
     loss_fn = get_policy_loss(name)
-    reference, _ = loss_fn(logp, logp_old, adv, mask)
+    reference, _ = loss_fn(logp, logp_old, adv, mask, AlgoConfig())
 
     noisy_logp = torch.where(mask, logp, torch.full_like(logp, junk)).requires_grad_(True)
     noisy_adv = torch.where(mask, adv, torch.randn(3, 6, generator=g, dtype=torch.float64) * 1e3)
-    loss, _ = loss_fn(noisy_logp, logp_old, noisy_adv, mask)
+    loss, _ = loss_fn(noisy_logp, logp_old, noisy_adv, mask, AlgoConfig())
     loss.backward()
     assert loss.item() == reference.item()
     assert torch.isfinite(noisy_logp.grad).all() and torch.all(noisy_logp.grad[~mask] == 0)

@@ -8,14 +8,15 @@ import math
 import pytest
 
 from r1reward.config.schema import AlgoConfig
+from r1reward.data.samples import Sample
 from r1reward.trainer.experience import assign_advantages
 
 
-def samples(old: list[list[float]], ref: list[list[float]] | None) -> list[dict]:
-    out = [{"completion_ids": list(range(len(o))), "old_logprobs": o} for o in old]
+def samples(old: list[list[float]], ref: list[list[float]] | None) -> list[Sample]:
+    out = [Sample(prompt_ids=[1], completion_ids=list(range(len(o))), old_logprobs=o) for o in old]
     if ref is not None:
         for sample, r in zip(out, ref):
-            sample["ref_logprobs"] = r
+            sample.ref_logprobs = r
     return out
 
 
@@ -34,7 +35,7 @@ def test_zero_kl_coef_reports_no_kl_and_gives_flat_advantages_per_sequence():
     metrics = assign_advantages(batch, REWARDS, AlgoConfig(advantage_filter="none"), 1)
     assert "kl/mean" not in metrics
     for sample in batch:  # gamma 1 and no per-token reward: every token carries the final reward
-        assert len(set(sample["advantages"])) == 1
+        assert len(set(sample.advantages)) == 1
 
 
 @pytest.mark.parametrize("estimator", ["k1", "k3"])
@@ -51,7 +52,7 @@ def test_kl_is_folded_into_the_token_rewards_and_logged(estimator):
     assert metrics["kl/mean"] == pytest.approx(expected)
     # Returns-to-go differ along a sequence once each token pays its own KL: advantages vary within
     # the first sequence, whose tokens have unequal KL.
-    assert len(set(round(a, 6) for a in batch[0]["advantages"])) > 1
+    assert len(set(round(a, 6) for a in batch[0].advantages)) > 1
     # Equal policy and reference: KL 0, and the result equals the run without KL.
     same = samples(OLD, OLD)
     metrics = assign_advantages(same, REWARDS, AlgoConfig(kl_coef=0.1, kl_estimator=estimator,
@@ -59,5 +60,5 @@ def test_kl_is_folded_into_the_token_rewards_and_logged(estimator):
     plain = samples(OLD, None)
     assign_advantages(plain, REWARDS, AlgoConfig(advantage_filter="none"), 1)
     assert metrics["kl/mean"] == 0.0
-    flat = lambda batch: [a for s in batch for a in s["advantages"]]  # noqa: E731
+    flat = lambda batch: [a for s in batch for a in s.advantages]  # noqa: E731
     assert flat(same) == pytest.approx(flat(plain))

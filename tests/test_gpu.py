@@ -29,10 +29,10 @@ def test_learner_logprobs_in_bf16_stay_close_to_fp32(sft_model_dir, synthetic_di
     for dtype in (torch.float32, torch.bfloat16):
         model = AutoModelForImageTextToText.from_pretrained(sft_model_dir, dtype=dtype).cuda().eval()
         with torch.no_grad():
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                           pixel_values=batch["pixel_values"].to(dtype), image_grid_thw=batch["image_grid_thw"]).logits
-        logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, batch["input_ids"][:, 1:].unsqueeze(-1)).squeeze(-1)
-        logps[dtype] = logp[batch["action_mask"]]
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                           pixel_values=batch.pixel_values.to(dtype), image_grid_thw=batch.image_grid_thw).logits
+        logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, batch.input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+        logps[dtype] = logp[batch.action_mask]
     gap = (logps[torch.float32] - logps[torch.bfloat16]).abs()
     print(f"bf16 vs fp32 learner log-prob gap: mean {gap.mean():.4f}, max {gap.max():.4f} nats")
     assert torch.isfinite(gap).all() and gap.mean() < 0.1

@@ -24,7 +24,7 @@ def test_model_inputs_give_mrope_positions(tiny_model_dir, synthetic_dir):
     inputs = model_inputs(batch, model.config.image_token_id, model.config.video_token_id)
 
     types = inputs["mm_token_type_ids"][0]
-    assert int(types.sum()) == int(batch["image_grid_thw"].prod(-1).sum()) // 4  # merged 2x2 patches
+    assert int(types.sum()) == int(batch.image_grid_thw.prod(-1).sum()) // 4  # merged 2x2 patches
     positions, _ = model.model.get_rope_index(inputs["input_ids"], inputs["mm_token_type_ids"],
                                               image_grid_thw=inputs["image_grid_thw"])
     # After the picture the text positions fall behind the token index (4 tokens take 2 positions).

@@ -2,7 +2,8 @@
 
 from r1reward.algo.advantages import (
     ADVANTAGE_ESTIMATOR_REGISTRY,
-    FILTER_MODES,
+    ADVANTAGE_FILTER_REGISTRY,
+    KL_ESTIMATOR_REGISTRY,
     get_advantage_estimator,
     grpo_advantages,
     kl_penalty,
@@ -21,6 +22,7 @@ from r1reward.algo.policy_loss import (
     stable_reinforce_loss,
     token_losses,
 )
+from r1reward.algo.registry import Registry, UnknownName
 from r1reward.algo.reward import (
     RewardParts,
     combine,
@@ -34,9 +36,12 @@ from r1reward.algo.reward import (
 
 __all__ = [
     "ADVANTAGE_ESTIMATOR_REGISTRY",
-    "FILTER_MODES",
+    "ADVANTAGE_FILTER_REGISTRY",
+    "KL_ESTIMATOR_REGISTRY",
     "POLICY_LOSS_REGISTRY",
+    "Registry",
     "RewardParts",
+    "UnknownName",
     "combine",
     "format_reward",
     "get_advantage_estimator",

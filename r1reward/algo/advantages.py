@@ -3,53 +3,63 @@
 Shapes: ``rewards`` is one scalar per sequence ``[B]``; ``action_mask``, log-probs, returns and
 advantages are per token ``[B, T]``. Estimators are looked up by name (``get_advantage_estimator``)
 and all end in the same Reinforce++ returns, so they differ only in how the scalar reward is shaped.
+Every estimator has one signature,
+``(rewards, action_mask, config, *, n_samples_per_prompt, logp=None, logp_ref=None) -> advantages``;
+one that needs a group of samples per prompt declares it: ``@register_advantage_estimator("x", grouped=True)``.
+KL estimators and advantage filters are registries too, so that config validation lists their names.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import Tensor
 
+from r1reward.algo.registry import Registry
+
+if TYPE_CHECKING:  # only for type hints: the config schema is plain data
+    from r1reward.config.schema import AlgoConfig
+
 AdvantageFn = Callable[..., Tensor]
-ADVANTAGE_ESTIMATOR_REGISTRY: dict[str, AdvantageFn] = {}
-FILTER_MODES = ("paper", "released", "none")
+ADVANTAGE_ESTIMATOR_REGISTRY: Registry[AdvantageFn] = Registry("advantage estimator")
+KL_ESTIMATOR_REGISTRY: Registry[Callable[[Tensor], Tensor]] = Registry("KL estimator")
+# A filter maps (standardised advantages, raw mean, sigma) to the tokens it keeps.
+ADVANTAGE_FILTER_REGISTRY: Registry[Callable[[Tensor, Tensor, float], Tensor]] = Registry("advantage filter")
 
 
-def register_advantage_estimator(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
-    """Decorator: make an estimator available to ``get_advantage_estimator(name)``."""
-
-    def decorator(fn: AdvantageFn) -> AdvantageFn:
-        if name in ADVANTAGE_ESTIMATOR_REGISTRY:
-            raise ValueError(f"advantage estimator {name!r} is already registered")
-        ADVANTAGE_ESTIMATOR_REGISTRY[name] = fn
-        return fn
-
-    return decorator
+def register_advantage_estimator(name: str, *, grouped: bool = False) -> Callable[[AdvantageFn], AdvantageFn]:
+    """Decorator: make an estimator available to ``get_advantage_estimator(name)`` and to
+    ``algo.advantage_estimator``. ``grouped``: it compares the samples of one prompt, so the config
+    must ask for more than one sample per prompt."""
+    return ADVANTAGE_ESTIMATOR_REGISTRY.register(name, grouped=grouped)
 
 
 def get_advantage_estimator(name: str) -> AdvantageFn:
-    """The estimator registered under ``name``; a ``KeyError`` lists the known ones."""
-    try:
-        return ADVANTAGE_ESTIMATOR_REGISTRY[name]
-    except KeyError:
-        known = sorted(ADVANTAGE_ESTIMATOR_REGISTRY)
-        raise KeyError(f"unknown advantage estimator {name!r}; known: {known}") from None
+    """The estimator registered under ``name``; an unknown name (a ``KeyError``) lists the registered ones."""
+    return ADVANTAGE_ESTIMATOR_REGISTRY.get(name)
+
+
+@KL_ESTIMATOR_REGISTRY.register("k1")
+def _kl_k1(log_ratio: Tensor) -> Tensor:
+    return log_ratio
+
+
+@KL_ESTIMATOR_REGISTRY.register("k2")
+def _kl_k2(log_ratio: Tensor) -> Tensor:
+    return 0.5 * log_ratio.square()
+
+
+@KL_ESTIMATOR_REGISTRY.register("k3")
+def _kl_k3(log_ratio: Tensor) -> Tensor:
+    # exp(-x) - 1 + x; the log-ratio is clamped to +-10 (as OpenRLHF does) so exp stays finite.
+    neg = (-log_ratio).clamp(-10.0, 10.0)
+    return neg.exp() - 1.0 - neg
 
 
 def kl_penalty(logp: Tensor, logp_ref: Tensor, estimator: str = "k1") -> Tensor:
     """Per-token KL(policy || ref) estimate from samples of the policy (Schulman's k1/k2/k3)."""
-    log_ratio = logp - logp_ref
-    if estimator == "k1":
-        return log_ratio
-    if estimator == "k2":
-        return 0.5 * log_ratio.square()
-    if estimator == "k3":
-        # exp(-x) - 1 + x; the log-ratio is clamped to +-10 (as OpenRLHF does) so exp stays finite.
-        neg = (-log_ratio).clamp(-10.0, 10.0)
-        return neg.exp() - 1.0 - neg
-    raise ValueError(f"unknown KL estimator {estimator!r}; use 'k1', 'k2' or 'k3'")
+    return KL_ESTIMATOR_REGISTRY.get(estimator)(logp - logp_ref)
 
 
 def reinforce_returns(
@@ -104,33 +114,58 @@ def _groups(rewards: Tensor, n_samples_per_prompt: int) -> Tensor:
     return rewards.float().reshape(-1, n_samples_per_prompt)
 
 
+def _returns_kwargs(config: AlgoConfig, logp: Tensor | None, logp_ref: Tensor | None) -> dict:
+    return dict(logp=logp, logp_ref=logp_ref, kl_coef=config.kl_coef, kl_estimator=config.kl_estimator,
+                gamma=config.gamma, reward_clip=config.reward_clip)
+
+
 @register_advantage_estimator("reinforce++")
-def reinforce_pp_advantages(rewards: Tensor, action_mask: Tensor, **cfg) -> Tensor:
+def reinforce_pp_advantages(rewards: Tensor, action_mask: Tensor, config: AlgoConfig, *, n_samples_per_prompt: int,
+                            logp: Tensor | None = None, logp_ref: Tensor | None = None) -> Tensor:
     """Reinforce++: advantages are the returns (batch standardisation comes later, in the filter)."""
-    return reinforce_returns(rewards, action_mask, **cfg)
+    return reinforce_returns(rewards, action_mask, **_returns_kwargs(config, logp, logp_ref))
 
 
-@register_advantage_estimator("grpo")
-def grpo_advantages(
-    rewards: Tensor, action_mask: Tensor, *, n_samples_per_prompt: int, eps: float = 1e-8, **cfg
-) -> Tensor:
+GRPO_STD_EPS = 1e-8
+
+
+@register_advantage_estimator("grpo", grouped=True)
+def grpo_advantages(rewards: Tensor, action_mask: Tensor, config: AlgoConfig, *, n_samples_per_prompt: int,
+                    logp: Tensor | None = None, logp_ref: Tensor | None = None) -> Tensor:
     """GRPO: (reward - group mean) / (group std + eps), unbiased std, then the Reinforce++ returns.
 
     The raw reward is clamped first so an outlier cannot leak into its group's statistics.
     """
-    clip = cfg.get("reward_clip", 10.0)
+    clip = config.reward_clip
     g = _groups(rewards.float().clamp(-clip, clip), n_samples_per_prompt)
-    shaped = (g - g.mean(-1, keepdim=True)) / (g.std(-1, keepdim=True) + eps)
-    return reinforce_returns(shaped.flatten(), action_mask, **cfg)
+    shaped = (g - g.mean(-1, keepdim=True)) / (g.std(-1, keepdim=True) + GRPO_STD_EPS)
+    return reinforce_returns(shaped.flatten(), action_mask, **_returns_kwargs(config, logp, logp_ref))
 
 
-@register_advantage_estimator("rloo")
-def rloo_advantages(rewards: Tensor, action_mask: Tensor, *, n_samples_per_prompt: int, **cfg) -> Tensor:
+@register_advantage_estimator("rloo", grouped=True)
+def rloo_advantages(rewards: Tensor, action_mask: Tensor, config: AlgoConfig, *, n_samples_per_prompt: int,
+                    logp: Tensor | None = None, logp_ref: Tensor | None = None) -> Tensor:
     """RLOO: reward minus the mean reward of the prompt's *other* samples, then the returns."""
-    clip = cfg.get("reward_clip", 10.0)
+    clip = config.reward_clip
     g = _groups(rewards.float().clamp(-clip, clip), n_samples_per_prompt)
     baseline = (g.sum(-1, keepdim=True) - g) / (n_samples_per_prompt - 1)
-    return reinforce_returns((g - baseline).flatten(), action_mask, **cfg)
+    return reinforce_returns((g - baseline).flatten(), action_mask, **_returns_kwargs(config, logp, logp_ref))
+
+
+@ADVANTAGE_FILTER_REGISTRY.register("paper")
+def _paper_filter(a_std: Tensor, mean: Tensor, sigma: float) -> Tensor:
+    return a_std.abs() <= sigma
+
+
+@ADVANTAGE_FILTER_REGISTRY.register("released")
+def _released_filter(a_std: Tensor, mean: Tensor, sigma: float) -> Tensor:
+    # The released code's window is centred on the *raw* mean but applied to the standardised value.
+    return (a_std >= mean - sigma) & (a_std <= mean + sigma) & (a_std.abs() <= 10.0)
+
+
+@ADVANTAGE_FILTER_REGISTRY.register("none")
+def _no_filter(a_std: Tensor, mean: Tensor, sigma: float) -> Tensor:
+    return torch.ones_like(a_std, dtype=torch.bool)
 
 
 def normalize_and_filter(
@@ -156,8 +191,7 @@ def normalize_and_filter(
     Non-finite advantages are excluded from the statistics, zeroed and counted. Masked positions
     are 0. Stats (``filtered_frac``, ``nonfinite``) are for this rank's tokens; mean/std are global.
     """
-    if mode not in FILTER_MODES:
-        raise ValueError(f"unknown filter mode {mode!r}; use one of {FILTER_MODES}")
+    keeps = ADVANTAGE_FILTER_REGISTRY.get(mode)  # an unknown mode fails here, before any work
     valid = action_mask.bool()
     finite = torch.isfinite(advantages)
     used = valid & finite
@@ -173,11 +207,7 @@ def normalize_and_filter(
     std = (total_sq / count - mean.square()).clamp(min=0.0).sqrt()
     a_std = (a - mean) / (std + 1e-8)
 
-    keep = used & torch.isfinite(a_std)
-    if mode == "paper":
-        keep &= a_std.abs() <= sigma
-    elif mode == "released":
-        keep &= (a_std >= mean - sigma) & (a_std <= mean + sigma) & (a_std.abs() <= 10.0)
+    keep = used & torch.isfinite(a_std) & keeps(a_std, mean, sigma)
     out = torch.where(keep, a_std, torch.zeros_like(a_std)).to(advantages.dtype)
 
     n_valid = valid.sum().clamp(min=1)

@@ -1,43 +1,40 @@
 """Policy-gradient losses: plain PPO/Reinforce++ clipping and StableReinforce's Pre-CLIP.
 
-Every loss has the signature ``(logp, logp_old, advantages, action_mask, **cfg) -> (loss, stats)``:
+Every loss has one signature, ``(logp, logp_old, advantages, action_mask, config) -> (loss, stats)``:
 ``logp`` are the current policy's per-token log-probs ``[B, T]`` (with grad), ``logp_old`` the
-sampler's, ``advantages`` the per-token advantages and ``action_mask`` marks generated tokens.
+sampler's, ``advantages`` the per-token advantages, ``action_mask`` marks generated tokens and
+``config`` is the run's ``AlgoConfig``, from which a loss reads its own settings (clip range, bounds).
 Losses are looked up by name (``get_policy_loss("stable_reinforce")``) in the style of verl's
-``core_algos`` so the learner stays independent of which loss the config picks.
+``core_algos``: a new loss is one function decorated with ``@register_policy_loss("name")``, and
+``algo.policy_loss=name`` selects it; the learner never names a loss.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import Tensor
 
-PolicyLossFn = Callable[..., tuple[Tensor, dict[str, float]]]
-POLICY_LOSS_REGISTRY: dict[str, PolicyLossFn] = {}
+from r1reward.algo.registry import Registry
+
+if TYPE_CHECKING:  # only for type hints: the config schema is plain data
+    from r1reward.config.schema import AlgoConfig
+
+PolicyLossFn = Callable[[Tensor, Tensor, Tensor, Tensor, "AlgoConfig"], tuple[Tensor, dict[str, float]]]
+POLICY_LOSS_REGISTRY: Registry[PolicyLossFn] = Registry("policy loss")
 
 
 def register_policy_loss(name: str) -> Callable[[PolicyLossFn], PolicyLossFn]:
-    """Decorator: make a loss available to ``get_policy_loss(name)``."""
-
-    def decorator(fn: PolicyLossFn) -> PolicyLossFn:
-        if name in POLICY_LOSS_REGISTRY:
-            raise ValueError(f"policy loss {name!r} is already registered")
-        POLICY_LOSS_REGISTRY[name] = fn
-        return fn
-
-    return decorator
+    """Decorator: make a loss available to ``get_policy_loss(name)`` and to ``algo.policy_loss``."""
+    return POLICY_LOSS_REGISTRY.register(name)
 
 
 def get_policy_loss(name: str) -> PolicyLossFn:
-    """The loss registered under ``name``; a ``KeyError`` lists the known ones."""
-    try:
-        return POLICY_LOSS_REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown policy loss {name!r}; known: {sorted(POLICY_LOSS_REGISTRY)}") from None
+    """The loss registered under ``name``; an unknown name (a ``KeyError``) lists the registered ones."""
+    return POLICY_LOSS_REGISTRY.get(name)
 
 
 @dataclass(frozen=True)
@@ -147,38 +144,19 @@ def _clip_loss(
 
 @register_policy_loss("ppo")
 def ppo_loss(
-    logp: Tensor,
-    logp_old: Tensor,
-    advantages: Tensor,
-    action_mask: Tensor,
-    *,
-    eps: float | None = None,
-    eps_low: float = 0.2,
-    eps_high: float = 0.2,
+    logp: Tensor, logp_old: Tensor, advantages: Tensor, action_mask: Tensor, config: AlgoConfig
 ) -> tuple[Tensor, dict[str, float]]:
     """Reinforce++/PPO clipped surrogate with ``ratio = exp(logp - logp_old)`` (no Pre-CLIP)."""
-    if eps is not None:
-        eps_low = eps_high = eps
-    return _clip_loss(logp, logp_old, advantages, action_mask, eps_low, eps_high, None)
+    return _clip_loss(logp, logp_old, advantages, action_mask, config.eps_clip, config.eps_clip, None)
 
 
 @register_policy_loss("stable_reinforce")
 def stable_reinforce_loss(
-    logp: Tensor,
-    logp_old: Tensor,
-    advantages: Tensor,
-    action_mask: Tensor,
-    *,
-    eps: float | None = None,
-    eps_low: float = 0.2,
-    eps_high: float = 0.2,
-    delta_min: float = 1e-3,
-    delta_max: float = 1e3,
+    logp: Tensor, logp_old: Tensor, advantages: Tensor, action_mask: Tensor, config: AlgoConfig
 ) -> tuple[Tensor, dict[str, float]]:
-    """StableReinforce: PPO clip on a Pre-CLIPped ratio ``exp(clamp(log-ratio, log dmin, log dmax))``."""
-    if eps is not None:
-        eps_low = eps_high = eps
+    """StableReinforce: PPO clip on a Pre-CLIPped ratio ``exp(clamp(log-ratio, log delta_min, log delta_max))``."""
+    delta_min, delta_max = config.delta_min, config.delta_max
     if not 0.0 < delta_min <= 1.0 <= delta_max:
         raise ValueError(f"need 0 < delta_min <= 1 <= delta_max, got {delta_min}, {delta_max}")
     bounds = (math.log(delta_min), math.log(delta_max))
-    return _clip_loss(logp, logp_old, advantages, action_mask, eps_low, eps_high, bounds)
+    return _clip_loss(logp, logp_old, advantages, action_mask, config.eps_clip, config.eps_clip, bounds)

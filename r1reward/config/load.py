@@ -11,6 +11,11 @@ from typing import Sequence
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from r1reward.algo.advantages import (
+    ADVANTAGE_ESTIMATOR_REGISTRY, ADVANTAGE_FILTER_REGISTRY, KL_ESTIMATOR_REGISTRY,
+)
+from r1reward.algo.policy_loss import POLICY_LOSS_REGISTRY
+from r1reward.algo.registry import Registry
 from r1reward.config.schema import Config
 from r1reward.errors import UserError
 
@@ -19,15 +24,18 @@ class ConfigError(UserError):
     pass
 
 
+# Settings whose allowed values are names in a registry: the registry is the only list, so a newly
+# registered loss, estimator, filter or judge is accepted here with no edit.
+REGISTERED = {
+    "algo.policy_loss": POLICY_LOSS_REGISTRY,
+    "algo.advantage_estimator": ADVANTAGE_ESTIMATOR_REGISTRY,
+    "algo.advantage_filter": ADVANTAGE_FILTER_REGISTRY,
+    "algo.kl_estimator": KL_ESTIMATOR_REGISTRY,
+}
+# Fixed value sets that no registry owns (dtypes, DeepSpeed stages, Ray strategies).
 CHOICES = {
     "model.dtype": {"float32", "bfloat16", "float16"},
     "rollout.dtype": {"float32", "bfloat16", "float16"},
-    "reward.judge": {"rule", "vllm", "openai"},
-    "reward.judge_prompt": {"released", "concise"},
-    "algo.policy_loss": {"stable_reinforce", "ppo"},
-    "algo.advantage_estimator": {"reinforce++", "grpo", "rloo"},
-    "algo.advantage_filter": {"paper", "released", "none"},
-    "algo.kl_estimator": {"k1", "k2", "k3"},
     "learner.zero_stage": {0, 1, 2, 3},
     "learner.backend": {"auto", "gloo", "nccl"},
     "pipeline.model_size": {"tiny", "small"},
@@ -90,7 +98,24 @@ def _get(config: Config, dotted: str):
     return obj
 
 
+def _judge_registries() -> dict[str, Registry]:
+    # The judges live with the code that calls them (reward/judges.py imports no Ray or vLLM at import
+    # time); imported here, at validation, so that the config package does not load them on import.
+    from r1reward.reward.judges import JUDGE_PROMPTS, JUDGES
+
+    return {"reward.judge": JUDGES, "reward.judge_prompt": JUDGE_PROMPTS}
+
+
+def registered_names() -> dict[str, list[str]]:
+    """Each registry-backed setting and the names registered for it now."""
+    return {key: registry.names() for key, registry in {**REGISTERED, **_judge_registries()}.items()}
+
+
 def validate(config: Config, origin: str = "config") -> None:
+    for key, names in registered_names().items():
+        value = _get(config, key)
+        if value not in names:
+            raise ConfigError(f"{origin}: '{key}' is {value!r}, expected one of the registered {names}")
     for key, allowed in CHOICES.items():
         value = _get(config, key)
         if value not in allowed:
@@ -120,10 +145,10 @@ def _check_ranges(config: Config, origin: str) -> None:
     for key, ok, rule in checks:
         if not ok:
             raise ConfigError(f"{origin}: '{key}' must be {rule}, got {_get(config, key)}")
-    if config.reward.judge == "openai" and not config.reward.judge_url:
-        raise ConfigError(f"{origin}: reward.judge=openai needs 'reward.judge_url'")
-    if config.reward.judge == "vllm" and not config.reward.judge_model:
-        raise ConfigError(f"{origin}: reward.judge=vllm needs 'reward.judge_model'")
+    judge = config.reward.judge
+    for needed in _judge_registries()["reward.judge"].declared(judge, "requires", ()):
+        if not getattr(config.reward, needed):
+            raise ConfigError(f"{origin}: reward.judge={judge} needs 'reward.{needed}'")
     if config.algo.delta_min <= 0 or config.algo.delta_max <= 1 or config.algo.delta_min >= 1:
         raise ConfigError(f"{origin}: algo.delta_min must lie in (0, 1) and algo.delta_max above 1")
 
@@ -131,7 +156,8 @@ def _check_ranges(config: Config, origin: str) -> None:
 def _check_batches(config: Config, origin: str) -> None:
     """Combinations that DeepSpeed, the estimators or vLLM would only refuse after start-up."""
     learner, rollout = config.learner, config.rollout
-    if config.algo.advantage_estimator in ("grpo", "rloo") and rollout.n_samples_per_prompt < 2:
+    estimator = config.algo.advantage_estimator
+    if ADVANTAGE_ESTIMATOR_REGISTRY.declared(estimator, "grouped", False) and rollout.n_samples_per_prompt < 2:
         raise ConfigError(f"{origin}: algo.advantage_estimator={config.algo.advantage_estimator} needs "
                           f"rollout.n_samples_per_prompt > 1 (a group baseline), got {rollout.n_samples_per_prompt}")
     samples = config.trainer.rollout_batch_size * rollout.n_samples_per_prompt

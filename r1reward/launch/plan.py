@@ -16,6 +16,7 @@ from typing import Optional, Union
 
 from r1reward.config import Config, validate
 from r1reward.errors import UserError
+from r1reward.reward.judges import needs_model_actor
 
 COLOCATE_ROLLOUT_FRACTION = 0.5
 ROLE_NAMES = {"rollout": "a rollout worker", "learner": "a learner rank", "reward": "the reward actor",
@@ -106,7 +107,7 @@ def make_plan(config: Config) -> PlacementPlan:
             plan.groups.append(group)
         plan.groups += [(b,) for b in range(shared, nr)]
     judge_gpu = 1.0 if plan.totals[0] > 0 else 0.0
-    for role, gpu in [("reward", 0.0)] + ([("judge", judge_gpu)] if config.reward.judge == "vllm" else []):
+    for role, gpu in [("reward", 0.0)] + ([("judge", judge_gpu)] if needs_model_actor(config.reward.judge) else []):
         plan.groups.append((len(plan.bundles),))
         add(role, 0, gpu, 1.0, role, gpu, 1.0)
     return plan
@@ -263,7 +264,7 @@ def apply_ratio(config: Config, total_gpus: float, ratio: Union[tuple[int, int],
                              "resources.colocate=true")
     if res.gpus_per_rollout_worker <= 0 or res.gpus_per_learner_rank <= 0:
         raise PlacementError("--ratio needs resources.gpus_per_rollout_worker and gpus_per_learner_rank > 0")
-    avail = total_gpus - (1.0 if config.reward.judge == "vllm" else 0.0)
+    avail = total_gpus - (1.0 if needs_model_actor(config.reward.judge) else 0.0)
     desc = f"{ratio[0]}:{ratio[1]}" if isinstance(ratio, tuple) else f"{ratio} rollout GPUs"
     rollout = avail * ratio[0] / sum(ratio) if isinstance(ratio, tuple) else float(ratio)
     learner = avail - rollout

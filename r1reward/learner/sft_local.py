@@ -71,8 +71,8 @@ def train_local(model: Any, examples: list[dict[str, Any]], steps: int, batch_si
     for _ in bar:
         batch = collate_for_learner(rng.sample(examples, min(batch_size, len(examples))), pad)
         logits = model(**model_inputs(batch, model.config.image_token_id, model.config.video_token_id)).logits[:, :-1]
-        logp = torch.log_softmax(logits.float(), -1).gather(-1, batch["input_ids"][:, 1:].unsqueeze(-1)).squeeze(-1)
-        mask = batch["action_mask"]
+        logp = torch.log_softmax(logits.float(), -1).gather(-1, batch.input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+        mask = batch.action_mask
         loss = -(logp * mask).sum() / mask.sum()
         optimizer.zero_grad()
         loss.backward()

@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 
-from r1reward.algo import get_policy_loss
 from r1reward.config.schema import AlgoConfig, LearnerConfig, ModelConfig
-from r1reward.data.collate import collate_for_learner, model_inputs
+from r1reward.data.collate import collate_for_learner
+from r1reward.data.samples import Batch, Sample
+from r1reward.learner.loss import policy_loss_on_micro_batch, token_logprobs
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -102,35 +103,32 @@ class LearnerRank:
         return engine
 
     # --- log-probs ------------------------------------------------------------------------------
-    def _forward_logprobs(self, batch: dict[str, Any], model: Any = None) -> torch.Tensor:
+    def _forward_logprobs(self, batch: Batch, model: Any = None) -> torch.Tensor:
         """Log-prob of each next token, [B, T-1], aligned with the batch's action mask; `model` is the
         policy engine unless given (the reference)."""
-        inputs = {k: v.to(self.device) for k, v in model_inputs(batch, *self.mm_token_ids).items()}
-        logits = (self.engine if model is None else model)(**inputs, use_cache=False).logits[:, :-1].float()
-        targets = inputs["input_ids"][:, 1:]
-        return torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        return token_logprobs(self.engine if model is None else model, batch, self.mm_token_ids, self.device)
 
-    def _micro_batches(self, samples: list[dict[str, Any]]):
+    def _micro_batches(self, samples: list[Sample] | list[dict[str, Any]]):
         size = self.cfg.micro_batch_size
         for start in range(0, len(samples), size):
             yield collate_for_learner(samples[start:start + size], self.pad_token_id)
 
     @torch.no_grad()
-    def compute_logprobs(self, samples: list[dict[str, Any]]) -> dict[str, list[list[float]]]:
+    def compute_logprobs(self, samples: list[Sample]) -> dict[str, list[list[float]]]:
         """Per-token log-probs of each sample's completion: `old_logprobs` from the current policy and,
         when a reference model is loaded (kl_coef > 0), `ref_logprobs` from it."""
         self.engine.eval()
         models = {"old_logprobs": None, **({"ref_logprobs": self.reference} if self.reference is not None else {})}
         out: dict[str, list[list[float]]] = {key: [] for key in models}
         for batch in self._micro_batches(samples):
-            mask = batch["action_mask"]
+            mask = batch.action_mask
             for key, model in models.items():
                 logp = self._forward_logprobs(batch, model).cpu()
                 out[key].extend(logp[i][mask[i]].tolist() for i in range(logp.shape[0]))
         return out
 
     # --- the update -----------------------------------------------------------------------------
-    def train(self, samples: list[dict[str, Any]], debug_nan_loss: bool = False) -> dict[str, float]:
+    def train(self, samples: list[Sample], debug_nan_loss: bool = False) -> dict[str, float]:
         """One pass per epoch over this rank's samples (which carry `old_logprobs` and `advantages`).
 
         A micro-batch whose loss is not finite on any rank skips the optimizer step on every rank: the
@@ -138,19 +136,12 @@ class LearnerRank:
         turns into a skipped step (gradients dropped, optimizer state and weights untouched), as for an
         fp16 overflow. `debug_nan_loss` (tests only) makes this rank's first loss NaN."""
         self.engine.train()
-        loss_fn = get_policy_loss(self.algo.policy_loss)
-        loss_kwargs = {"eps": self.algo.eps_clip}
-        if self.algo.policy_loss == "stable_reinforce":
-            loss_kwargs.update(delta_min=self.algo.delta_min, delta_max=self.algo.delta_max)
         totals: dict[str, float] = {}
         count, skipped, keys = 0, 0, set()
         skipped_steps = self.engine.skipped_steps
         for _ in range(self.cfg.epochs_per_rollout):
             for batch in self._micro_batches(samples):
-                mask = batch["action_mask"].to(self.device)
-                logp = self._forward_logprobs(batch)
-                loss, stats = loss_fn(logp, batch["old_logprobs"].to(self.device), batch["advantages"].to(self.device),
-                                      mask, **loss_kwargs)
+                loss, stats = policy_loss_on_micro_batch(self.engine, batch, self.algo, self.mm_token_ids, self.device)
                 keys.update(stats)
                 if debug_nan_loss and count + skipped == 0:
                     loss = loss + float("nan")
@@ -178,12 +169,12 @@ class LearnerRank:
                      grad_norm=float(grad_norm) if grad_norm is not None and math.isfinite(grad_norm) else 0.0)
         return means
 
-    def sft_train(self, samples: list[dict[str, Any]]) -> dict[str, float]:
+    def sft_train(self, samples: list[Sample | dict[str, Any]]) -> dict[str, float]:
         """Supervised step(s): negative log-likelihood of the completion (target) tokens only."""
         self.engine.train()
         losses = []
         for batch in self._micro_batches(samples):
-            mask = batch["action_mask"].to(self.device)
+            mask = batch.action_mask.to(self.device)
             loss = -(self._forward_logprobs(batch) * mask).sum() / mask.sum().clamp(min=1)
             self.engine.backward(loss)
             self.engine.step()

@@ -13,7 +13,7 @@ from typing import Any
 
 from r1reward.algo.reward import score_generation
 from r1reward.config.schema import RewardConfig
-from r1reward.reward.judges import JudgeResult, make_judge
+from r1reward.reward.judges import JudgeResult, make_judge, needs_model_actor
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class RewardActor:
 
     def __init__(self, cfg: dict[str, Any], judge_actor: Any = None) -> None:
         self.cfg = RewardConfig(**cfg)
-        if self.cfg.judge == "vllm" and judge_actor is None and self.cfg.judge_model:
+        if needs_model_actor(self.cfg.judge) and judge_actor is None and self.cfg.judge_model:
             judge_actor = make_judge_actor_class().remote(self.cfg.judge_model)
         self.judge = make_judge(self.cfg, judge_actor)
 

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from r1reward.algo.registry import Registry
 from r1reward.algo.reward import parse_answer, rule_consistency
 from r1reward.config.schema import RewardConfig
 from r1reward.errors import UserError
@@ -65,11 +66,11 @@ class JudgePrompt:
     max_tokens: int  # room for the reply: a reasoning judge needs far more than one character
 
 
-JUDGE_PROMPTS = {
-    # Released: the text before <answer>, last 3 lines joined with ';', "response N is better".
-    "released": JudgePrompt(RELEASED_JUDGE_PROMPT, ";", "response {n} is better", 1024),
-    "concise": JudgePrompt(JUDGE_PROMPT, "\n", "Response {n} is better", 8),
-}
+# `reward.judge_prompt` names one of these; a new prompt is one `JUDGE_PROMPTS.add(name, JudgePrompt(...))`.
+JUDGE_PROMPTS: Registry[JudgePrompt] = Registry("judge prompt")
+# Released: the text before <answer>, last 3 lines joined with ';', "response N is better".
+JUDGE_PROMPTS.add("released", JudgePrompt(RELEASED_JUDGE_PROMPT, ";", "response {n} is better", 1024))
+JUDGE_PROMPTS.add("concise", JudgePrompt(JUDGE_PROMPT, "\n", "Response {n} is better", 8))
 JUDGE_MAX_TOKENS = JUDGE_PROMPTS["concise"].max_tokens
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
@@ -291,16 +292,23 @@ class VLLMJudge:
         return result
 
 
-JUDGES = {"rule": RuleJudge, "openai": OpenAIJudge, "vllm": VLLMJudge}
+# `reward.judge` names one of these: a factory (reward config, judge actor or None) -> judge. Each declares
+# the reward-config fields it needs (`requires`, checked at start-up) and whether it needs its own model
+# actor (`model_actor`: a vLLM judge model on a planned slot).
+JUDGES: Registry[Callable[[RewardConfig, Any], Any]] = Registry("judge")
+JUDGES.add("rule", lambda cfg, judge_actor: RuleJudge())
+JUDGES.add("openai", lambda cfg, judge_actor: OpenAIJudge(cfg), requires=("judge_url",))
+JUDGES.add("vllm", VLLMJudge, requires=("judge_model",), model_actor=True)
+
+
+def needs_model_actor(judge: str) -> bool:
+    """Whether the judge named `judge` needs a judge model on its own actor (declared at registration)."""
+    return bool(JUDGES.declared(judge, "model_actor", False))
 
 
 def make_judge(cfg: RewardConfig, judge_actor: Any = None) -> RuleJudge | OpenAIJudge | VLLMJudge:
     if cfg.judge not in JUDGES:
-        raise UserError(f"reward.judge must be one of {sorted(JUDGES)}, got {cfg.judge!r}")
+        raise UserError(f"reward.judge must be one of {JUDGES.names()}, got {cfg.judge!r}")
     if cfg.judge_prompt not in JUDGE_PROMPTS:
-        raise UserError(f"reward.judge_prompt must be one of {sorted(JUDGE_PROMPTS)}, got {cfg.judge_prompt!r}")
-    if cfg.judge == "rule":
-        return RuleJudge()
-    if cfg.judge == "openai":
-        return OpenAIJudge(cfg)
-    return VLLMJudge(cfg, judge_actor)
+        raise UserError(f"reward.judge_prompt must be one of {JUDGE_PROMPTS.names()}, got {cfg.judge_prompt!r}")
+    return JUDGES.get(cfg.judge)(cfg, judge_actor)

@@ -128,28 +128,29 @@ class Trainer(ActorRun):
             prompts = [prepare_prompt(self.processor, r, cfg.data.min_pixels, cfg.data.max_pixels)
                        for r in self._records_for(step)]
         with self._phase("generate"):
-            samples = make_samples(prompts, self._generate(prompts, step))
+            # The workers hold the weights of `step` syncs (one per step; a resume pushes its checkpoint's).
+            samples = make_samples(prompts, self._generate(prompts, step), policy_version=step)
         with self._phase("reward"):
-            scores = ray.get(self.reward.score.remote([s["text"] for s in samples], [s["label"] for s in samples]))
+            scores = ray.get(self.reward.score.remote([s.text for s in samples], [s.label for s in samples]))
+            for sample, reward in zip(samples, scores["reward"]):
+                sample.reward = reward
         with self._phase("experience"):
             parts = self._on_learners("compute_logprobs", samples)  # old and (with KL) reference log-probs
-            for key in parts[0]:
+            for key in parts[0]:  # "old_logprobs" and, with KL, "ref_logprobs": Sample fields
                 for sample, logp in zip(samples, [x for part in parts for x in part[key]]):
-                    sample[key] = logp
+                    setattr(sample, key, logp)
             metrics = {**assign_advantages(samples, scores["reward"], cfg.algo, cfg.rollout.n_samples_per_prompt),
                        **logprob_gap(samples)}
             if cfg.trainer.debug_nan_advantages_step == step + 1:  # fault injection (tests/test_faults.py)
-                samples[0]["advantages"] = [math.nan] * len(samples[0]["advantages"])
+                samples[0].advantages = [math.nan] * len(samples[0].advantages)
         with self._phase("train"):
-            for sample in samples:  # what the learner does not need stays here
-                for key in ("sampler_logprobs", "ref_logprobs", "text", "label", "prompt_index"):
-                    sample.pop(key, None)
+            samples = [s.for_learner() for s in samples]  # what the learner does not need stays here
             nan_loss = cfg.trainer.debug_nan_loss_step == step + 1  # fault injection: rank 0's loss only
             parts = ray.get([learner.train.remote(part, debug_nan_loss=nan_loss and rank == 0) for rank, (learner, part)
                              in enumerate(zip(self.learners, split(samples, len(self.learners))))])
         with self._phase("sync"):
             ray.get([l.push_weights.remote() for l in self.learners])
-        lengths = [len(s["completion_ids"]) for s in samples]
+        lengths = [len(s.completion_ids) for s in samples]
         metrics.update({k: sum(p[k] for p in parts) / len(parts) for k in parts[0]})
         metrics.update({
             "reward/mean": scores["reward_mean"], "reward/format_rate": scores["format_rate"],

@@ -1,0 +1,36 @@
+"""The learner's per-micro-batch maths, as plain functions of a model and a collated batch.
+
+The Ray actor (`learner/worker.py`) owns the DeepSpeed engine, the rank vote on non-finite losses,
+backward and step; what a micro-batch's loss *is* lives here, so that it can be run and tested on a
+plain `torch.nn.Module` exactly as the actor runs it on the engine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from r1reward.algo import get_policy_loss
+from r1reward.config.schema import AlgoConfig
+from r1reward.data.collate import model_inputs
+from r1reward.data.samples import Batch
+
+
+def token_logprobs(model: Any, batch: Batch, mm_token_ids: tuple[int, int], device: torch.device | str) -> torch.Tensor:
+    """Log-prob of each next token under `model`, [B, T-1], aligned with the batch's action mask."""
+    inputs = {k: v.to(device) for k, v in model_inputs(batch, *mm_token_ids).items()}
+    logits = model(**inputs, use_cache=False).logits[:, :-1].float()
+    targets = inputs["input_ids"][:, 1:]
+    return torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+def policy_loss_on_micro_batch(model: Any, batch: Batch, algo: AlgoConfig, mm_token_ids: tuple[int, int],
+                               device: torch.device | str) -> tuple[torch.Tensor, dict[str, float]]:
+    """The configured policy loss (`algo.policy_loss`) of one micro-batch carrying `old_logprobs` and
+    `advantages`; the loss reads its own settings from `algo`. Returns (loss with grad, loss stats)."""
+    if batch.old_logprobs is None or batch.advantages is None:
+        raise ValueError("a policy-loss micro-batch needs old_logprobs and advantages on every sample")
+    logp = token_logprobs(model, batch, mm_token_ids, device)
+    loss_fn = get_policy_loss(algo.policy_loss)
+    return loss_fn(logp, batch.old_logprobs.to(device), batch.advantages.to(device), batch.action_mask.to(device), algo)
