@@ -7,6 +7,9 @@ Each run is `python -m r1reward train` in a subprocess, as a user starts it, wit
 - B, the same run, a checkpoint every 2 steps keeping 1, SIGKILLed once it has logged step 5
   (after its step_4 checkpoint, in the middle of step 6);
 - C, B resumed with trainer.resume=true.
+
+Below them, runs D (bad rows, a hanging/garbage judge, a stalled sync receiver), E (a learner rank
+SIGKILLed) and F (the same with trainer.max_restarts=1) test the remaining faults.
 """
 
 from __future__ import annotations
@@ -282,10 +285,22 @@ def _error_line(text: str) -> str:
     return lines[0]
 
 
-@pytest.fixture(scope="module")
-def fault_runs(sft_model_dir, synthetic_dir, tmp_path_factory):
+def _kill_a_learner_rank_after_step_2(proc: subprocess.Popen, out: Path, log: Path) -> None:
+    """SIGKILL one learner rank once the step_2 checkpoint is complete (step 3 is then running)."""
     import psutil
 
+    deadline = time.monotonic() + 900
+    while not _checkpoint_done(out, 2):
+        assert proc.poll() is None, log.read_text(errors="replace")[-4000:]
+        assert time.monotonic() < deadline, f"{out.name} never saved step_2"
+        time.sleep(0.05)
+    ranks = [p for p in psutil.Process(proc.pid).children(recursive=True) if p.name().startswith("ray::LearnerRank")]
+    assert ranks, [p.name() for p in psutil.Process(proc.pid).children(recursive=True)]
+    ranks[-1].kill()
+
+
+@pytest.fixture(scope="module")
+def fault_runs(sft_model_dir, synthetic_dir, tmp_path_factory):
     from test_faults_unit import write_bad_corpus
 
     root = tmp_path_factory.mktemp("fault-runs")
@@ -313,14 +328,7 @@ def fault_runs(sft_model_dir, synthetic_dir, tmp_path_factory):
 
     proc = _start(_fault_command(sft_model_dir, synthetic_dir / "train.parquet", e, "timeouts.collective_s=60"),
                   root / "E.log")
-    deadline = time.monotonic() + 900
-    while not _checkpoint_done(e, 2):
-        assert proc.poll() is None, (root / "E.log").read_text(errors="replace")[-4000:]
-        assert time.monotonic() < deadline, "run E never saved step_2"
-        time.sleep(0.05)
-    ranks = [p for p in psutil.Process(proc.pid).children(recursive=True) if p.name().startswith("ray::LearnerRank")]
-    assert ranks, [p.name() for p in psutil.Process(proc.pid).children(recursive=True)]
-    ranks[-1].kill()
+    _kill_a_learner_rank_after_step_2(proc, e, root / "E.log")
     killed_at = time.monotonic()
     proc.wait(timeout=600)
     result["E_detect_s"] = time.monotonic() - killed_at
@@ -365,3 +373,16 @@ def test_a_killed_learner_rank_ends_the_run_naming_role_step_and_checkpoint(faul
     assert "training stopped at step 3" in line and "learner rank" in line, line
     assert f"resume from {fault_runs['E'] / 'checkpoints' / 'step_2'} with trainer.resume=true" in line, line
     assert fault_runs["E_detect_s"] < 120, fault_runs["E_detect_s"]
+
+
+def test_max_restarts_starts_again_from_the_last_checkpoint_after_a_killed_learner_rank(sft_model_dir, synthetic_dir,
+                                                                                        tmp_path):
+    out = tmp_path / "F"
+    proc = _start(_fault_command(sft_model_dir, synthetic_dir / "train.parquet", out, "timeouts.collective_s=60",
+                                 "trainer.max_restarts=1"), tmp_path / "F.log")
+    _kill_a_learner_rank_after_step_2(proc, out, tmp_path / "F.log")
+    log = _finish(proc, tmp_path / "F.log", timeout=600)
+    assert "training stopped at step 3" in log and "learner rank" in log and "restart 1 of 1" in log, log[-4000:]
+    assert f"resumed from {out / 'checkpoints' / 'step_2'} at step 2" in log, log[-4000:]
+    assert [r["step"] for r in _rows(out)] == list(range(1, FAULT_STEPS + 1))  # each step once
+    assert _checkpoint_done(out, FAULT_STEPS)

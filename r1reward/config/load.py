@@ -46,6 +46,7 @@ POSITIVE = [
 NON_NEGATIVE = [
     "algo.kl_coef", "trainer.num_epochs", "reward.judge_retries", "rollout.temperature", "learner.weight_decay",
     "sft.train_batch_size", "sft.save_every", "rollout.top_k", "trainer.debug_stall_sync_step",
+    "trainer.max_restarts",
 ]
 
 

@@ -131,6 +131,8 @@ class TrainerConfig:
     log_every: int = 1
     # > 0: after each save, delete all but the newest N checkpoints; 0 keeps all.
     keep_checkpoints: int = 0
+    # After a dead or late actor, start again from the last checkpoint up to this many times (0: end the run).
+    max_restarts: int = 0
     # Fault injection for the tests (tests/test_faults.py); 0 = off. At that (1-based) step, learner
     # rank 0's loss, or one sample's advantages, is made NaN: the update must be skipped on every rank.
     debug_nan_loss_step: int = 0

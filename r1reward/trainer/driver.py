@@ -9,6 +9,7 @@ Actors, placement and checkpoints are set up here; the maths lives in `r1reward.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -26,6 +27,10 @@ from r1reward.trainer.actors import ActorRun, bundle_node_ip, ensure_ray, learne
 from r1reward.trainer.experience import assign_advantages, logprob_gap, make_samples, prepare_prompt
 from r1reward.trainer.metrics import MetricsLogger, format_timings
 from r1reward.waits import WaitError, error_line, wait_all
+
+class RunStopped(UserError):
+    """An actor died or did not answer mid-run: the one line names the role, the step and the checkpoint."""
+
 
 class Trainer(ActorRun):
     def __init__(self, config: Config) -> None:
@@ -235,8 +240,23 @@ class Trainer(ActorRun):
         except (ray.exceptions.RayError, WaitError) as error:
             hint = f"; resume from {last_saved} with trainer.resume=true" if last_saved else ""
             what = str(error) if isinstance(error, WaitError) else error_line(error)
-            raise UserError(f"training stopped at step {self.step + 1}: {what}{hint}") from error
+            raise RunStopped(f"training stopped at step {self.step + 1}: {what}{hint}") from error
         finally:
             logger.close()
         print(format_timings(self.timings))
         return {"step": self.step, "checkpoint": str(last_saved), "timings": dict(self.timings)}
+
+
+def train(config: Config) -> dict[str, Any]:
+    """`r1reward train`: Trainer.run(), started again from the last checkpoint after a dead or late actor,
+    up to trainer.max_restarts times (bad input and a run without a checkpoint still end it)."""
+    restarts = 0
+    while True:
+        try:
+            return {**Trainer(config).run(), "restarts": restarts}
+        except RunStopped as error:
+            if restarts >= config.trainer.max_restarts or latest_checkpoint(Path(config.trainer.output_dir)) is None:
+                raise
+            restarts += 1
+            print(f"{error}; restart {restarts} of {config.trainer.max_restarts}", flush=True)
+            config = dataclasses.replace(config, trainer=dataclasses.replace(config.trainer, resume=True))
