@@ -28,6 +28,7 @@ from r1reward.trainer.experience import assign_advantages, logprob_gap, make_sam
 from r1reward.trainer.metrics import MetricsLogger, format_timings
 from r1reward.waits import WaitError, error_line, wait_all
 
+
 class RunStopped(UserError):
     """An actor died or did not answer mid-run: the one line names the role, the step and the checkpoint."""
 
