@@ -81,10 +81,10 @@ def _sft(args: argparse.Namespace) -> None:
 @command("train")
 def _train(args: argparse.Namespace) -> None:
     from r1reward.config import load_config
-    from r1reward.trainer.driver import Trainer
+    from r1reward.trainer.driver import train
 
     config = load_config(args.config, args.overrides)
-    result = Trainer(config).run()
+    result = train(config)
     print(f"finished at step {result['step']}; last checkpoint: {result['checkpoint']}")
 
 

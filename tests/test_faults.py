@@ -7,6 +7,9 @@ Each run is `python -m r1reward train` in a subprocess, as a user starts it, wit
 - B, the same run, a checkpoint every 2 steps keeping 1, SIGKILLed once it has logged step 5
   (after its step_4 checkpoint, in the middle of step 6);
 - C, B resumed with trainer.resume=true.
+
+Below them, runs D (bad rows, a hanging/garbage judge, a stalled sync receiver), E (a learner rank
+SIGKILLed) and F (the same with trainer.max_restarts=1) test the remaining faults.
 """
 
 from __future__ import annotations
@@ -211,3 +214,175 @@ def test_a_nan_loss_or_nan_advantages_skip_the_update_on_every_rank(runs):
         assert row["optimizer_steps_skipped"] == (1.0 if bad else 0.0), (step, row)
         assert row["nonfinite_skipped"] == (1.0 if bad else 0.0), (step, row)
         assert all(math.isfinite(v) for v in row.values()), row  # the NaN is counted, never logged
+
+
+# --- a sync that stalls, a judge that hangs or talks nonsense, bad rows; a learner rank killed -----------
+# Two more runs, 4 steps each with a checkpoint every 2:
+# - D trains on a corpus of good and bad rows, asks a local judge server that hangs on every other request
+#   and answers garbage to the rest, and at step 3 rollout worker 0 stalls instead of receiving the weights;
+# - E is SIGKILLed in one learner rank once its step_2 checkpoint is complete.
+JUDGE_TIMEOUT_S, SYNC_TIMEOUT_S, FAULT_STEPS = 2.0, 15.0, 4
+
+
+class _BadJudge:
+    """An OpenAI-compatible endpoint that sleeps past any timeout on odd requests and answers without a
+    verdict on even ones."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        judge = self
+        self.requests = 0
+        self.lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with judge.lock:
+                    judge.requests += 1
+                    hang = judge.requests % 2 == 1
+                try:
+                    if hang:
+                        time.sleep(30)
+                    body = json.dumps({"choices": [{"message": {"role": "assistant", "content": "maybe?"}}]})
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.end_headers()
+                    self.wfile.write(body.encode())
+                except OSError:
+                    pass  # the client gave up, as it should
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _fault_command(model: Path, train_path: Path, out: Path, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "r1reward", "train", "--config", str(ROOT / "configs" / "tiny-cpu.yaml"),
+            f"model.path={model}", f"data.train_path={train_path}", f"trainer.output_dir={out}",
+            f"trainer.num_steps={FAULT_STEPS}", "trainer.save_every=2", "trainer.rollout_batch_size=4",
+            "learner.train_batch_size=4", "learner.micro_batch_size=2", "rollout.max_new_tokens=64", *overrides]
+
+
+def _checkpoint_done(out: Path, step: int) -> bool:
+    from r1reward.trainer.checkpoint import STATE_FILE
+
+    return (out / "checkpoints" / f"step_{step}" / STATE_FILE).is_file()
+
+
+def _error_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.startswith("r1reward train: error:")]
+    assert len(lines) == 1, text[-4000:]
+    return lines[0]
+
+
+def _kill_a_learner_rank_after_step_2(proc: subprocess.Popen, out: Path, log: Path) -> None:
+    """SIGKILL one learner rank once the step_2 checkpoint is complete (step 3 is then running)."""
+    import psutil
+
+    deadline = time.monotonic() + 900
+    while not _checkpoint_done(out, 2):
+        assert proc.poll() is None, log.read_text(errors="replace")[-4000:]
+        assert time.monotonic() < deadline, f"{out.name} never saved step_2"
+        time.sleep(0.05)
+    ranks = [p for p in psutil.Process(proc.pid).children(recursive=True) if p.name().startswith("ray::LearnerRank")]
+    assert ranks, [p.name() for p in psutil.Process(proc.pid).children(recursive=True)]
+    ranks[-1].kill()
+
+
+@pytest.fixture(scope="module")
+def fault_runs(sft_model_dir, synthetic_dir, tmp_path_factory):
+    from test_faults_unit import write_bad_corpus
+
+    root = tmp_path_factory.mktemp("fault-runs")
+    d, e = root / "D", root / "E"
+    result: dict = {"D": d, "E": e}
+
+    corpus, result["good_ids"] = write_bad_corpus(synthetic_dir, root / "corpus")
+    judge = _BadJudge()
+    try:
+        proc = _start(_fault_command(
+            sft_model_dir, corpus, d, f"data.image_root={synthetic_dir}", "reward.judge=openai",
+            f"reward.judge_url={judge.url}", "reward.judge_model=judge", "reward.judge_retries=0",
+            f"timeouts.judge_request_s={JUDGE_TIMEOUT_S}", f"timeouts.weight_sync_s={SYNC_TIMEOUT_S}",
+            "trainer.debug_stall_sync_step=3"), root / "D.log")
+        deadline = time.monotonic() + 900
+        while not _checkpoint_done(d, 2) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        step_3_began = time.monotonic()
+        proc.wait(timeout=600)
+        result["D_after_step_2_s"] = time.monotonic() - step_3_began
+        result["D_rc"], result["D_log"] = proc.returncode, (root / "D.log").read_text(errors="replace")
+        result["judge_requests"] = judge.requests
+    finally:
+        judge.close()
+
+    proc = _start(_fault_command(sft_model_dir, synthetic_dir / "train.parquet", e, "timeouts.collective_s=60"),
+                  root / "E.log")
+    _kill_a_learner_rank_after_step_2(proc, e, root / "E.log")
+    killed_at = time.monotonic()
+    proc.wait(timeout=600)
+    result["E_detect_s"] = time.monotonic() - killed_at
+    result["E_rc"], result["E_log"] = proc.returncode, (root / "E.log").read_text(errors="replace")
+    print(f"\nfaults: D ended {result['D_after_step_2_s']:.0f} s after its step_2 checkpoint (sync timeout "
+          f"{SYNC_TIMEOUT_S:.0f} s); E ended {result['E_detect_s']:.1f} s after a learner rank's SIGKILL")
+    return result
+
+
+def test_a_stalled_sync_receiver_ends_the_run_within_the_timeout_naming_the_worker(fault_runs):
+    line = _error_line(fault_runs["D_log"])
+    assert fault_runs["D_rc"] == 2, fault_runs["D_log"][-4000:]
+    assert "training stopped at step 3" in line and "weight sync" in line and "rollout worker 0" in line, line
+    assert f"resume from {fault_runs['D'] / 'checkpoints' / 'step_2'} with trainer.resume=true" in line, line
+    # Step 3's generate, score and train, then the sync's timeout, then the shutdown: no hang.
+    assert fault_runs["D_after_step_2_s"] < SYNC_TIMEOUT_S + 120, fault_runs["D_after_step_2_s"]
+    assert [r["step"] for r in _rows(fault_runs["D"])] == [1, 2]
+
+
+def test_a_judge_that_hangs_or_answers_garbage_is_counted_and_training_goes_on(fault_runs):
+    rows = _rows(fault_runs["D"])
+    assert fault_runs["judge_requests"] > 0, "no generation reached the judge: the test would prove nothing"
+    # Every request failed (a hang cut at the timeout, or no verdict), and each is counted.
+    assert sum(r["reward/judge_failures"] for r in rows) > 0
+    for row in rows:  # 4 generations, one round of concurrent requests: at most one timeout per step
+        assert row["time/reward"] < JUDGE_TIMEOUT_S + 5, row
+    assert [r["step"] for r in rows] == [1, 2] and _checkpoint_done(fault_runs["D"], 2)
+
+
+def test_bad_rows_are_skipped_and_reported_by_reason_in_a_real_run(fault_runs):
+    from test_faults_unit import BAD_KINDS, GOOD_ROWS
+
+    report = json.loads((fault_runs["D"] / "data_report.json").read_text())
+    assert report["kept"] == GOOD_ROWS and report["rows"] == GOOD_ROWS + len(BAD_KINDS)
+    assert {k: v for k, v in report.items() if k.startswith("skipped/")} == {f"skipped/{k}": 1 for k in BAD_KINDS}
+    assert "skipped 8" in fault_runs["D_log"]
+
+
+def test_a_killed_learner_rank_ends_the_run_naming_role_step_and_checkpoint(fault_runs):
+    line = _error_line(fault_runs["E_log"])
+    assert fault_runs["E_rc"] == 2, fault_runs["E_log"][-4000:]
+    assert "training stopped at step 3" in line and "learner rank" in line, line
+    assert f"resume from {fault_runs['E'] / 'checkpoints' / 'step_2'} with trainer.resume=true" in line, line
+    assert fault_runs["E_detect_s"] < 120, fault_runs["E_detect_s"]
+
+
+def test_max_restarts_starts_again_from_the_last_checkpoint_after_a_killed_learner_rank(sft_model_dir, synthetic_dir,
+                                                                                        tmp_path):
+    out = tmp_path / "F"
+    proc = _start(_fault_command(sft_model_dir, synthetic_dir / "train.parquet", out, "timeouts.collective_s=60",
+                                 "trainer.max_restarts=1"), tmp_path / "F.log")
+    _kill_a_learner_rank_after_step_2(proc, out, tmp_path / "F.log")
+    log = _finish(proc, tmp_path / "F.log", timeout=600)
+    assert "training stopped at step 3" in log and "learner rank" in log and "restart 1 of 1" in log, log[-4000:]
+    assert f"resumed from {out / 'checkpoints' / 'step_2'} at step 2" in log, log[-4000:]
+    assert [r["step"] for r in _rows(out)] == list(range(1, FAULT_STEPS + 1))  # each step once
+    assert _checkpoint_done(out, FAULT_STEPS)

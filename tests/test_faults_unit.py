@@ -46,7 +46,7 @@ class _FakeProcessor:
 def no_ray_get(monkeypatch):
     import ray
 
-    monkeypatch.setattr(ray, "get", lambda refs: refs)
+    monkeypatch.setattr(ray, "get", lambda refs, timeout=None: refs)
 
 
 def _save(out: Path, step: int, fail_at: int | None = None, keep: int = 0) -> Path:
@@ -272,3 +272,104 @@ def test_shipped_cluster_files_keep_the_dashboard_local_or_behind_token_auth():
     start = slurm.index("ray start --head")
     assert "--dashboard-host=127.0.0.1" in slurm[start:start + 400] or (
         "export RAY_AUTH_MODE=token" in slurm[:start] and "export RAY_AUTH_TOKEN" in slurm[:start])
+
+
+# --- timeouts from the config ---------------------------------------------------------------------
+def test_timeouts_have_running_defaults_and_are_validated_at_start_up():
+    from r1reward.config.load import ConfigError, load_config
+
+    config = load_config(PACKAGE.parent / "configs" / "tiny-cpu.yaml")
+    t = config.timeouts
+    assert 0 < t.judge_request_s <= t.weight_sync_s <= t.collective_s <= t.remote_call_s
+    assert config.reward.judge_timeout_s == t.judge_request_s  # the judge reads the one timeout section
+    for key in ("remote_call_s", "startup_s", "collective_s", "weight_sync_s", "judge_request_s"):
+        with pytest.raises(ConfigError, match=f"timeouts.{key}' must be > 0"):
+            load_config(None, [f"timeouts.{key}=0"])
+    with pytest.raises(ConfigError, match="unknown key 'timeouts.sync_s'"):
+        load_config(None, ["timeouts.sync_s=5"])
+    assert load_config(None, ["timeouts.judge_request_s=7"]).reward.judge_timeout_s == 7
+    # The old key may not disagree with the new one silently.
+    with pytest.raises(ConfigError, match="now 'timeouts.judge_request_s'"):
+        load_config(None, ["reward.judge_timeout_s=5"])
+
+
+def test_a_failed_remote_call_is_named_in_one_line_without_rays_traceback():
+    from r1reward.waits import error_line
+
+    class TaskError(Exception):  # the shape of ray.exceptions.RayTaskError: the actor's exception in .cause
+        def __init__(self, cause: BaseException) -> None:
+            super().__init__("ray::LearnerRank.push_weights() (pid=1, ip=127.0.0.1)\n  File ...\nTimeoutError: x")
+            self.cause = cause
+
+    error = TaskError(TimeoutError("weight sync update: rollout worker 0 (sync rank 1) did not answer within 5 s"))
+    assert error_line(error) == "TimeoutError: weight sync update: rollout worker 0 (sync rank 1) did not answer within 5 s"
+    assert error_line(RuntimeError("first line\nsecond")) == "RuntimeError: first line"
+
+
+# --- bad input, counted ---------------------------------------------------------------------------
+GOOD_ROWS = 8
+BAD_KINDS = ("image-missing", "image-undecodable", "unparseable-prompt", "bad-label", "empty-response",
+             "prompt-too-long", "duplicate-id", "video-unsupported")
+
+
+def write_bad_corpus(synthetic_dir: Path, out: Path) -> tuple[Path, list[str]]:
+    """An R1-Reward RL JSONL file: GOOD_ROWS good rows of the synthetic set (images relative to
+    `synthetic_dir`, to be passed as data.image_root) with one row of each kind in BAD_KINDS after
+    them; returns the file and the good rows' ids in file order."""
+    import pyarrow.parquet as pq
+
+    from r1reward.data.prompt import format_prompt
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "broken.png").write_bytes(b"\x89PNG not really an image")
+    source = pq.read_table(synthetic_dir / "train.parquet").to_pylist()[:GOOD_ROWS]
+    good = [{**row, "id": f"good-{i}"} for i, row in enumerate(source)]
+
+    def with_image(row: dict, image: str) -> dict:
+        chat = json.loads(row["message"])
+        for part in chat[0]["content"]:
+            if part.get("type") == "image":
+                part["image"] = image
+        return {**row, "message": json.dumps(chat), "image": image}
+
+    base = good[0]
+    filled = lambda q, r1, r2: format_prompt(q, r1, r2)  # noqa: E731
+    video_chat = [{"role": "user", "content": [{"type": "text", "text": base["question"]},
+                                               {"type": "video", "video": "clip.mp4"}]}]
+    bad = {
+        "image-missing": with_image({**base, "id": "bad-1"}, "absent.png"),
+        "image-undecodable": with_image({**base, "id": "bad-2"}, str(out / "broken.png")),
+        "unparseable-prompt": {**base, "id": "bad-3", "question": "What is shown?",
+                               "message": json.dumps([{"role": "user", "content": "What is shown?"}])},
+        "bad-label": {**base, "id": "bad-4", "answer": ["<answer>3</answer>"]},
+        "empty-response": {**base, "id": "bad-5", "question": filled("Which is better?", "A cat.", "  ")},
+        "prompt-too-long": {**base, "id": "bad-6", "question": filled("word " * 3000, "A cat.", "A dog.")},
+        "duplicate-id": {**good[1], "id": "good-0"},
+        "video-unsupported": {**base, "id": "bad-8", "message": json.dumps(video_chat), "image": ""},
+    }
+    path = out / "corpus.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in [*good, *bad.values()]))
+    return path, [row["id"] for row in good]
+
+
+def test_a_corpus_of_every_bad_row_kind_keeps_exactly_the_good_rows_and_counts_the_rest(synthetic_dir, tmp_path):
+    from r1reward.data.dataset import load_preferences
+
+    path, good_ids = write_bad_corpus(synthetic_dir, tmp_path)
+    words = lambda record: len((record.question + record.response_1 + record.response_2).split())  # noqa: E731
+    records, report = load_preferences(path, "r1reward-rl", image_root=synthetic_dir, swap_seed=None,
+                                       max_prompt_tokens=2048, token_counter=words, verbose=False, unique_ids=True)
+    assert [r.id for r in records] == good_ids
+    assert dict(report.counts) == {kind: 1 for kind in BAD_KINDS}
+    assert (report.rows, report.kept) == (GOOD_ROWS + len(BAD_KINDS), GOOD_ROWS)
+
+
+def test_strict_data_stops_at_the_first_bad_row_naming_file_and_row(synthetic_dir, tmp_path):
+    from r1reward.data.dataset import load_preferences
+    from r1reward.data.records import DataError
+
+    path, _ = write_bad_corpus(synthetic_dir, tmp_path)
+    with pytest.raises(DataError) as info:
+        load_preferences(path, "r1reward-rl", image_root=synthetic_dir, strict=True, verbose=False, unique_ids=True)
+    assert str(info.value).startswith(f"{path}:{GOOD_ROWS + 1}: image-missing:")
+    assert "\n" not in str(info.value)

@@ -179,7 +179,7 @@ def server():
 
 def openai_judge(server: MockServer, **kw) -> OpenAIJudge:
     cfg = RewardConfig(judge="openai", judge_url=server.url, judge_model="judge-x", judge_api_key_env="R1R_TEST_KEY",
-                       **{"judge_timeout_s": 0.5, "judge_retries": 2, **kw})
+                       **{"judge_timeout_s": 5.0, "judge_retries": 2, **kw})  # generous: the machine may be busy
     return OpenAIJudge(cfg, backoff_s=0.01)
 
 

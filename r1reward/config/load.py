@@ -16,7 +16,7 @@ from r1reward.algo.advantages import (
 )
 from r1reward.algo.policy_loss import POLICY_LOSS_REGISTRY
 from r1reward.algo.registry import Registry
-from r1reward.config.schema import Config
+from r1reward.config.schema import Config, RewardConfig
 from r1reward.errors import UserError
 
 
@@ -48,11 +48,13 @@ POSITIVE = [
     "trainer.rollout_batch_size", "trainer.save_every", "data.max_prompt_tokens", "sft.num_epochs",
     "pipeline.num_train", "pipeline.num_heldout", "pipeline.select_k", "pipeline.warmup_steps",
     "rollout.max_model_len", "algo.eps_clip", "algo.filter_sigma", "algo.reward_clip", "learner.lr", "sft.lr",
-    "learner.grad_clip",
+    "learner.grad_clip", "timeouts.remote_call_s", "timeouts.startup_s", "timeouts.collective_s",
+    "timeouts.weight_sync_s", "timeouts.judge_request_s",
 ]
 NON_NEGATIVE = [
     "algo.kl_coef", "trainer.num_epochs", "reward.judge_retries", "rollout.temperature", "learner.weight_decay",
-    "sft.train_batch_size", "sft.save_every", "rollout.top_k",
+    "sft.train_batch_size", "sft.save_every", "rollout.top_k", "trainer.debug_stall_sync_step",
+    "trainer.max_restarts",
 ]
 
 
@@ -128,6 +130,17 @@ def validate(config: Config, origin: str = "config") -> None:
             raise ConfigError(f"{origin}: '{key}' must be >= 0, got {_get(config, key)}")
     _check_ranges(config, origin)
     _check_batches(config, origin)
+    _apply_judge_timeout(config, origin)
+
+
+def _apply_judge_timeout(config: Config, origin: str) -> None:
+    """timeouts.judge_request_s is the judge's timeout; reward.judge_timeout_s, its old name, may only
+    repeat it (or keep its default), so that two keys never disagree silently."""
+    old, default = config.reward.judge_timeout_s, RewardConfig.judge_timeout_s
+    if old not in (default, config.timeouts.judge_request_s):
+        raise ConfigError(f"{origin}: 'reward.judge_timeout_s' ({old}) is now 'timeouts.judge_request_s' "
+                          f"({config.timeouts.judge_request_s}): set that one")
+    config.reward.judge_timeout_s = config.timeouts.judge_request_s
 
 
 def _check_ranges(config: Config, origin: str) -> None:

@@ -60,6 +60,7 @@ class RewardConfig:
     judge_model: Optional[str] = None
     judge_url: Optional[str] = None
     judge_api_key_env: str = "OPENAI_API_KEY"
+    # Set from timeouts.judge_request_s at load (the one place for timeouts); kept here for the judges.
     judge_timeout_s: float = 30.0
     judge_retries: int = 3
     w_consistency: float = 0.5
@@ -130,10 +131,30 @@ class TrainerConfig:
     log_every: int = 1
     # > 0: after each save, delete all but the newest N checkpoints; 0 keeps all.
     keep_checkpoints: int = 0
+    # After a dead or late actor, start again from the last checkpoint up to this many times (0: end the run).
+    max_restarts: int = 0
     # Fault injection for the tests (tests/test_faults.py); 0 = off. At that (1-based) step, learner
     # rank 0's loss, or one sample's advantages, is made NaN: the update must be skipped on every rank.
     debug_nan_loss_step: int = 0
     debug_nan_advantages_step: int = 0
+    # At that step, rollout worker 0 stalls instead of receiving the weights (a hung receiver): the sync
+    # must fail within timeouts.weight_sync_s, naming the worker.
+    debug_stall_sync_step: int = 0
+
+
+@dataclass
+class TimeoutsConfig:
+    """How long any wait may last before the run fails with one line naming what it waited for."""
+    # A remote call from the driver (generate, score, log-probs, train, save): the longest phase of a step.
+    remote_call_s: float = 3600.0
+    # Actor start-up: loading a model into vLLM or DeepSpeed (a 7B checkpoint from a network disk).
+    startup_s: float = 1800.0
+    # torch.distributed / DeepSpeed: the rendezvous and every collective between learner ranks.
+    collective_s: float = 1800.0
+    # One weight sync, on both sides: the learner's broadcast and each rollout worker's receive.
+    weight_sync_s: float = 600.0
+    # One judge request (reward.judge openai or vllm); a failed request costs at most this, then retries.
+    judge_request_s: float = 30.0
 
 
 @dataclass
@@ -176,3 +197,4 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)

@@ -154,14 +154,18 @@ def iter_preferences(
     *,
     require_images: bool = True,
     image_path_map: Mapping[str, str] | None = None,
+    unique_ids: bool = False,
 ) -> Iterator[PreferenceRecord]:
     """The validated records of a file/directory one at a time, in file order, counting into ``report``.
 
     The streaming core of ``load_preferences`` (same checks), for tools that must not hold a multi-GB
-    set with embedded images in memory (check-data, prepare-data).
+    set with embedded images in memory (check-data, prepare-data). With ``unique_ids`` (training) a row
+    whose id was already kept is skipped as ``duplicate-id``; benchmarks keep theirs (VL-RewardBench
+    repeats 25 ids for different pairs).
     """
     if max_prompt_tokens is not None and token_counter is None:
         raise ValueError("max_prompt_tokens needs a token_counter(record) -> int")
+    kept_ids: set[str] = set()  # a second row with a kept row's id is a duplicate (the first one wins)
     for ctx, row in iter_raw_rows(path, schema):
         report.rows += 1
         try:
@@ -174,6 +178,8 @@ def iter_preferences(
                 token_counter=token_counter,
                 image_path_map=image_path_map,
             )
+            if unique_ids and record.id in kept_ids:
+                raise _bad("duplicate-id", f"id {record.id!r} was already read")
         except DataError as exc:
             if not exc.reason:  # not a per-row problem (e.g. the file itself): always fatal
                 raise
@@ -182,6 +188,7 @@ def iter_preferences(
             report.add(ctx, exc.reason, str(exc))
             continue
         report.kept += 1
+        kept_ids.add(record.id)
         yield record
 
 
@@ -199,6 +206,7 @@ def load_preferences(
     require_images: bool = True,
     verbose: bool = True,
     image_path_map: Mapping[str, str] | None = None,
+    unique_ids: bool = False,
 ) -> tuple[list[PreferenceRecord], BadRowReport]:
     """Read, validate and (unless ``swap_seed`` is None) position-swap the records of a file/directory.
 
@@ -211,7 +219,7 @@ def load_preferences(
     report = BadRowReport(str(path))
     records = list(iter_preferences(
         path, schema, report, image_root, strict, max_prompt_tokens, token_counter, allow_video,
-        require_images=require_images, image_path_map=image_path_map))
+        require_images=require_images, image_path_map=image_path_map, unique_ids=unique_ids))
     if verbose:
         print(report.summary(), flush=True)
     if swap_seed is not None:

@@ -274,13 +274,13 @@ def parse_filled_prompt(text: str) -> tuple[str, str, str] | None:
     return question, response_1, response_2
 
 
-def _message_parts(message: Any) -> tuple[list[str], list[str]]:
-    """(texts, image values) of a JSON chat list, in order."""
+def _message_parts(message: Any) -> tuple[list[str], list[str], list[str]]:
+    """(texts, image values, video values) of a JSON chat list, in order."""
     try:
         chat = json.loads(message) if isinstance(message, str) else message
     except json.JSONDecodeError as exc:
         raise DataError(f"message is not valid JSON: {exc}", reason="unparseable-message") from exc
-    texts, images = [], []
+    texts, images, videos = [], [], []
     for turn in chat if isinstance(chat, list) else []:
         content = turn.get("content") if isinstance(turn, dict) else None
         if isinstance(content, str):
@@ -292,11 +292,14 @@ def _message_parts(message: Any) -> tuple[list[str], list[str]]:
             elif isinstance(part, dict) and part.get("type") in ("image", "image_url"):
                 value = part.get("image") or part.get("image_url")
                 images.append(value.get("url") if isinstance(value, dict) else value)
-    return texts, images
+            elif isinstance(part, dict) and part.get("type") in ("video", "video_url"):
+                value = part.get("video") or part.get("video_url")
+                videos.append(_text(value.get("url") if isinstance(value, dict) else value))
+    return texts, images, videos
 
 
 def _parse_r1reward_rl(row: dict[str, Any], ctx: RowContext) -> PreferenceRecord:
-    texts, message_images = _message_parts(row["message"])
+    texts, message_images, videos = _message_parts(row["message"])
     # Our writer puts the filled prompt in `question`; the released set has the bare question there and
     # the filled prompt in the message's text part.
     parsed = next(filter(None, map(parse_filled_prompt, [_text(row["question"]), *texts])), None)
@@ -314,11 +317,14 @@ def _parse_r1reward_rl(row: dict[str, Any], ctx: RowContext) -> PreferenceRecord
         # The message's paths are tried first (a local file keeps no bytes in memory); the image column,
         # often the embedded image, stands in when they cannot be opened (see validate_record).
         extra[IMAGE_FALLBACK] = column
+    # A video row (no images, a video part) is read so that the loader can skip it by name.
+    is_video = bool(videos) and not images
     return PreferenceRecord(
-        id=f"{ctx.path.stem}-{ctx.row}", question=parsed[0], images=images,
+        id=_text(row.get("id")) or f"{ctx.path.stem}-{ctx.row}", question=parsed[0], images=images,
         response_1=parsed[1], response_2=parsed[2],
         label=_label(match.group(1) if match else answer_text), source=ctx.path.stem,
-        media=next((s for s in images if isinstance(s, str)), ""), extra=extra)
+        media=videos[0] if is_video else next((s for s in images if isinstance(s, str)), ""), extra=extra,
+        is_video=is_video)
 
 
 def _parse_mm_rlhf(row: dict[str, Any], ctx: RowContext) -> PreferenceRecord:

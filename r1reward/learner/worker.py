@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import math
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from r1reward.config.schema import AlgoConfig, LearnerConfig, ModelConfig
+from r1reward.config.schema import AlgoConfig, LearnerConfig, ModelConfig, TimeoutsConfig
 from r1reward.data.collate import collate_for_learner
 from r1reward.data.samples import Batch, Sample
 from r1reward.learner.loss import policy_loss_on_micro_batch, token_logprobs
@@ -40,8 +41,11 @@ def cosine_with_warmup(total_steps: int, warmup_ratio: float, min_lr_ratio: floa
 
 class LearnerRank:
     def __init__(self, rank: int, world_size: int, master_address: str, master_port: int, model_path: str,
-                 model_cfg: dict, learner_cfg: dict, algo_cfg: dict, total_optimizer_steps: int, seed: int = 0) -> None:
+                 model_cfg: dict, learner_cfg: dict, algo_cfg: dict, total_optimizer_steps: int, seed: int = 0,
+                 timeouts: dict[str, float] | None = None) -> None:
         self.rank, self.world_size = rank, world_size
+        # The rendezvous and every collective between ranks (gloo/NCCL) fail after collective_s, not never.
+        self.timeouts = TimeoutsConfig(**(timeouts or {}))
         self.model_cfg, self.cfg, self.algo = ModelConfig(**model_cfg), LearnerConfig(**learner_cfg), AlgoConfig(**algo_cfg)
         cuda = torch.cuda.is_available()
         backend = self.cfg.backend if self.cfg.backend != "auto" else ("nccl" if cuda else "gloo")
@@ -55,7 +59,8 @@ class LearnerRank:
         from r1reward.learner.ops import bounded_extension_lock
 
         with bounded_extension_lock():  # on the CPU it loads a JIT-built op under a lock file
-            deepspeed.init_distributed(dist_backend=backend)
+            deepspeed.init_distributed(dist_backend=backend,
+                                       timeout=timedelta(seconds=self.timeouts.collective_s))
         torch.manual_seed(seed)
         model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=DTYPES[self.model_cfg.dtype])
         if self.model_cfg.freeze_vision:
@@ -211,7 +216,8 @@ class LearnerRank:
 
         only_trainable = self.model_cfg.freeze_vision  # a frozen tower never changes: do not resend it
         self.weight_sender = connect_trainer(client, TrainableSource(self.engine.module, only_trainable),
-                                             self.rank, master_address, master_port)
+                                             self.rank, master_address, master_port,
+                                             timeout_s=self.timeouts.weight_sync_s)
 
     def push_weights(self) -> list[tuple[int, int]]:
         self.weight_sender.send_weights()

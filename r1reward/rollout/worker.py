@@ -8,6 +8,7 @@ the sampler's log-probs. Weight updates arrive through vLLM's own weight-transfe
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -16,6 +17,7 @@ from r1reward.config.schema import RolloutConfig
 # A random model can sample vision special tokens; a completion holding one breaks the learner's
 # forward ("image features and image tokens do not match"), so they are banned at sampling.
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+STALL_S = 24 * 3600.0  # an injected stall outlasts any timeout: the run must end without it
 
 
 def default_transfer_backend() -> str:
@@ -91,7 +93,14 @@ class RolloutWorker:
         self.llm.start_weight_update()
 
     def update_weights(self, update_info: dict[str, Any]) -> None:
+        if getattr(self, "_stall_next_update", False):  # fault injection: a receiver that never receives
+            self._stall_next_update = False
+            time.sleep(STALL_S)
         self.llm.update_weights({"update_info": update_info})
+
+    def debug_stall_next_update(self) -> None:
+        """Tests only (trainer.debug_stall_sync_step): the next update_weights hangs instead of receiving."""
+        self._stall_next_update = True
 
     def finish_weight_update(self, weight_version: str | None = None) -> None:
         self.llm.finish_weight_update(weight_version)

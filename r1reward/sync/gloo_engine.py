@@ -23,14 +23,15 @@ from vllm.distributed.weight_transfer.base import (
 from r1reward.sync.buckets import DEFAULT_BUCKET_BYTES, TensorMeta, checksum, pack, plan_buckets, unpack
 
 BACKEND = "r1reward_gloo"
-TIMEOUT = timedelta(minutes=10)
+# The rendezvous and each broadcast give up after this (timeouts.weight_sync_s sets it for a run).
+DEFAULT_TIMEOUT_S = 600.0
 
 
-def _gloo_group(host: str, port: int, rank: int, world_size: int):
+def _gloo_group(host: str, port: int, rank: int, world_size: int, timeout_s: float):
     from vllm.distributed.utils import stateless_init_torch_distributed_process_group
 
     return stateless_init_torch_distributed_process_group(
-        host, port, rank, world_size, backend="gloo", timeout=TIMEOUT)
+        host, port, rank, world_size, backend="gloo", timeout=timedelta(seconds=timeout_s))
 
 
 def _broadcast(group, tensor: torch.Tensor) -> None:
@@ -44,6 +45,7 @@ class GlooWorkerInitInfo(WeightTransferInitInfo):
     master_port: int
     rank_offset: int
     world_size: int
+    timeout_s: float = DEFAULT_TIMEOUT_S
 
 
 @dataclass
@@ -69,7 +71,7 @@ class GlooWeightTransferEngine(WeightTransferEngine[GlooWorkerInitInfo, GlooUpda
         parallel = self.parallel_config
         worker_rank = parallel.data_parallel_index * parallel.world_size + parallel.rank
         self.group = _gloo_group(init_info.master_address, init_info.master_port,
-                                 init_info.rank_offset + worker_rank, init_info.world_size)
+                                 init_info.rank_offset + worker_rank, init_info.world_size, init_info.timeout_s)
 
     def start_weight_update(self) -> None:
         from vllm.model_executor.model_loader.reload import initialize_layerwise_reload
@@ -113,6 +115,7 @@ class GlooTrainerInitInfo(TrainerInitInfo):
     master_port: int
     world_size: int
     bucket_bytes: int = DEFAULT_BUCKET_BYTES
+    timeout_s: float = DEFAULT_TIMEOUT_S
 
 
 class GlooTrainerWeightTransferEngine(TrainerWeightTransferEngine[GlooTrainerInitInfo]):
@@ -121,9 +124,10 @@ class GlooTrainerWeightTransferEngine(TrainerWeightTransferEngine[GlooTrainerIni
     init_info_cls = GlooTrainerInitInfo
 
     def __init__(self, *, client: VLLMWeightSyncClient, source: WeightSource, is_sender: bool,
-                 bucket_bytes: int) -> None:
+                 bucket_bytes: int, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         super().__init__(client=client, source=source, is_sender=is_sender)
         self.bucket_bytes = bucket_bytes
+        self.timeout_s = timeout_s
         self.group = None
         self.sent_checksums: list[tuple[int, int]] = []
 
@@ -133,16 +137,42 @@ class GlooTrainerWeightTransferEngine(TrainerWeightTransferEngine[GlooTrainerIni
         if source is None:
             raise ValueError("the gloo trainer engine needs a WeightSource")
         engine = cls(client=client, source=source, is_sender=init_info.is_sender,
-                     bucket_bytes=init_info.bucket_bytes)
+                     bucket_bytes=init_info.bucket_bytes, timeout_s=init_info.timeout_s)
         if engine.is_sender:
             worker_info = GlooWorkerInitInfo(init_info.master_address, init_info.master_port, 1,
-                                             init_info.world_size)
-            with ThreadPoolExecutor(max_workers=1) as pool:  # both sides block in the rendezvous
-                joined = pool.submit(client.init_weight_transfer_engine, asdict(worker_info))
-                engine.group = _gloo_group(init_info.master_address, init_info.master_port, 0,
-                                           init_info.world_size)
-                joined.result()
+                                             init_info.world_size, init_info.timeout_s)
+            # Both sides block in the rendezvous, each bounded by timeout_s.
+            engine.group = engine._alongside(client.init_weight_transfer_engine, (asdict(worker_info),),
+                                             lambda: _gloo_group(init_info.master_address, init_info.master_port,
+                                                                 0, init_info.world_size, init_info.timeout_s),
+                                             "set-up")
         return engine
+
+    def _alongside(self, client_call: Any, args: tuple, own_part: Any, what: str) -> Any:
+        """Runs the workers' side (`client_call`, a bounded wait on their actors) in a thread while this
+        side runs `own_part`; returns own_part's result. A failure on either side fails the sync with the
+        peer named, and nothing here waits for a stalled worker beyond timeout_s."""
+        pool = ThreadPoolExecutor(max_workers=1)
+        try:
+            peers = pool.submit(client_call, *args)
+            try:
+                result = own_part()
+            except Exception as error:  # noqa: BLE001 - a gloo timeout: say which peers it waited for
+                # The workers' side was started with the same timeout: its error names the worker that hung.
+                try:
+                    peers.result(timeout=30)
+                except TimeoutError:  # the workers' side has not ended either: name them all below
+                    pass
+                except Exception as named:  # noqa: BLE001
+                    raise named from error
+                first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                raise TimeoutError(
+                    f"weight sync {what}: the rollout workers (sync ranks 1..{self.client.world_size - 1}) did "
+                    f"not take part within {self.timeout_s:.0f} s: {first}") from error
+            peers.result(timeout=self.timeout_s + 30)  # the client's own wait ends first, naming the worker
+            return result
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def send_weights(self) -> None:
         metas = [TensorMeta(m.name, str(m.dtype).removeprefix("torch."), tuple(m.shape))
@@ -154,10 +184,8 @@ class GlooTrainerWeightTransferEngine(TrainerWeightTransferEngine[GlooTrainerIni
         info = GlooUpdateInfo([m.name for m in metas], [m.dtype for m in metas], [list(m.shape) for m in metas],
                               self.bucket_bytes)
         self.client.start_weight_update()
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            received = pool.submit(self.client.update_weights, asdict(info))
-            self.sent_checksums = self._broadcast_buckets(metas)
-            received.result()
+        self.sent_checksums = self._alongside(self.client.update_weights, (asdict(info),),
+                                              lambda: self._broadcast_buckets(metas), "update")
         self.client.finish_weight_update()
 
     def _broadcast_buckets(self, metas: list[TensorMeta]) -> list[tuple[int, int]]:

@@ -13,31 +13,33 @@ from typing import Any, Iterator, Sequence
 import torch
 from vllm.distributed.weight_transfer.base import ParamMeta, WeightSource
 
-from r1reward.sync.gloo_engine import BACKEND as GLOO_BACKEND
+from r1reward.sync.gloo_engine import BACKEND as GLOO_BACKEND, DEFAULT_TIMEOUT_S
+from r1reward.waits import wait_all
 
 
 class RayRolloutClient:
     """Drives every rollout worker through vLLM's four weight-sync calls and waits for all of them."""
 
-    def __init__(self, workers: Sequence[Any], ranks_per_worker: int = 1) -> None:
+    def __init__(self, workers: Sequence[Any], ranks_per_worker: int = 1, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.workers = list(workers)
         self.ranks_per_worker = ranks_per_worker
+        self.timeout_s = timeout_s  # each call on the workers, e.g. a receive that stalls
 
     @property
     def world_size(self) -> int:
         return 1 + len(self.workers) * self.ranks_per_worker
 
-    def _all(self, method: str, *args: Any) -> None:
-        import ray
+    def _roles(self) -> list[str]:
+        return [f"rollout worker {i} (sync rank {1 + i * self.ranks_per_worker})" for i in range(len(self.workers))]
 
-        ray.get([getattr(w, method).remote(*args) for w in self.workers])
+    def _all(self, method: str, *args: Any) -> None:
+        wait_all([getattr(w, method).remote(*args) for w in self.workers], self._roles(), f"weight sync {method}",
+                 self.timeout_s)
 
     def init_weight_transfer_engine(self, init_info: dict[str, Any]) -> None:
-        import ray
-
         # Each engine's workers take consecutive ranks after the trainer's rank 0.
-        ray.get([w.init_weight_transfer_engine.remote({**init_info, "rank_offset": 1 + i * self.ranks_per_worker})
-                 for i, w in enumerate(self.workers)])
+        wait_all([w.init_weight_transfer_engine.remote({**init_info, "rank_offset": 1 + i * self.ranks_per_worker})
+                  for i, w in enumerate(self.workers)], self._roles(), "weight sync set-up", self.timeout_s)
 
     def start_weight_update(self) -> None:
         self._all("start_weight_update")
@@ -80,7 +82,7 @@ def _gathered(param: torch.nn.Parameter):
 
 
 def connect_trainer(client: RayRolloutClient, source: WeightSource, rank: int, master_address: str,
-                    master_port: int, backend: str | None = None):
+                    master_port: int, backend: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S):
     """Rendezvous with the rollout workers; returns a vLLM trainer engine whose `send_weights()` syncs."""
     from vllm.distributed.weight_transfer.factory import WeightTransferTrainerFactory
 
@@ -89,8 +91,13 @@ def connect_trainer(client: RayRolloutClient, source: WeightSource, rank: int, m
     register()
     backend = backend or ("nccl" if torch.cuda.is_available() else GLOO_BACKEND)
     if backend == GLOO_BACKEND:
-        from r1reward.sync.gloo_engine import GlooTrainerInitInfo as InitInfo
-    else:
-        from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo as InitInfo
-    info = InitInfo(master_address=master_address, master_port=master_port, world_size=client.world_size, rank=rank)
+        from r1reward.sync.gloo_engine import GlooTrainerInitInfo
+
+        info = GlooTrainerInitInfo(master_address=master_address, master_port=master_port,
+                                   world_size=client.world_size, rank=rank, timeout_s=timeout_s)
+    else:  # vLLM's NCCL engine: its group's own timeout; the client's calls are bounded by timeout_s
+        from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo
+
+        info = NCCLTrainerInitInfo(master_address=master_address, master_port=master_port,
+                                   world_size=client.world_size, rank=rank)
     return WeightTransferTrainerFactory.trainer_init(info, client=client, source=source)

@@ -27,15 +27,22 @@ def start_learners(config: Config, pg: Any, slots: list, total_optimizer_steps: 
 
     from r1reward.learner.worker import LearnerRank
     from r1reward.trainer.placement import slot_options
+    from r1reward.waits import wait_all
 
     learner_cfg = asdict(config.learner) | ({"lr": lr} if lr is not None else {}) | (
         {"train_batch_size": train_batch_size} if train_batch_size else {})
     master = (bundle_node_ip(pg, slots[0].bundle), get_open_port())
     learners = [ray.remote(LearnerRank).options(**slot_options(pg, slot)).remote(
         slot.rank, config.learner.num_ranks, *master, model_path or config.model.path, asdict(config.model),
-        learner_cfg, asdict(config.algo), total_optimizer_steps, config.trainer.seed) for slot in slots]
-    ray.get([learner.ready.remote() for learner in learners])
+        learner_cfg, asdict(config.algo), total_optimizer_steps, config.trainer.seed,
+        timeouts=asdict(config.timeouts)) for slot in slots]
+    wait_all([learner.ready.remote() for learner in learners], learner_roles(len(learners)), "learner start-up",
+             config.timeouts.startup_s)
     return learners
+
+
+def learner_roles(n: int) -> list[str]:
+    return [f"learner rank {rank}" for rank in range(n)]
 
 
 def split(items: list, parts: int) -> list[list]:
@@ -100,7 +107,10 @@ def ensure_ray(config: Config, log_dir: str | Path | None = None) -> None:
         ray.init(address=address, **quiet)
     else:
         needed = make_plan(config).totals[1]
-        ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(needed)), include_dashboard=False, **quiet)
+        # address="local": always a new Ray owned by this run. Without it ray.init joins the newest
+        # `ray start` cluster on the machine (someone else's), and refuses num_cpus there.
+        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, math.ceil(needed)), include_dashboard=False,
+                 **quiet)
     if log_dir is not None and not verbose:
         link_ray_logs(Path(log_dir))
 
