@@ -7,20 +7,18 @@ engine between runs this way). A script that starts the in-process engine needs 
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from PIL import Image
 
 from r1reward.algo.reward import parse_choice_lenient
+from r1reward.algo.tags import think_text
 from r1reward.config.schema import RolloutConfig
 from r1reward.data.images import load_image
 from r1reward.data.records import PreferenceRecord
 from r1reward.data.render import render_prompt, resize_for_model
 from r1reward.eval.voting import Vote
-
-_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 
 
 class Generator(Protocol):
@@ -148,8 +146,8 @@ class Sampled:
 
 def reasoning_of(text: str) -> str:
     """The ``<think>`` part of a generation, or the whole text when it has none."""
-    match = _THINK.search(text)
-    return (match.group(1) if match else text).strip()
+    think = think_text(text)
+    return (text if think is None else think).strip()
 
 
 def sample_votes(engine: Generator, prompts: list[dict[str, Any]], k: int, temperature: float,
