@@ -10,14 +10,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from PIL import Image
-
 from r1reward.algo.reward import parse_choice_lenient
 from r1reward.algo.tags import think_text
 from r1reward.config.schema import RolloutConfig
-from r1reward.data.images import load_image
-from r1reward.data.records import PreferenceRecord
-from r1reward.data.render import render_prompt, resize_for_model
 from r1reward.eval.voting import Vote
 
 
@@ -119,20 +114,6 @@ def close_engine(engine: Any) -> None:
     core = getattr(getattr(getattr(engine, "llm", None), "llm_engine", None), "engine_core", None)
     if core is not None and hasattr(core, "shutdown"):
         core.shutdown()
-
-
-def _as_image(source: Any) -> Image.Image:
-    # API users may pass PIL images directly; records carry paths or bytes.
-    return source.convert("RGB") if isinstance(source, Image.Image) else load_image(source)
-
-
-def build_prompt(processor: Any, record: PreferenceRecord, min_pixels: int, max_pixels: int,
-                 image_first: bool = False) -> dict[str, Any]:
-    """What a rollout worker takes: the rendered Table-1 prompt (text first as in training, or
-    ``image_first`` as the released evaluation) and the images (paths, bytes or PIL images), resized
-    as in training."""
-    images = [resize_for_model(_as_image(source), min_pixels, max_pixels) for source in record.images]
-    return {"prompt": render_prompt(processor, record, image_first), "images": images}
 
 
 @dataclass

@@ -28,11 +28,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from r1reward.data.render import MAX_PIXELS, MIN_PIXELS
+from r1reward.data.render import MAX_PIXELS, MIN_PIXELS, rollout_prompt
 from r1reward.errors import UserError
 from r1reward.eval.benchmarks import BenchmarkRow, check_rows, describe_problems, read_benchmark
-from r1reward.eval.generation import (Generator, Sampled, build_prompt, close_engine, eval_rollout_config,
-                                      sample_votes, start_engine)
+from r1reward.eval.generation import Generator, Sampled, close_engine, eval_rollout_config, sample_votes, start_engine
 from r1reward.eval.metrics import compute_metrics
 from r1reward.eval.protocol import PROTOCOLS, EvalSettings, resolve_protocol
 from r1reward.eval.report import write_jsonl, write_reports
@@ -135,8 +134,8 @@ def _generate_all(options: EvalOptions, settings: EvalSettings, rows: list[Bench
         prompts, seeds = [], []
         for row in batch:
             for order, record in enumerate([row.record, row.record.swapped()][:orders]):
-                prompts.append(build_prompt(processor, record, options.min_pixels, options.max_pixels,
-                                            image_first=settings.image_first))
+                prompts.append(rollout_prompt(processor, record, options.min_pixels, options.max_pixels,
+                                              image_first=settings.image_first))
                 seeds.append(_seed(options.seed, row.index, order))
         sampled = sample_votes(engine, prompts, options.k, settings.temperature, settings.max_tokens, seeds,
                                top_p=settings.top_p)
