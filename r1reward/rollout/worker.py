@@ -8,20 +8,14 @@ the sampler's log-probs. Weight updates arrive through vLLM's own weight-transfe
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
 from typing import Any
 
 from r1reward.config.schema import RolloutConfig
+from r1reward.sync.backend import weight_transfer_backend
 
 # A random model can sample vision special tokens; a completion holding one breaks the learner's
 # forward ("image features and image tokens do not match"), so they are banned at sampling.
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
-
-
-def default_transfer_backend() -> str:
-    import torch
-
-    return "nccl" if torch.cuda.is_available() else "r1reward_gloo"
 
 
 class RolloutWorker:
@@ -46,7 +40,7 @@ class RolloutWorker:
             tensor_parallel_size=self.cfg.tensor_parallel_size, max_model_len=self.cfg.max_model_len,
             limit_mm_per_prompt={"image": max_images, "video": 0},
             mm_processor_kwargs={"min_pixels": mm_pixels[0], "max_pixels": mm_pixels[1]},
-            weight_transfer_config=WeightTransferConfig(backend=transfer_backend or default_transfer_backend()),
+            weight_transfer_config=WeightTransferConfig(backend=transfer_backend or weight_transfer_backend()),
             worker_extension_cls="r1reward.sync.worker_extension.WeightSyncExtension",
             **engine_kwargs)
         tokenizer = self.llm.get_tokenizer()
