@@ -12,7 +12,12 @@ from r1reward.data.collate import collate_for_learner, replicate
 from r1reward.data.prompt import EVALUATOR_PROMPT, format_prompt
 from r1reward.data.records import DataError, PreferenceRecord
 from r1reward.data.render import (
-    build_messages, encode_prompt, render_prompt, resize_for_model, target_size,
+    build_messages,
+    encode_prompt,
+    render_prompt,
+    resize_for_model,
+    rollout_prompt,
+    target_size,
 )
 
 
@@ -145,3 +150,18 @@ def test_collated_batch_matches_single_sample_forward(tiny_model_dir, processor)
             vision = {"pixel_values": s["pixel_values"], "image_grid_thw": s["image_grid_thw"]}
             alone = model(input_ids=ids, **(vision if len(s["image_grid_thw"]) else {})).logits
             torch.testing.assert_close(logits[b, : ids.shape[1]], alone[0], atol=1e-4, rtol=1e-4)
+
+
+def test_rollout_prompt_takes_paths_and_pil_images_alike(processor, tmp_path):
+    """The one prompt builder (RL, hard examples, eval, serve): a PIL image and the same picture saved
+    as a file give the same text and the same resized pixels; image_first moves the image ahead."""
+    picture = Image.effect_noise((100, 60), 40).convert("RGB")
+    picture.save(tmp_path / "p.png")
+    bounds = (4 * 28 * 28, 16 * 28 * 28)
+    from_file = rollout_prompt(processor, make_record(["p.png"]), *bounds, image_root=tmp_path)
+    from_pil = rollout_prompt(processor, make_record([picture]), *bounds)
+    assert from_file["prompt"] == from_pil["prompt"] == render_prompt(processor, make_record(["p.png"]))
+    assert [i.size for i in from_file["images"]] == [i.size for i in from_pil["images"]] != [picture.size]
+    assert list(from_file["images"][0].getdata()) == list(from_pil["images"][0].getdata())
+    first = rollout_prompt(processor, make_record([picture]), *bounds, image_first=True)["prompt"]
+    assert first == render_prompt(processor, make_record([picture]), image_first=True) != from_pil["prompt"]

@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from helpers import MRB_ROWS, placeholder_images, run_cli, write_jsonl
 from r1reward.algo.reward import parse_choice_lenient
 from r1reward.eval.runner import EvalOptions, run_eval
-from test_eval_inputs import placeholder_images
-from test_eval_metrics import MRB_ROWS, run_cli, write_jsonl
 
 pytestmark = pytest.mark.slow
 MAX_PIXELS = 64 * 28 * 28  # small images keep the tiny model's prompts short

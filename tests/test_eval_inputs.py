@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from helpers import placeholder_images, run_cli
 from r1reward.errors import UserError
 from r1reward.eval.runner import EvalOptions, prepare_rows, run_eval
 from r1reward.eval.score import load_pairs
 
 NO_MODEL = "/nonexistent/model"  # loading it would fail with another message: proves nothing was loaded
-
-
-def placeholder_images(root: Path, data: Path, limit: int | None = None, leave_out: int = 0) -> list[str]:
-    """Write a small PNG at the image paths of the first ``limit`` rows, except the first ``leave_out``
-    such rows; returns the ids of the rows left without an image."""
-    buf = io.BytesIO()
-    Image.new("RGB", (32, 24), "gray").save(buf, format="PNG")
-    missing = []
-    for n, line in enumerate(data.read_text().splitlines()[:limit]):
-        row = json.loads(line)
-        if not row.get("image"):
-            continue
-        if n < leave_out:
-            missing.append(row["id"])
-            continue
-        (root / row["image"]).parent.mkdir(parents=True, exist_ok=True)
-        (root / row["image"]).write_bytes(buf.getvalue())
-    return missing
 
 
 def test_missing_images_stop_before_the_model_loads(tmp_path, benchmarks_dir):
@@ -133,7 +115,6 @@ def test_ray_worker_pool_keeps_the_input_order():
 
 def test_eval_command_passes_every_option_to_run_eval(monkeypatch, tmp_path, capsys):
     import r1reward.eval.runner as runner
-    from test_eval_metrics import run_cli
 
     seen = {}
 

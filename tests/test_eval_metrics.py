@@ -2,42 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from helpers import MRB_ROWS, run_cli, write_jsonl
 from r1reward.errors import UserError
 from r1reward.eval.benchmarks import multimodal_rewardbench_category, read_benchmark
 from r1reward.eval.metrics import compute_metrics
 from r1reward.eval.report import markdown_table
 from r1reward.eval.voting import majority_vote
-
-
-def run_cli(argv: list[str]) -> int:
-    """`r1reward ...` through r1reward.cli once eval is wired into it, else through add_commands alone."""
-    from r1reward import cli
-    from r1reward.eval.cli import add_commands
-
-    cli.build_parser()  # once cli.py calls add_commands, building its parser registers our commands
-    if "eval-metrics" in cli.COMMANDS:
-        return cli.main(argv)
-    parser, registry = argparse.ArgumentParser(), {}
-    add_commands(parser.add_subparsers(dest="command", required=True),
-                 lambda name: lambda fn: registry.setdefault(name, fn))
-    args = parser.parse_args(argv)
-    try:
-        return registry[args.command](args) or 0
-    except UserError as exc:
-        print(f"r1reward {args.command}: error: {exc}")
-        return 2
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def eval_metrics(tmp_path: Path, benchmark: str, data: Path, predictions: list[dict], *extra: str) -> dict:
@@ -129,19 +105,6 @@ def test_mm_rlhf_skipped_video_rows_leave_the_denominators(tmp_path, benchmarks_
 
 
 # --- Multimodal RewardBench ---------------------------------------------------------------------------
-MRB_ROWS = [  # (ID, Category, Better): one or two rows for each of the eight reported categories
-    ("nocaps_1", "open_generation/correctness_task", "Output1"),
-    ("visitbench_2", "open_generation/correctness_task", "Output2"),
-    ("wildvision_3", "open_generation/preference_task", "Output2"),
-    ("mmmu-pro_4", "knowledge", "Output1"),
-    ("mathvista_5", "reasoning", "Output1"),
-    ("EMMA-Coding_6", "reasoning", "Output2"),
-    ("PAIRS_7", "safety", "Output1"),
-    ("hateful_memes_8", "safety", "Output2"),
-    ("RealworldQA_9", "vqa", "Output1"),
-]
-
-
 @pytest.fixture
 def mrb_file(tmp_path) -> Path:
     return write_jsonl(tmp_path / "mrb.jsonl", [

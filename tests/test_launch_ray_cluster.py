@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import StreamLines, wait_for_exit
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +35,9 @@ NODE_PORT_FLAGS = ["--node-manager-port", "--object-manager-port", "--dashboard-
                    "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port"]
 HEAD_CPUS, WORKER_CPUS, WORKERS = 1, 2, 3
 JOB_ID = re.compile(r"raysubmit_\w+")
+# How long a test waits for one event (a line, an exit, a status) before failing: generous, because
+# two cores shared by several test runs can stall a Ray job's start for minutes.
+EVENT_DEADLINE_S = 600
 
 
 def _free_ports(n: int) -> list[int]:
@@ -150,7 +155,7 @@ def cluster():
         _wait("the head's Jobs API", lambda: _api(info, "/api/jobs/") is not None, 180, procs)
         for i in range(1, WORKERS + 1):  # one at a time: together they outrun the GCS on 2 cores
             start([f"--address=127.0.0.1:{gcs}", "--num-cpus", str(WORKER_CPUS), *node(i)], f"w{i}")
-            _wait(f"{i + 1} alive nodes", lambda: _alive_nodes(info) == i + 1, 120, procs)
+            _wait(f"{i + 1} alive nodes", lambda nodes=i + 1: _alive_nodes(info) == nodes, 120, procs)
         yield info
     finally:
         _stop(procs, temp)
@@ -244,19 +249,28 @@ def test_ctrl_c_leaves_the_job_running_and_says_how_to_stop_it(cluster, tiny_mod
     proc = subprocess.Popen([str(BIN / "r1reward-launch"), "--address", cluster["dashboard"],
                              *_tiny(tiny_model_dir, synthetic_dir, tmp_path / "run")],
                             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out = StreamLines(proc.stdout, "r1reward-launch's stdout")
+    err = StreamLines(proc.stderr, "r1reward-launch's stderr")
     try:
-        job_id = next(m.group(0) for line in proc.stdout if (m := JOB_ID.search(line)))
-        time.sleep(2)
+        # Events, not sleeps: the launcher prints the job id, then follows the job's log. The first line of
+        # that log shows it is following, which is where a Ctrl-C must land. Deadlines are generous
+        # because a loaded machine can take minutes to start the job; each wait says what it waited for.
+        submitted, match = out.wait_for(JOB_ID.pattern, EVENT_DEADLINE_S)
+        job_id = match.group(0)
+        out.wait_for(".", EVENT_DEADLINE_S, start=submitted + 1)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        code = wait_for_exit(proc, EVENT_DEADLINE_S, "r1reward-launch after Ctrl-C")
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err
+    stderr = err.all_text()
+    assert code == 130, out.text()[-3000:] + stderr[-3000:]
     assert _job_status(cluster, job_id) in ("PENDING", "RUNNING")
-    stop = err.split("Stop it with: ")[1].split()
+    stop = stderr.split("Stop it with: ")[1].split()
     assert stop[:4] == ["ray", "job", "stop", job_id]
-    done = subprocess.run([str(BIN / "ray"), *stop[1:]], env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([str(BIN / "ray"), *stop[1:]], env=env, capture_output=True, text=True,
+                          timeout=EVENT_DEADLINE_S)
     assert done.returncode == 0, done.stderr
-    _wait("the job to stop", lambda: _job_status(cluster, job_id) in ("STOPPED", "FAILED", "SUCCEEDED"), 60, [])
+    _wait("the job to stop", lambda: _job_status(cluster, job_id) in ("STOPPED", "FAILED", "SUCCEEDED"),
+          EVENT_DEADLINE_S, [])
     assert _job_status(cluster, job_id) == "STOPPED"

@@ -10,9 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_FORMAT = re.compile(r"<think>.*?</think><answer>.*?</answer>", re.DOTALL)
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
+from r1reward.algo.tags import answer_texts, first_answer_text, is_well_formed, think_text
 
 
 @dataclass(frozen=True)
@@ -28,14 +26,12 @@ class RewardParts:
 def format_reward(text: str) -> float:
     """1.0 if the stripped text is exactly ``<think>...</think><answer>...</answer>`` with one of each
     opening tag, else 0.0."""
-    stripped = text.strip()
-    ok = _FORMAT.fullmatch(stripped) and stripped.count("<think>") == 1 and stripped.count("<answer>") == 1
-    return 1.0 if ok else 0.0
+    return 1.0 if is_well_formed(text) else 0.0
 
 
 def parse_answer(text: str) -> int | None:
     """The choice in the last ``<answer>...</answer>``: 1 or 2; None if absent or anything else."""
-    found = _ANSWER.findall(text)
+    found = answer_texts(text)
     if not found:
         return None
     content = found[-1].strip()
@@ -46,10 +42,10 @@ def parse_choice_lenient(text: str) -> int | None:
     """The released evaluation rule: the first ``<answer>(.*?)</answer>`` (a number equal to 1 or 2),
     else the last character ``1`` or ``2`` anywhere in the text. None when nothing is found; the
     released scripts then count the pair as "2" (anything but 1 is 2), which is the caller's call."""
-    match = _ANSWER.search(text)
-    if match:
+    content = first_answer_text(text)
+    if content is not None:
         try:
-            value = float(match.group(1).strip())
+            value = float(content.strip())
         except ValueError:
             return None
         return int(value) if value in (1.0, 2.0) else None
@@ -204,10 +200,10 @@ def rule_consistency(text: str) -> int:
     that does. Negated preferences ("Response 1 is not better") state none.
     """
     answer = parse_answer(text)
-    think = _THINK.search(text)
+    think = think_text(text)
     if answer is None or think is None:
         return 0
-    sentences = [_normalise(s) for s in _conclusion_sentences(think.group(1))]
+    sentences = [_normalise(s) for s in _conclusion_sentences(think)]
     marked = [s for s in sentences if _CONCLUSION.search(s)]
     for candidates in (marked, sentences):
         for sentence in reversed(candidates):

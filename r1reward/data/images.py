@@ -103,8 +103,11 @@ def _open(source: ImageSource, image_root: str | Path | None) -> tuple[Image.Ima
         raise DataError(f"cannot decode image {where}: {exc}", reason="image-undecodable") from exc
 
 
-def load_image(source: ImageSource, image_root: str | Path | None = None) -> Image.Image:
-    """The image as a fully decoded RGB PIL image. Raises DataError (reason image-missing/-undecodable)."""
+def load_image(source: ImageSource | Image.Image, image_root: str | Path | None = None) -> Image.Image:
+    """The image as a fully decoded RGB PIL image. Raises DataError (reason image-missing/-undecodable).
+    A PIL image is taken as it is (API users pass them directly; records carry paths or bytes)."""
+    if isinstance(source, Image.Image):
+        return source.convert("RGB")
     image, where = _open(source, image_root)
     try:
         image.load()

@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from r1reward.data.images import decode_base64_string, is_embedded
+from r1reward.data.jsonl import iter_jsonl
 from r1reward.data.prompt import EVALUATOR_PROMPT
 from r1reward.data.records import DataError, ImageSource, PreferenceRecord
 
@@ -75,22 +76,11 @@ def data_files(path: str | Path) -> list[Path]:
 
 def _iter_jsonl(path: Path, schema: Schema) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
     checked = False
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:  # e.g. a truncated last line: one bad row, not a bad file
-                yield line_no, DataError(f"invalid JSON: {exc}", reason="invalid-json")
-                continue
-            if not isinstance(row, dict):
-                yield line_no, DataError(f"not a JSON object: {type(row).__name__}", reason="invalid-json")
-                continue
-            if not checked:  # JSONL has no header: the first row stands for the file's columns
-                _check_columns(path, schema, set(row))
-                checked = True
-            yield line_no, row
+    for line_no, row in iter_jsonl(path):  # a bad line (e.g. a truncated last one) is one bad row
+        if not checked and not isinstance(row, DataError):
+            _check_columns(path, schema, set(row))  # JSONL has no header: the first row stands for the columns
+            checked = True
+        yield line_no, row
 
 
 def _iter_json(path: Path, schema: Schema) -> Iterator[tuple[int, dict[str, Any] | DataError]]:

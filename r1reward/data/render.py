@@ -78,16 +78,22 @@ def resize_for_model(
     return image.resize((width, height), Image.Resampling.BICUBIC)
 
 
-def prompt_and_images(
+def rollout_prompt(
     processor: Any,
     record: PreferenceRecord,
-    image_root: str | Path | None = None,
     min_pixels: int = MIN_PIXELS,
     max_pixels: int = MAX_PIXELS,
-) -> tuple[str, list[Image.Image]]:
-    """The rendered prompt and its images resized for the model: what vLLM is given."""
+    image_root: str | Path | None = None,
+    image_first: bool = False,
+) -> dict[str, Any]:
+    """What a rollout worker takes for one record: ``{"prompt": rendered text, "images": PIL images}``.
+
+    The one way a record becomes a prompt, for RL experience, hard-example selection, evaluation and
+    the server alike. Images (paths, bytes or PIL images) are resized as in training, so the processor
+    does not resize them again; ``image_first`` is the released evaluation's layout.
+    """
     images = [resize_for_model(load_image(s, image_root), min_pixels, max_pixels) for s in record.images]
-    return render_prompt(processor, record), images
+    return {"prompt": render_prompt(processor, record, image_first), "images": images}
 
 
 def encode_prompt(
@@ -98,8 +104,8 @@ def encode_prompt(
     max_pixels: int = MAX_PIXELS,
 ) -> dict[str, Any]:
     """Token ids of the rendered prompt and the pixel inputs for its images (see `encode_rendered`)."""
-    text, images = prompt_and_images(processor, record, image_root, min_pixels, max_pixels)
-    return encode_rendered(processor, text, images, min_pixels, max_pixels)
+    prompt = rollout_prompt(processor, record, min_pixels, max_pixels, image_root)
+    return encode_rendered(processor, prompt["prompt"], prompt["images"], min_pixels, max_pixels)
 
 
 def encode_rendered(

@@ -8,12 +8,12 @@ in the R1-Reward output format (`sft.jsonl`).
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from r1reward.data.jsonl import write_jsonl
 from r1reward.data.records import PreferenceRecord
 from r1reward.data.writers import rl_row, write_rl_parquet
 
@@ -102,6 +102,5 @@ def make_synthetic_data(out_dir: str | Path, num: int, seed: int = 0) -> dict[st
     paths = {"rl": out / "train.parquet", "pairs": out / "pairs.jsonl", "sft": out / "sft.jsonl"}
     write_rl_parquet(rl_rows, paths["rl"])
     for key, rows in (("pairs", pairs), ("sft", sft)):
-        with open(paths[key], "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
+        write_jsonl(rows, paths[key])
     return paths

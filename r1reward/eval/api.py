@@ -19,9 +19,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from r1reward.data.records import PreferenceRecord
-from r1reward.data.render import MAX_PIXELS, MIN_PIXELS
-from r1reward.eval.generation import (Generator, Sampled, build_prompt, close_engine, eval_rollout_config,
-                                      reasoning_of, sample_votes, start_engine)
+from r1reward.data.render import MAX_PIXELS, MIN_PIXELS, rollout_prompt
+from r1reward.eval.generation import (
+    Generator,
+    Sampled,
+    close_engine,
+    eval_rollout_config,
+    reasoning_of,
+    sample_votes,
+    start_engine,
+)
 from r1reward.eval.voting import Vote, majority_vote, vote_share
 
 
@@ -104,7 +111,7 @@ class RewardModel:
         records = [PreferenceRecord(id=str(i), question=p.question, images=list(p.images),
                                     response_1=p.response_1, response_2=p.response_2, label=1)
                    for i, p in enumerate(pairs)]
-        return [build_prompt(self.processor, r, self.min_pixels, self.max_pixels) for r in records]
+        return [rollout_prompt(self.processor, r, self.min_pixels, self.max_pixels) for r in records]
 
     def seeds_for(self, count: int, seed: int | None = None) -> list[int]:
         """One sampling seed per prompt of a call: prompt i of a call with seed s uses s * 1_000_003 + i,

@@ -7,20 +7,13 @@ engine between runs this way). A script that starts the in-process engine needs 
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from PIL import Image
-
 from r1reward.algo.reward import parse_choice_lenient
+from r1reward.algo.tags import think_text
 from r1reward.config.schema import RolloutConfig
-from r1reward.data.images import load_image
-from r1reward.data.records import PreferenceRecord
-from r1reward.data.render import render_prompt, resize_for_model
 from r1reward.eval.voting import Vote
-
-_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 
 
 class Generator(Protocol):
@@ -123,20 +116,6 @@ def close_engine(engine: Any) -> None:
         core.shutdown()
 
 
-def _as_image(source: Any) -> Image.Image:
-    # API users may pass PIL images directly; records carry paths or bytes.
-    return source.convert("RGB") if isinstance(source, Image.Image) else load_image(source)
-
-
-def build_prompt(processor: Any, record: PreferenceRecord, min_pixels: int, max_pixels: int,
-                 image_first: bool = False) -> dict[str, Any]:
-    """What a rollout worker takes: the rendered Table-1 prompt (text first as in training, or
-    ``image_first`` as the released evaluation) and the images (paths, bytes or PIL images), resized
-    as in training."""
-    images = [resize_for_model(_as_image(source), min_pixels, max_pixels) for source in record.images]
-    return {"prompt": render_prompt(processor, record, image_first), "images": images}
-
-
 @dataclass
 class Sampled:
     """K generations for one prompt and their parsed votes (lenient rule; None = unparseable)."""
@@ -148,8 +127,8 @@ class Sampled:
 
 def reasoning_of(text: str) -> str:
     """The ``<think>`` part of a generation, or the whole text when it has none."""
-    match = _THINK.search(text)
-    return (match.group(1) if match else text).strip()
+    think = think_text(text)
+    return (text if think is None else think).strip()
 
 
 def sample_votes(engine: Generator, prompts: list[dict[str, Any]], k: int, temperature: float,

@@ -3,38 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-
-from r1reward.errors import UserError
-
-
-def write_jsonl(rows: Iterable[dict[str, Any]], path: str | Path) -> Path:
-    path = Path(path)
-    with path.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return path
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """The JSON objects of a JSONL file; a bad line is a one-line UserError naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"file not found: {path}")
-    rows = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{line_no}: invalid JSON: {exc}") from None
-        if not isinstance(row, dict):
-            raise UserError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
-        rows.append(row)
-    return rows
 
 
 def write_json(data: dict[str, Any], path: str | Path) -> Path:
@@ -54,7 +24,8 @@ def markdown_table(metrics: dict[str, Any]) -> str:
              + (f"; skipped {metrics['skipped']} ({metrics['skipped_by_reason']})" if metrics["skipped"] else "")
              + ".", ""]
     orders = metrics.get("orders")
-    head = "| category | both orders | original | swapped | pairs |" if orders else "| category | accuracy | correct / total |"
+    head = ("| category | both orders | original | swapped | pairs |" if orders
+            else "| category | accuracy | correct / total |")
     lines += [head, "|---|---|---|---|---|" if orders else "|---|---|---|"]
     for name, rate in metrics["categories"].items():
         count = metrics["category_counts"][name]

@@ -28,14 +28,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from r1reward.data.render import MAX_PIXELS, MIN_PIXELS
+from r1reward.data.jsonl import read_jsonl, write_jsonl
+from r1reward.data.render import MAX_PIXELS, MIN_PIXELS, rollout_prompt
 from r1reward.errors import UserError
 from r1reward.eval.benchmarks import BenchmarkRow, check_rows, describe_problems, read_benchmark
-from r1reward.eval.generation import (Generator, Sampled, build_prompt, close_engine, eval_rollout_config,
-                                      sample_votes, start_engine)
+from r1reward.eval.generation import Generator, Sampled, close_engine, eval_rollout_config, sample_votes, start_engine
 from r1reward.eval.metrics import compute_metrics
 from r1reward.eval.protocol import PROTOCOLS, EvalSettings, resolve_protocol
-from r1reward.eval.report import write_jsonl, write_reports
+from r1reward.eval.report import write_reports
 from r1reward.eval.voting import majority_vote, vote_share
 
 
@@ -135,8 +135,8 @@ def _generate_all(options: EvalOptions, settings: EvalSettings, rows: list[Bench
         prompts, seeds = [], []
         for row in batch:
             for order, record in enumerate([row.record, row.record.swapped()][:orders]):
-                prompts.append(build_prompt(processor, record, options.min_pixels, options.max_pixels,
-                                            image_first=settings.image_first))
+                prompts.append(rollout_prompt(processor, record, options.min_pixels, options.max_pixels,
+                                              image_first=settings.image_first))
                 seeds.append(_seed(options.seed, row.index, order))
         sampled = sample_votes(engine, prompts, options.k, settings.temperature, settings.max_tokens, seeds,
                                top_p=settings.top_p)
@@ -198,7 +198,7 @@ def recompute_metrics(benchmark: str, data: str, predictions_path: str, out_path
                       schema: str | None = None, limit: int | None = None) -> dict[str, Any]:
     """``r1reward eval-metrics``: metrics of a predictions file joined to the benchmark file (no images
     needed), written to ``out_path`` (JSON) and beside it as Markdown (and the K plot, with votes)."""
-    from r1reward.eval.report import markdown_table, plot_scaling, read_jsonl, write_json
+    from r1reward.eval.report import markdown_table, plot_scaling, write_json
 
     out = Path(out_path)
     if not out.parent.is_dir():

@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from r1reward.data.images import check_image, resolve_source
+from r1reward.data.jsonl import read_jsonl, write_jsonl
 from r1reward.data.readers import RowContext, parse_row
 from r1reward.data.records import DataError, PreferenceRecord
 from r1reward.errors import UserError
 from r1reward.eval.api import Pair, RewardModel
-from r1reward.eval.report import read_jsonl, write_jsonl
-
 
 PairRow = tuple[PreferenceRecord | None, str, str]
 

@@ -9,7 +9,6 @@ SFT used by the tests to prime a model; the multi-rank stage 1 is `r1reward sft`
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import torch
 
 from r1reward.data.collate import collate_for_learner, model_inputs
+from r1reward.data.jsonl import read_jsonl
 from r1reward.data.readers import read_records
 from r1reward.data.render import encode_prompt, encode_rendered
 
@@ -25,7 +25,7 @@ CAPTION_PROMPT = "Describe the image."
 
 def sft_examples(processor: Any, sft_path: str | Path, min_pixels: int, max_pixels: int) -> list[dict[str, Any]]:
     """Encoded prompt + target token ids for each row of a canonical JSONL with a `target` column."""
-    targets = [json.loads(line)["target"] for line in Path(sft_path).read_text().splitlines() if line.strip()]
+    targets = [row["target"] for row in read_jsonl(sft_path)]
     records = list(read_records(sft_path, "canonical"))
     if len(records) != len(targets):
         raise ValueError(f"{sft_path}: every row needs a `target`")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import os
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import torch

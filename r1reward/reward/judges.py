@@ -21,12 +21,14 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from r1reward.algo.registry import Registry
 from r1reward.algo.reward import parse_answer, rule_consistency
+from r1reward.algo.tags import text_before_answer, think_text
 from r1reward.config.schema import RewardConfig
 from r1reward.errors import UserError
 
@@ -73,9 +75,6 @@ JUDGE_PROMPTS.add("released", JudgePrompt(RELEASED_JUDGE_PROMPT, ";", "response 
 JUDGE_PROMPTS.add("concise", JudgePrompt(JUDGE_PROMPT, "\n", "Response {n} is better", 8))
 JUDGE_MAX_TOKENS = JUDGE_PROMPTS["concise"].max_tokens
 
-_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
-_TAG = re.compile(r"</?(?:think|answer)>")
-
 
 @dataclass
 class JudgeResult:
@@ -93,8 +92,8 @@ def judge_view(text: str, max_lines: int = 3, prompt: str = "released") -> tuple
     answer = parse_answer(text)
     if answer is None:
         return None
-    think = _THINK.search(text) if prompt == "concise" else None
-    reasoning = think.group(1) if think else _TAG.sub("", text.split("<answer>")[0])
+    think = think_text(text) if prompt == "concise" else None
+    reasoning = think if think is not None else text_before_answer(text)
     lines = [line.strip() for line in reasoning.splitlines() if line.strip()][-max_lines:]
     if not lines:
         return None

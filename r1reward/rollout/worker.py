@@ -9,21 +9,15 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict
 from typing import Any
 
 from r1reward.config.schema import RolloutConfig
+from r1reward.sync.backend import weight_transfer_backend
 
 # A random model can sample vision special tokens; a completion holding one breaks the learner's
 # forward ("image features and image tokens do not match"), so they are banned at sampling.
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
 STALL_S = 24 * 3600.0  # an injected stall outlasts any timeout: the run must end without it
-
-
-def default_transfer_backend() -> str:
-    import torch
-
-    return "nccl" if torch.cuda.is_available() else "r1reward_gloo"
 
 
 class RolloutWorker:
@@ -48,7 +42,7 @@ class RolloutWorker:
             tensor_parallel_size=self.cfg.tensor_parallel_size, max_model_len=self.cfg.max_model_len,
             limit_mm_per_prompt={"image": max_images, "video": 0},
             mm_processor_kwargs={"min_pixels": mm_pixels[0], "max_pixels": mm_pixels[1]},
-            weight_transfer_config=WeightTransferConfig(backend=transfer_backend or default_transfer_backend()),
+            weight_transfer_config=WeightTransferConfig(backend=transfer_backend or weight_transfer_backend()),
             worker_extension_cls="r1reward.sync.worker_extension.WeightSyncExtension",
             **engine_kwargs)
         tokenizer = self.llm.get_tokenizer()

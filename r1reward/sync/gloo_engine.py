@@ -10,19 +10,25 @@ checkpoint layout that the CPU backend repacked for oneDNN and repacks it again.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any, ClassVar
 
 import torch
 from vllm.distributed.weight_transfer.base import (
-    TrainerInitInfo, TrainerWeightTransferEngine, VLLMWeightSyncClient, WeightSource, WeightTransferEngine,
-    WeightTransferInitInfo, WeightTransferUpdateInfo,
+    TrainerInitInfo,
+    TrainerWeightTransferEngine,
+    VLLMWeightSyncClient,
+    WeightSource,
+    WeightTransferEngine,
+    WeightTransferInitInfo,
+    WeightTransferUpdateInfo,
 )
 
+from r1reward.sync.backend import GLOO_BACKEND
 from r1reward.sync.buckets import DEFAULT_BUCKET_BYTES, TensorMeta, checksum, pack, plan_buckets, unpack
 
-BACKEND = "r1reward_gloo"
+BACKEND = GLOO_BACKEND
 # The rendezvous and each broadcast give up after this (timeouts.weight_sync_s sets it for a run).
 DEFAULT_TIMEOUT_S = 600.0
 
@@ -133,7 +139,7 @@ class GlooTrainerWeightTransferEngine(TrainerWeightTransferEngine[GlooTrainerIni
 
     @classmethod
     def trainer_init(cls, init_info: GlooTrainerInitInfo, *, client: VLLMWeightSyncClient,
-                     source: WeightSource | None = None) -> "GlooTrainerWeightTransferEngine":
+                     source: WeightSource | None = None) -> GlooTrainerWeightTransferEngine:
         if source is None:
             raise ValueError("the gloo trainer engine needs a WeightSource")
         engine = cls(client=client, source=source, is_sender=init_info.is_sender,

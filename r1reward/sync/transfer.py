@@ -8,12 +8,14 @@ vision tower is not sent); `connect_trainer` hands both to vLLM's trainer-engine
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from vllm.distributed.weight_transfer.base import ParamMeta, WeightSource
 
-from r1reward.sync.gloo_engine import BACKEND as GLOO_BACKEND, DEFAULT_TIMEOUT_S
+from r1reward.sync.backend import GLOO_BACKEND, weight_transfer_backend
+from r1reward.sync.gloo_engine import DEFAULT_TIMEOUT_S
 from r1reward.waits import wait_all
 
 
@@ -89,7 +91,7 @@ def connect_trainer(client: RayRolloutClient, source: WeightSource, rank: int, m
     from r1reward.sync.vllm_plugin import register
 
     register()
-    backend = backend or ("nccl" if torch.cuda.is_available() else GLOO_BACKEND)
+    backend = backend or weight_transfer_backend()
     if backend == GLOO_BACKEND:
         from r1reward.sync.gloo_engine import GlooTrainerInitInfo
 

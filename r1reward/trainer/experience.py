@@ -12,15 +12,15 @@ import torch
 from r1reward.algo import get_advantage_estimator, kl_penalty, normalize_and_filter, seq_mean_token_mean
 from r1reward.config.schema import AlgoConfig
 from r1reward.data.records import PreferenceRecord
-from r1reward.data.render import encode_rendered, prompt_and_images
+from r1reward.data.render import encode_rendered, rollout_prompt
 from r1reward.data.samples import Sample
 
 
 def prepare_prompt(processor: Any, record: PreferenceRecord, min_pixels: int, max_pixels: int) -> dict[str, Any]:
     """What vLLM needs (rendered text, resized images) and what the learner needs (ids, pixels)."""
-    text, images = prompt_and_images(processor, record, None, min_pixels, max_pixels)
-    encoded = encode_rendered(processor, text, images, min_pixels, max_pixels)
-    return {"prompt": text, "images": images, "label": record.label, **encoded}
+    prompt = rollout_prompt(processor, record, min_pixels, max_pixels)
+    encoded = encode_rendered(processor, prompt["prompt"], prompt["images"], min_pixels, max_pixels)
+    return {**prompt, "label": record.label, **encoded}
 
 
 def make_samples(prompts: list[dict[str, Any]], results: list[dict[str, Any]], policy_version: int) -> list[Sample]:

@@ -13,7 +13,7 @@ from typing import Any
 from r1reward.algo import format_reward, parse_answer
 from r1reward.config.schema import Config
 from r1reward.data.records import PreferenceRecord
-from r1reward.data.render import prompt_and_images
+from r1reward.data.render import rollout_prompt
 
 
 @dataclass
@@ -41,10 +41,7 @@ def sample_choices(model_dir: str, records: list[PreferenceRecord], config: Conf
 
     processor = AutoProcessor.from_pretrained(model_dir)
     pixels = (config.data.min_pixels, config.data.max_pixels)
-    prompts = []
-    for record in records:
-        text, images = prompt_and_images(processor, record, None, *pixels)
-        prompts.append({"prompt": text, "images": images})
+    prompts = [rollout_prompt(processor, record, *pixels) for record in records]
     worker = ray.remote(num_cpus=1)(RolloutWorker).remote(model_dir, asdict(config.rollout), pixels)
     try:
         results = ray.get(worker.generate.remote(prompts, n=k, temperature=temperature,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
+
+from r1reward.data.jsonl import append_jsonl, iter_jsonl, read_jsonl, write_jsonl
 
 
 class MetricsLogger:
@@ -28,8 +28,7 @@ class MetricsLogger:
     def log(self, step: int, metrics: dict[str, float]) -> None:
         for key, value in metrics.items():
             self.writer.add_scalar(key, value, step)
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        append_jsonl({"step": step, **metrics}, self.path)
         self.bar.update(1)
         self.bar.set_postfix({name: f"{metrics[key]:.3f}" for name, key in self.bar_metrics.items() if key in metrics})
 
@@ -43,24 +42,22 @@ def truncate_metrics(path: Path, last_step: int) -> int:
     path = Path(path)
     if not path.is_file():
         return 0
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    rows = [row for _, row in iter_jsonl(path)]
     kept = []
-    for line in lines:
+    for row in rows:
         try:
-            if json.loads(line)["step"] <= last_step:
-                kept.append(line)
-        except (ValueError, KeyError, TypeError):  # a line cut short by a kill
+            if row["step"] <= last_step:  # a line cut short by a kill is a DataError: dropped
+                kept.append(row)
+        except (KeyError, TypeError):
             continue
-    if len(kept) == len(lines):
+    if len(kept) == len(rows):
         return 0
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
-    return len(lines) - len(kept)
+    write_jsonl(kept, path)
+    return len(rows) - len(kept)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return read_jsonl(path)
 
 
 def format_timings(timings: dict[str, float]) -> str:

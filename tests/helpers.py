@@ -1,0 +1,133 @@
+"""Helpers shared by test modules (no tests here): test modules import these, never each other."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import re
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from PIL import Image
+
+from r1reward.errors import UserError
+
+
+def run_cli(argv: list[str]) -> int:
+    """`r1reward ...` through r1reward.cli once eval is wired into it, else through add_commands alone."""
+    from r1reward import cli
+    from r1reward.eval.cli import add_commands
+
+    cli.build_parser()  # once cli.py calls add_commands, building its parser registers our commands
+    if "eval-metrics" in cli.COMMANDS:
+        return cli.main(argv)
+    parser, registry = argparse.ArgumentParser(), {}
+    add_commands(parser.add_subparsers(dest="command", required=True),
+                 lambda name: lambda fn: registry.setdefault(name, fn))
+    args = parser.parse_args(argv)
+    try:
+        return registry[args.command](args) or 0
+    except UserError as exc:
+        print(f"r1reward {args.command}: error: {exc}")
+        return 2
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def placeholder_images(root: Path, data: Path, limit: int | None = None, leave_out: int = 0) -> list[str]:
+    """Write a small PNG at the image paths of the first ``limit`` rows, except the first ``leave_out``
+    such rows; returns the ids of the rows left without an image."""
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 24), "gray").save(buf, format="PNG")
+    missing = []
+    for n, line in enumerate(data.read_text().splitlines()[:limit]):
+        row = json.loads(line)
+        if not row.get("image"):
+            continue
+        if n < leave_out:
+            missing.append(row["id"])
+            continue
+        (root / row["image"]).parent.mkdir(parents=True, exist_ok=True)
+        (root / row["image"]).write_bytes(buf.getvalue())
+    return missing
+
+
+MRB_ROWS = [  # (ID, Category, Better): one or two rows for each of the eight reported categories
+    ("nocaps_1", "open_generation/correctness_task", "Output1"),
+    ("visitbench_2", "open_generation/correctness_task", "Output2"),
+    ("wildvision_3", "open_generation/preference_task", "Output2"),
+    ("mmmu-pro_4", "knowledge", "Output1"),
+    ("mathvista_5", "reasoning", "Output1"),
+    ("EMMA-Coding_6", "reasoning", "Output2"),
+    ("PAIRS_7", "safety", "Output1"),
+    ("hateful_memes_8", "safety", "Output2"),
+    ("RealworldQA_9", "vqa", "Output1"),
+]
+
+
+
+
+class StreamLines:
+    """The lines a subprocess writes to one pipe, read by a thread (so the pipe never fills and blocks
+    the process). Tests wait on events, a line that matches, with a generous deadline, not on sleeps."""
+
+    def __init__(self, stream, name: str) -> None:
+        self.name = name
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._ended = False
+        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream) -> None:
+        for line in stream:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
+
+    def wait_for(self, pattern: str, timeout_s: float, start: int = 0) -> tuple[int, re.Match]:
+        """(index, match) of the first line from ``start`` on that matches ``pattern``. Fails with one
+        line naming the wait when the deadline passes or the stream ends first."""
+        regex, deadline, seen = re.compile(pattern), time.monotonic() + timeout_s, start
+        with self._changed:
+            while True:
+                for index in range(seen, len(self.lines)):
+                    if match := regex.search(self.lines[index]):
+                        return index, match
+                seen = max(seen, len(self.lines))
+                if self._ended:
+                    raise AssertionError(f"{self.name} ended without a line matching {pattern!r}; "
+                                         f"last lines: {self.text()[-2000:]!r}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no line matching {pattern!r} on {self.name} within {timeout_s:g} s")
+                self._changed.wait(left)
+
+    def text(self) -> str:
+        """Everything read so far."""
+        with self._changed:
+            return "".join(self.lines)
+
+    def all_text(self, timeout_s: float = 60) -> str:
+        """Everything the process wrote here, once it has exited (waits, bounded, for the pipe's end)."""
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            raise TimeoutError(f"{self.name} still open {timeout_s:g} s after the process exited")
+        return self.text()
+
+
+def wait_for_exit(proc: subprocess.Popen, timeout_s: float, what: str) -> int:
+    """The process's exit code; a one-line TimeoutError naming ``what`` if it has not exited in time."""
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise TimeoutError(f"{what} still running after {timeout_s:g} s") from None
