@@ -9,7 +9,7 @@ import pytest
 
 from r1reward.config import ConfigError, load_config
 from r1reward.errors import UserError
-from r1reward.launch.plan import (
+from r1reward.placement.plan import (
     PlacementError, apply_ratio, fit_to_nodes, format_plan, make_plan, parse_ratio,
 )
 
@@ -166,7 +166,7 @@ def ray_cluster():
 
 
 def test_validate_cluster_accepts_a_fitting_plan(ray_cluster):
-    from r1reward.trainer.placement import cluster_nodes, validate_cluster
+    from r1reward.placement.groups import cluster_nodes, validate_cluster
 
     found = cluster_nodes()
     assert sorted((n.get("GPU", 0), n["CPU"]) for n in found) == [(0, 1), (2, 3), (2, 3)]
@@ -179,7 +179,7 @@ def test_validate_cluster_accepts_a_fitting_plan(ray_cluster):
 
 def test_too_large_plan_is_rejected_before_anything_is_reserved(ray_cluster):
     import ray
-    from r1reward.trainer.placement import create_placement_group, validate_cluster
+    from r1reward.placement.groups import create_placement_group, validate_cluster
 
     before = len(ray.util.placement_group_table())
     plan = make_plan(load_config(None, [*GPU_ON, "rollout.num_workers=2", "rollout.tensor_parallel_size=2"]))
@@ -196,7 +196,7 @@ def test_placement_group_bundles_land_as_planned(ray_cluster):
     import ray
     from ray.util.placement_group import remove_placement_group
 
-    from r1reward.trainer.placement import create_placement_group, slot_options, validate_cluster
+    from r1reward.placement.groups import create_placement_group, slot_options, validate_cluster
 
     # Colocated TP 2: the rollout's two learner bundles must share a node, which Ray alone won't ensure.
     cfg = load_config(None, [*GPU_ON, "resources.colocate=true", "rollout.tensor_parallel_size=2"])

@@ -3,8 +3,9 @@
     generate (rollout workers) -> score (reward actor) -> experience (old log-probs, returns,
     advantage filter) -> update (learner ranks) -> sync weights (learners -> rollout workers)
 
-Actors, placement and checkpoints are set up here; the maths lives in `r1reward.algo` and
-`r1reward.trainer.experience`.
+Actors, placement and checkpoints are set up here; starting and calling the actors goes through the
+role groups (RolloutGroup, RewardGroup, LearnerGroup), so the step holds no Ray calls. The maths lives
+in `r1reward.algo` and `r1reward.trainer.experience`.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from r1reward.data.order import step_indices, steps_for_epochs
 from r1reward.errors import UserError
 from r1reward.lifetime import start_guard
 from r1reward.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from r1reward.trainer.actors import ActorRun, bundle_node_ip, ensure_ray, split, start_learners
 from r1reward.trainer.experience import assign_advantages, logprob_gap, make_samples, prepare_prompt
 from r1reward.trainer.metrics import MetricsLogger, format_timings
+from r1reward.trainer.run import ActorRun
 
 class Trainer(ActorRun):
     def __init__(self, config: Config) -> None:
@@ -58,14 +59,11 @@ class Trainer(ActorRun):
             raise UserError(f"no usable rows in {cfg.data.train_path}")
 
     def _start_actors(self) -> None:
-        import ray
-        from vllm.utils.network_utils import get_open_port
-
-        from r1reward.launch.plan import make_plan
-        from r1reward.reward.actor import RewardActor
-        from r1reward.rollout.worker import RolloutWorker
-        from r1reward.sync.transfer import RayRolloutClient
-        from r1reward.trainer.placement import create_placement_group, slot_options, validate_cluster
+        from r1reward.learner.group import LearnerGroup
+        from r1reward.placement.groups import create_placement_group, validate_cluster
+        from r1reward.placement.plan import make_plan
+        from r1reward.reward.group import RewardGroup
+        from r1reward.rollout.group import RolloutGroup
 
         cfg = self.config
         plan = make_plan(cfg)
@@ -73,25 +71,15 @@ class Trainer(ActorRun):
         self.placement_group, _ = create_placement_group(plan)
         pg = self.placement_group
         pixels = (cfg.data.min_pixels, cfg.data.max_pixels)
-        self.rollout = [ray.remote(RolloutWorker).options(**slot_options(pg, slot)).remote(
-            cfg.model.path, asdict(cfg.rollout), pixels) for slot in plan.role_slots("rollout")]
-        judge = None
-        if cfg.reward.judge == "vllm":  # the judge model gets its planned slot (a GPU on a cluster)
-            from r1reward.reward.actor import make_judge_actor_class
-
-            judge = make_judge_actor_class().options(**slot_options(pg, plan.role_slots("judge")[0])).remote(
-                cfg.reward.judge_model, kv_cache_memory_bytes=cfg.rollout.kv_cache_memory_bytes,
-                gpu_memory_utilization=cfg.rollout.gpu_memory_utilization)
-        self.reward = ray.remote(RewardActor).options(**slot_options(pg, plan.role_slots("reward")[0])).remote(
-            asdict(cfg.reward), judge)
+        # The engines load while the learners start; wait_ready below waits for them.
+        self.rollout = RolloutGroup.start(cfg.model.path, asdict(cfg.rollout), pixels, pg, plan.role_slots("rollout"),
+                                          wait=False)
+        self.reward = RewardGroup.start(cfg, pg, plan)
         samples = cfg.trainer.rollout_batch_size * cfg.rollout.n_samples_per_prompt
         optimizer_steps = cfg.trainer.num_steps * cfg.learner.epochs_per_rollout * samples // cfg.learner.train_batch_size
-        self.learners = start_learners(cfg, pg, plan.role_slots("learner"), optimizer_steps)
-        ray.get([worker.ready.remote() for worker in self.rollout])
-        client = RayRolloutClient(self.rollout, cfg.rollout.tensor_parallel_size)
-        # Rank 0 of the sync group is learner rank 0, so it listens on that rank's node.
-        sync_master = (bundle_node_ip(pg, plan.role_slots("learner")[0].bundle), get_open_port())
-        ray.get([learner.init_weight_sync.remote(client, *sync_master) for learner in self.learners])
+        self.learners = LearnerGroup.start(cfg, pg, plan.role_slots("learner"), optimizer_steps)
+        self.rollout.wait_ready()
+        self.learners.init_weight_sync(self.rollout.sync_client())
 
     # --- one step -------------------------------------------------------------------------------
     def _records_for(self, step: int):
@@ -106,23 +94,11 @@ class Trainer(ActorRun):
         return records
 
     def _generate(self, prompts: list[dict[str, Any]], step: int) -> list[dict[str, Any]]:
-        import ray
-
         cfg = self.config
         seeds = [cfg.trainer.seed * 1_000_003 + step * 10_007 + i for i in range(len(prompts))]
-        chunks, seed_chunks = split(prompts, len(self.rollout)), split(seeds, len(self.rollout))
-        refs = [w.generate.remote(c, n=cfg.rollout.n_samples_per_prompt, seeds=s)
-                for w, c, s in zip(self.rollout, chunks, seed_chunks) if c]
-        return [r for part in ray.get(refs) for r in part]
-
-    def _on_learners(self, method: str, samples: list[dict[str, Any]]) -> list[Any]:
-        import ray
-
-        return ray.get([getattr(l, method).remote(part) for l, part in zip(self.learners, split(samples, len(self.learners)))])
+        return self.rollout.generate(prompts, n=cfg.rollout.n_samples_per_prompt, seeds=seeds)
 
     def train_step(self, step: int) -> dict[str, float]:
-        import ray
-
         cfg = self.config
         with self._phase("prepare"):
             prompts = [prepare_prompt(self.processor, r, cfg.data.min_pixels, cfg.data.max_pixels)
@@ -130,9 +106,9 @@ class Trainer(ActorRun):
         with self._phase("generate"):
             samples = make_samples(prompts, self._generate(prompts, step))
         with self._phase("reward"):
-            scores = ray.get(self.reward.score.remote([s["text"] for s in samples], [s["label"] for s in samples]))
+            scores = self.reward.score([s["text"] for s in samples], [s["label"] for s in samples])
         with self._phase("experience"):
-            parts = self._on_learners("compute_logprobs", samples)  # old and (with KL) reference log-probs
+            parts = self.learners.compute_logprobs(samples)  # old and (with KL) reference log-probs
             for key in parts[0]:
                 for sample, logp in zip(samples, [x for part in parts for x in part[key]]):
                     sample[key] = logp
@@ -145,10 +121,9 @@ class Trainer(ActorRun):
                 for key in ("sampler_logprobs", "ref_logprobs", "text", "label", "prompt_index"):
                     sample.pop(key, None)
             nan_loss = cfg.trainer.debug_nan_loss_step == step + 1  # fault injection: rank 0's loss only
-            parts = ray.get([learner.train.remote(part, debug_nan_loss=nan_loss and rank == 0) for rank, (learner, part)
-                             in enumerate(zip(self.learners, split(samples, len(self.learners))))])
+            parts = self.learners.train(samples, debug_nan_loss=nan_loss)
         with self._phase("sync"):
-            ray.get([l.push_weights.remote() for l in self.learners])
+            self.learners.push_weights()
         lengths = [len(s["completion_ids"]) for s in samples]
         metrics.update({k: sum(p[k] for p in parts) / len(parts) for k in parts[0]})
         metrics.update({
@@ -166,13 +141,11 @@ class Trainer(ActorRun):
                                keep=self.config.trainer.keep_checkpoints)
 
     def _resume(self) -> None:
-        import ray
-
         checkpoint = latest_checkpoint(self.output_dir)
         if checkpoint is None:
             return
         self.step = load_checkpoint(self.learners, checkpoint)["step"]
-        ray.get([l.push_weights.remote() for l in self.learners])  # the rollout workers start from the base model
+        self.learners.push_weights()  # the rollout workers start from the base model
         print(f"resumed from {checkpoint} at step {self.step}")
 
     # --- the loop -------------------------------------------------------------------------------
@@ -188,18 +161,21 @@ class Trainer(ActorRun):
                                                      cfg.trainer.rollout_batch_size)
             (self.output_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
             print(f"{cfg.trainer.num_epochs} epoch(s) of {len(self.dataset)} prompts: {cfg.trainer.num_steps} steps")
+        from r1reward.placement.ray_init import ensure_ray
+
         start_guard()  # a local Ray and everything under it ends with this process, however it ends
         ensure_ray(cfg, self.output_dir / "logs")
         self._start_actors()
         if cfg.trainer.resume:
             self._resume()
 
-    def actors(self) -> list[Any]:
-        reward = [self.reward] if getattr(self, "reward", None) is not None else []
-        return [*getattr(self, "rollout", []), *getattr(self, "learners", []), *reward]
+    def groups(self) -> list[Any]:
+        return [g for g in (getattr(self, n, None) for n in ("rollout", "learners", "reward")) if g is not None]
 
     def fit(self) -> dict[str, Any]:
         import ray
+
+        from r1reward.placement.remote import ActorTimeout
 
         cfg = self.config
         logger = MetricsLogger(self.output_dir, cfg.trainer.num_steps, self.step, desc="rl")
@@ -211,7 +187,7 @@ class Trainer(ActorRun):
                 logger.log(self.step, metrics)
                 if self.step % cfg.trainer.save_every == 0 or self.step == cfg.trainer.num_steps:
                     last_saved = self.save_checkpoint(self.step)
-        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as error:
+        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError, ActorTimeout) as error:
             hint = f"; resume from {last_saved} with trainer.resume=true" if last_saved else ""
             raise UserError(f"training stopped at step {self.step + 1}: {str(error).splitlines()[0]}{hint}") from error
         finally:
