@@ -106,6 +106,22 @@ def test_cpu_shortage_and_strict_strategies():
         fit_to_nodes(spread, nodes(3, 2))
 
 
+def test_rollout_only_plans_of_hard_example_selection_and_eval():
+    from r1reward.eval.generation import eval_plan
+    from r1reward.placement.plan import rollout_plan
+
+    cfg = load_config(None, [*GPU_ON, "rollout.num_workers=3", "rollout.tensor_parallel_size=2"])
+    plan = rollout_plan(cfg, num_workers=1)  # hard-example selection: one engine, a training worker's share
+    assert plan.bundles == [{"GPU": 2.0, "CPU": 1.0}] and plan.bundle_indices()["learner"] == []
+    assert [s.rank for s in rollout_plan(cfg).role_slots("rollout")] == [0, 1, 2]
+    with pytest.raises(PlacementError, match="the plan needs 2 GPUs"):
+        fit_to_nodes(plan, [{"CPU": 8}])  # a GPU-less cluster is refused, not silently run on CPUs
+    plan = eval_plan(4, 0.5)  # `r1reward eval --workers 4 --gpus-per-worker 0.5`
+    assert plan.bundles == [{"GPU": 0.5, "CPU": 1.0}] * 4 and [s.bundle for s in plan.slots] == [0, 1, 2, 3]
+    assert fit_to_nodes(plan, [{"GPU": 1, "CPU": 2}, {"GPU": 1, "CPU": 2}]) == [[0, 1], [2, 3]]
+    assert eval_plan(2, 0.0).bundles == [{"CPU": 1.0}] * 2  # the CPU: no GPU asked for
+
+
 def test_empty_bundle_is_a_user_error():
     with pytest.raises(PlacementError, match="a learner rank must ask for some GPU or CPU"):
         make_plan(load_config(None, ["resources.cpus_per_learner_rank=0"]))
