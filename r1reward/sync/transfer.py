@@ -13,7 +13,12 @@ from typing import Any, Iterator, Sequence
 import torch
 from vllm.distributed.weight_transfer.base import ParamMeta, WeightSource
 
+from r1reward.placement.remote import wait_all
 from r1reward.sync.gloo_engine import BACKEND as GLOO_BACKEND
+
+# One weight-sync call on the rollout workers (they wait in the transfer group's collectives, which
+# time out on their own after gloo_engine.TIMEOUT); this only stops a hung actor.
+SYNC_CALL_TIMEOUT_S = 1800.0
 
 
 class RayRolloutClient:
@@ -28,16 +33,16 @@ class RayRolloutClient:
         return 1 + len(self.workers) * self.ranks_per_worker
 
     def _all(self, method: str, *args: Any) -> None:
-        import ray
+        self._wait(method, [getattr(w, method).remote(*args) for w in self.workers])
 
-        ray.get([getattr(w, method).remote(*args) for w in self.workers])
+    def _wait(self, method: str, refs: list[Any]) -> None:
+        wait_all(refs, SYNC_CALL_TIMEOUT_S, f"{len(self.workers)} rollout worker(s): weight sync {method}")
 
     def init_weight_transfer_engine(self, init_info: dict[str, Any]) -> None:
-        import ray
-
         # Each engine's workers take consecutive ranks after the trainer's rank 0.
-        ray.get([w.init_weight_transfer_engine.remote({**init_info, "rank_offset": 1 + i * self.ranks_per_worker})
-                 for i, w in enumerate(self.workers)])
+        self._wait("init_weight_transfer_engine", [
+            w.init_weight_transfer_engine.remote({**init_info, "rank_offset": 1 + i * self.ranks_per_worker})
+            for i, w in enumerate(self.workers)])
 
     def start_weight_update(self) -> None:
         self._all("start_weight_update")
