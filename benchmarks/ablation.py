@@ -69,7 +69,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from r1reward.config import load_config
-    from r1reward.trainer.actors import ensure_ray
+    from r1reward.placement.ray_init import ensure_ray
     from r1reward.trainer.checkpoint import latest_checkpoint
     from r1reward.trainer.hard_examples import records_of, sample_choices
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from r1reward.errors import UserError
+from r1reward.paths import prepare_output_dir
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {}
 
@@ -18,23 +19,6 @@ def command(name: str):
         COMMANDS[name] = fn
         return fn
     return register
-
-
-def prepare_output_dir(path: str | Path) -> Path:
-    """Create `path` with its parents (like mkdir -p) and check it is writable; one-line error otherwise."""
-    out = Path(path).expanduser()
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output path exists and is not a directory: {out}")
-    blocking = next((p for p in out.absolute().parents if p.exists() and not p.is_dir()), None)
-    if blocking is not None:
-        raise UserError(f"cannot create output directory {out}: {blocking} is a file, not a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create output directory {out}: {e.strerror}") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise UserError(f"output directory is not writable: {out}")
-    return out
 
 
 @command("make-tiny-model")
@@ -91,14 +75,12 @@ def _train(args: argparse.Namespace) -> None:
 @command("select-hard")
 def _select_hard(args: argparse.Namespace) -> None:
     from r1reward.config import load_config
-    from r1reward.trainer.actors import ensure_ray
     from r1reward.trainer.hard_examples import records_of, sample_choices, select_hard, summarise, write_hard
 
     config = load_config(args.config, args.overrides)
     if not Path(args.model).exists():
         raise UserError(f"model not found: {args.model}")
-    records = records_of(args.data, args.schema, config)
-    ensure_ray(config)
+    records = records_of(args.data, args.schema, config)  # the sampling starts (or joins) Ray on its own plan
     choices = sample_choices(args.model, records, config, k=args.k)
     hard = select_hard(records, choices)
     write_hard(hard, args.out)

@@ -16,7 +16,7 @@ import yaml
 from r1reward.cli import build_parser as train_parser
 from r1reward.config import load_config
 from r1reward.launch.cli import build_parser as launch_parser
-from r1reward.launch.plan import fit_to_nodes, make_plan
+from r1reward.placement.plan import fit_to_nodes, make_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster"

@@ -48,7 +48,7 @@ def test_paper_config_holds_the_recipe():
 
 
 def test_paper_config_fits_four_nodes_of_eight_gpus():
-    from r1reward.launch.plan import fit_to_nodes, make_plan
+    from r1reward.placement.plan import fit_to_nodes, make_plan
 
     plan = make_plan(load_config(PAPER))
     assert plan.totals[0] == 32 and fit_to_nodes(plan, [{"GPU": 8, "CPU": 64}] * 4)

@@ -11,7 +11,7 @@ from r1reward.config import load_config
 from r1reward.data.dataset import PreferenceDataset
 from r1reward.data.order import epoch_order, position, step_indices, steps_for_epochs
 from r1reward.data.records import PreferenceRecord
-from r1reward.trainer.actors import split
+from r1reward.placement.remote import split
 from r1reward.trainer.driver import Trainer
 
 SOURCES = ("rlaif-v", "vl-feedback", "povid", "wildvision")

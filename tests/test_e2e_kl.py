@@ -59,9 +59,9 @@ def kl_run(ray_session, sft_model_dir, synthetic_dir, tmp_path_factory):
     try:
         trainer.setup()
         sample = _fixed_sample(trainer)
-        before = ray.get([l.compute_logprobs.remote([sample]) for l in trainer.learners])
+        before = ray.get([l.compute_logprobs.remote([sample]) for l in trainer.learners.ranks])
         result = trainer.fit()
-        after = ray.get([l.compute_logprobs.remote([sample]) for l in trainer.learners])
+        after = ray.get([l.compute_logprobs.remote([sample]) for l in trainer.learners.ranks])
     finally:
         trainer.shutdown()
     yield {"result": result, "before": before, "after": after, "output_dir": output_dir}

@@ -28,7 +28,7 @@ def _config(tiny_model_dir, synthetic_dir, output_dir, steps: int, resume: bool 
 def _probe(trainer, prompts):
     import ray
 
-    return ray.get(trainer.rollout[0].generate.remote(prompts, seeds=[11, 12]))
+    return ray.get(trainer.rollout.workers[0].generate.remote(prompts, seeds=[11, 12]))
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ def test_resume_continues_at_the_saved_step_and_a_dead_actor_ends_the_run(traine
         assert (output_dir / "checkpoints" / "step_3" / "trainer_state.json").is_file()
 
         # An actor that dies ends the run with its error and the checkpoint to resume from; no hang.
-        ray.kill(trainer.rollout[0])
+        ray.kill(trainer.rollout.workers[0])
         trainer.config.trainer.num_steps = 4
         with pytest.raises(UserError, match=r"training stopped at step 4: .*resume from .*step_3 with trainer.resume=true"):
             trainer.fit()

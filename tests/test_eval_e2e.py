@@ -154,3 +154,32 @@ def test_reward_model_api_and_score(engine, tmp_path):
     assert summary == {"pairs": 2, "judged": 2, "skipped": 0, "labelled": 1,
                        "accuracy": float(lines[0]["correct"])}
     assert "correct" not in lines[1]
+
+
+def test_two_engines_on_their_own_placement_group_answer_as_the_in_process_one(engine, tiny_model_dir):
+    """`--workers 2`: a RolloutGroup on a rollout-only placement group of its own (and a Ray started here
+    when none runs). Same seeds, same answers as the in-process engine; closing gives all of it back."""
+    import ray
+
+    from r1reward.data.render import MIN_PIXELS
+    from r1reward.eval.generation import close_engine, eval_rollout_config, start_engine
+
+    prompts = [{"prompt": f"Is {i} an even number?"} for i in range(3)]
+    seeds = [7, 8, 9]
+    started_here = not ray.is_initialized()
+    group = start_engine(str(tiny_model_dir), eval_rollout_config(64), (MIN_PIXELS, MAX_PIXELS), workers=2)
+    try:
+        assert len(group) == 2 and ray.is_initialized()
+        table = ray.util.placement_group_table(group.placement_group)
+        assert table["state"] == "CREATED" and list(table["bundles"].values()) == [{"CPU": 1.0}] * 2
+        pg = group.placement_group
+        answers = group.generate(prompts, n=2, max_tokens=16, seeds=seeds)
+    finally:
+        close_engine(group)
+    if started_here:
+        assert not ray.is_initialized()
+    else:
+        assert ray.util.placement_group_table(pg)["state"] == "REMOVED"
+    expected = engine[0].generate(prompts, n=2, max_tokens=16, seeds=seeds)
+    assert [[g["text"] for g in r["generations"]] for r in answers] == \
+        [[g["text"] for g in r["generations"]] for r in expected]

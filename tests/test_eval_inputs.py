@@ -83,11 +83,11 @@ def test_score_pairs_with_a_missing_image(tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_worker_pool_keeps_the_input_order():
+def test_rollout_group_keeps_the_input_order():
     """W workers as Ray actors (stand-ins for RolloutWorker): chunks come back in the input order."""
     import ray
 
-    from r1reward.eval.generation import RayWorkerPool
+    from r1reward.rollout.group import RolloutGroup
 
     class EchoWorker:
         def __init__(self, name: str) -> None:
@@ -101,14 +101,14 @@ def test_ray_worker_pool_keeps_the_input_order():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         actor = ray.remote(num_cpus=0)(EchoWorker)
-        pool = RayWorkerPool([actor.remote("w0"), actor.remote("w1"), actor.remote("w2")])
+        pool = RolloutGroup([actor.remote("w0"), actor.remote("w1"), actor.remote("w2")])
         out = pool.generate([{"prompt": str(i)} for i in range(7)], n=2, seeds=list(range(100, 107)))
         texts = [r["generations"][0]["text"] for r in out]
         assert texts == ["0|w0|100", "1|w0|101", "2|w0|102", "3|w1|103", "4|w1|104", "5|w2|105", "6|w2|106"]
         assert all(len(r["generations"]) == 2 for r in out)
         assert len(pool.generate([{"prompt": "only"}], n=1)) == 1  # fewer prompts than workers
         pool.close()
-        assert pool.handles == []
+        assert pool.workers == []
     finally:
         ray.shutdown()
 

@@ -14,25 +14,25 @@ from r1reward.trainer import checkpoint as ckpt
 
 
 # --- checkpoints that cannot be half-written ------------------------------------------------------
-class _Ref:
-    def __init__(self, fn, *args):
-        self.fn, self.args = fn, args
+class _FakeLearners:
+    """A LearnerGroup's save: writes what each learner rank writes (a DeepSpeed folder, rank 0 an hf/
+    folder); `fail_at` makes rank 1 raise mid-save, after part of the files are on disk, as a full disk
+    or a dead rank would."""
 
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.fail_at = fail_at
 
-class _FakeLearner:
-    """Writes what a learner rank writes (a DeepSpeed folder, rank 0 an hf/ folder); `fail_at` raises
-    mid-save, after part of the files are on disk, as a full disk or a dead rank would."""
+    def save(self, directory: str, tag: str, hf_dir: str) -> None:
+        for rank in (0, 1):
+            self._save_rank(rank, directory, tag, hf_dir)
 
-    def __init__(self, rank: int, fail_at: int | None = None) -> None:
-        self.rank, self.fail_at = rank, fail_at
-        self.save = type("M", (), {"remote": lambda _, *a: self._save(*a)})()
-
-    def _save(self, directory: str, tag: str, hf_dir: str) -> None:
+    def _save_rank(self, rank: int, directory: str, tag: str, hf_dir: str) -> None:
+        fail_at = self.fail_at if rank == 1 else None
         (Path(directory) / tag).mkdir(parents=True, exist_ok=True)
-        (Path(directory) / tag / f"rank{self.rank}.pt").write_bytes(b"x" * 64)
-        if self.fail_at is not None and tag == f"step_{self.fail_at}":
+        (Path(directory) / tag / f"rank{rank}.pt").write_bytes(b"x" * 64)
+        if fail_at is not None and tag == f"step_{fail_at}":
             raise OSError(28, "No space left on device")
-        if self.rank == 0:
+        if rank == 0:
             Path(hf_dir).mkdir(parents=True, exist_ok=True)
             (Path(hf_dir) / "model.safetensors").write_bytes(tag.encode())
 
@@ -42,19 +42,11 @@ class _FakeProcessor:
         (Path(path) / "processor_config.json").write_text("{}")
 
 
-@pytest.fixture
-def no_ray_get(monkeypatch):
-    import ray
-
-    monkeypatch.setattr(ray, "get", lambda refs, timeout=None: refs)
-
-
 def _save(out: Path, step: int, fail_at: int | None = None, keep: int = 0) -> Path:
-    learners = [_FakeLearner(0), _FakeLearner(1, fail_at)]
-    return ckpt.save_checkpoint(learners, _FakeProcessor(), out, step, {"samples_seen": step}, keep=keep)
+    return ckpt.save_checkpoint(_FakeLearners(fail_at), _FakeProcessor(), out, step, {"samples_seen": step}, keep=keep)
 
 
-def test_a_save_that_fails_midway_leaves_the_previous_checkpoint_latest_and_no_partial(tmp_path, no_ray_get):
+def test_a_save_that_fails_midway_leaves_the_previous_checkpoint_latest_and_no_partial(tmp_path):
     _save(tmp_path, 2)
     with pytest.raises(OSError, match="No space left"):
         _save(tmp_path, 4, fail_at=4)
@@ -84,14 +76,14 @@ def test_latest_checkpoint_ignores_partial_incomplete_and_foreign_directories(tm
     assert ckpt.latest_checkpoint(tmp_path / "nowhere") is None
 
 
-def test_a_partial_directory_left_by_a_killed_save_is_replaced_by_the_next_save(tmp_path, no_ray_get):
+def test_a_partial_directory_left_by_a_killed_save_is_replaced_by_the_next_save(tmp_path):
     stale = tmp_path / "checkpoints" / ".step_2.partial"
     (stale / "junk").mkdir(parents=True)
     _save(tmp_path, 2)
     assert not stale.exists() and not (tmp_path / "checkpoints" / "step_2" / "junk").exists()
 
 
-def test_a_resaved_step_replaces_the_old_directory_whole(tmp_path, no_ray_get):
+def test_a_resaved_step_replaces_the_old_directory_whole(tmp_path):
     first = _save(tmp_path, 2)
     (first / "stale").write_text("from the first save")
     _save(tmp_path, 2)
@@ -100,14 +92,14 @@ def test_a_resaved_step_replaces_the_old_directory_whole(tmp_path, no_ray_get):
 
 
 @pytest.mark.parametrize("keep, left", [(0, [1, 2, 3, 4, 5]), (2, [4, 5]), (1, [5])])
-def test_keep_checkpoints_keeps_the_newest(tmp_path, no_ray_get, keep, left):
+def test_keep_checkpoints_keeps_the_newest(tmp_path, keep, left):
     for step in range(1, 6):
         _save(tmp_path, step, keep=keep)
     assert [int(p.name.split("_")[1]) for p in ckpt.complete_checkpoints(tmp_path)] == left
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [f"step_{s}" for s in left]
 
 
-def test_a_failed_save_prunes_nothing(tmp_path, no_ray_get):
+def test_a_failed_save_prunes_nothing(tmp_path):
     _save(tmp_path, 1, keep=1)
     with pytest.raises(OSError):
         _save(tmp_path, 2, fail_at=2, keep=1)
@@ -246,7 +238,7 @@ def test_every_torch_load_is_weights_only():
 def test_the_judge_url_comes_from_the_config_only(monkeypatch):
     from r1reward.config.schema import RewardConfig
     from r1reward.errors import UserError
-    from r1reward.reward.judges import OpenAIJudge
+    from r1reward.algo.judges import OpenAIJudge
 
     for var in ("OPENAI_BASE_URL", "OPENAI_API_BASE", "JUDGE_URL", "R1REWARD_JUDGE_URL"):
         monkeypatch.setenv(var, "http://attacker.invalid:1/v1")

@@ -9,7 +9,7 @@ import pytest
 
 from r1reward.config import ConfigError, load_config
 from r1reward.errors import UserError
-from r1reward.launch.plan import (
+from r1reward.placement.plan import (
     PlacementError, apply_ratio, fit_to_nodes, format_plan, make_plan, parse_ratio,
 )
 
@@ -106,6 +106,22 @@ def test_cpu_shortage_and_strict_strategies():
         fit_to_nodes(spread, nodes(3, 2))
 
 
+def test_rollout_only_plans_of_hard_example_selection_and_eval():
+    from r1reward.eval.generation import eval_plan
+    from r1reward.placement.plan import rollout_plan
+
+    cfg = load_config(None, [*GPU_ON, "rollout.num_workers=3", "rollout.tensor_parallel_size=2"])
+    plan = rollout_plan(cfg, num_workers=1)  # hard-example selection: one engine, a training worker's share
+    assert plan.bundles == [{"GPU": 2.0, "CPU": 1.0}] and plan.bundle_indices()["learner"] == []
+    assert [s.rank for s in rollout_plan(cfg).role_slots("rollout")] == [0, 1, 2]
+    with pytest.raises(PlacementError, match="the plan needs 2 GPUs"):
+        fit_to_nodes(plan, [{"CPU": 8}])  # a GPU-less cluster is refused, not silently run on CPUs
+    plan = eval_plan(4, 0.5)  # `r1reward eval --workers 4 --gpus-per-worker 0.5`
+    assert plan.bundles == [{"GPU": 0.5, "CPU": 1.0}] * 4 and [s.bundle for s in plan.slots] == [0, 1, 2, 3]
+    assert fit_to_nodes(plan, [{"GPU": 1, "CPU": 2}, {"GPU": 1, "CPU": 2}]) == [[0, 1], [2, 3]]
+    assert eval_plan(2, 0.0).bundles == [{"CPU": 1.0}] * 2  # the CPU: no GPU asked for
+
+
 def test_empty_bundle_is_a_user_error():
     with pytest.raises(PlacementError, match="a learner rank must ask for some GPU or CPU"):
         make_plan(load_config(None, ["resources.cpus_per_learner_rank=0"]))
@@ -166,7 +182,7 @@ def ray_cluster():
 
 
 def test_validate_cluster_accepts_a_fitting_plan(ray_cluster):
-    from r1reward.trainer.placement import cluster_nodes, validate_cluster
+    from r1reward.placement.groups import cluster_nodes, validate_cluster
 
     found = cluster_nodes()
     assert sorted((n.get("GPU", 0), n["CPU"]) for n in found) == [(0, 1), (2, 3), (2, 3)]
@@ -179,7 +195,7 @@ def test_validate_cluster_accepts_a_fitting_plan(ray_cluster):
 
 def test_too_large_plan_is_rejected_before_anything_is_reserved(ray_cluster):
     import ray
-    from r1reward.trainer.placement import create_placement_group, validate_cluster
+    from r1reward.placement.groups import create_placement_group, validate_cluster
 
     before = len(ray.util.placement_group_table())
     plan = make_plan(load_config(None, [*GPU_ON, "rollout.num_workers=2", "rollout.tensor_parallel_size=2"]))
@@ -196,7 +212,7 @@ def test_placement_group_bundles_land_as_planned(ray_cluster):
     import ray
     from ray.util.placement_group import remove_placement_group
 
-    from r1reward.trainer.placement import create_placement_group, slot_options, validate_cluster
+    from r1reward.placement.groups import create_placement_group, slot_options, validate_cluster
 
     # Colocated TP 2: the rollout's two learner bundles must share a node, which Ray alone won't ensure.
     cfg = load_config(None, [*GPU_ON, "resources.colocate=true", "rollout.tensor_parallel_size=2"])

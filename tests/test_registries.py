@@ -13,7 +13,7 @@ from r1reward.config import ConfigError, load_config
 from r1reward.config.load import registered_names
 from r1reward.config.schema import AlgoConfig
 from r1reward.data.samples import Sample
-from r1reward.reward.judges import JUDGE_PROMPTS, JUDGES, needs_model_actor
+from r1reward.algo.judges import JUDGE_PROMPTS, JUDGES, needs_model_actor
 from r1reward.trainer.experience import assign_advantages
 
 

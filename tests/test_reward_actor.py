@@ -14,8 +14,8 @@ import pytest
 
 from r1reward.config.schema import RewardConfig
 from r1reward.reward import actor as actor_mod
-from r1reward.reward.actor import RewardActor
-from r1reward.reward.judges import (JUDGE_PROMPT, OpenAIJudge, VLLMJudge, build_judge_prompt, make_judge,
+from r1reward.reward.actor import RayJudgeClient, RewardActor
+from r1reward.algo.judges import (JUDGE_PROMPT, OpenAIJudge, VLLMJudge, build_judge_prompt, make_judge,
                                     parse_judge_output)
 
 GOOD = "<think>Response 1 misreads the chart.\nOverall, Response 2 is better.</think><answer>2</answer>"
@@ -89,7 +89,7 @@ class _BrokenJudge:
     def judge(self, texts):
         if self.values is None:
             raise RuntimeError("judge down")
-        from r1reward.reward.judges import JudgeResult
+        from r1reward.algo.judges import JudgeResult
         return JudgeResult(list(self.values))
 
 
@@ -300,7 +300,8 @@ def test_vllm_judge_with_fake_engine(ray_local) -> None:
 def test_vllm_judge_timeout(ray_local) -> None:
     engine = ray_local.remote(num_cpus=0)(FakeEngine).remote("1", sleep_s=0.6)
     assert ray_local.get(engine.num_calls.remote(), timeout=60) == 0  # started, so the first call runs
-    judge = VLLMJudge(RewardConfig(judge="vllm", judge_timeout_s=0.2, judge_retries=1), engine, backoff_s=0.01)
+    judge = VLLMJudge(RewardConfig(judge="vllm", judge_timeout_s=0.2, judge_retries=1), RayJudgeClient(engine),
+                      backoff_s=0.01)
     res = judge.judge([GOOD, GARBAGE, GOOD])
     assert res.values == [0, 0, 0] and res.failures == 2 and res.skipped == 1
     # The first call was running and finishes unread; the queued retry was cancelled or also ran.
@@ -312,9 +313,9 @@ def test_vllm_judge_with_tiny_model(ray_local, tiny_model_dir) -> None:
     engine = actor_mod.make_judge_actor_class(num_cpus=1).remote(str(tiny_model_dir), dtype="float32")
     ray_local.get(engine.ready.remote(), timeout=600)
     texts = [GOOD, INCONSISTENT, GARBAGE, WRONG]
-    res = VLLMJudge(RewardConfig(judge="vllm", judge_timeout_s=120), engine).judge(texts)
+    res = VLLMJudge(RewardConfig(judge="vllm", judge_timeout_s=120), RayJudgeClient(engine)).judge(texts)
     assert set(res.values) <= {-1, 0, 1} and res.values[2] == 0 and res.skipped == 1 and res.failures == 0
     assert res.invalid == sum(v == 0 for k, v in enumerate(res.values) if k != 2)  # a random model: 0s are invalid
-    res = VLLMJudge(RewardConfig(judge="vllm", judge_timeout_s=0.001, judge_retries=1), engine,
+    res = VLLMJudge(RewardConfig(judge="vllm", judge_timeout_s=0.001, judge_retries=1), RayJudgeClient(engine),
                     backoff_s=0.01).judge(texts)
     assert res.values == [0, 0, 0, 0] and res.failures == 3

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from r1reward.config.schema import RewardConfig
-from r1reward.reward.judges import (JUDGE_PROMPTS, RELEASED_JUDGE_PROMPT, VLLMJudge, _ask, build_judge_prompt,
+from r1reward.algo.judges import (JUDGE_PROMPTS, RELEASED_JUDGE_PROMPT, VLLMJudge, _ask, build_judge_prompt,
                                     judge_max_tokens, judge_view, parse_judge_output)
 
 CONSISTENT = "<think>R1 misses the dog.\nR2 names both animals.\nSo Response 2 is better.</think><answer>2</answer>"
@@ -65,7 +65,7 @@ class ScriptedVLLMJudge(VLLMJudge):
     """The batched judge with its actor call replaced by scripted rounds of replies."""
 
     def __init__(self, rounds: list, retries: int = 2) -> None:
-        super().__init__(RewardConfig(judge="vllm", judge_model="m", judge_retries=retries), judge_actor=object(),
+        super().__init__(RewardConfig(judge="vllm", judge_model="m", judge_retries=retries), judge_client=object(),
                          backoff_s=0.0)
         self.rounds, self.asked = list(rounds), []
 

@@ -101,9 +101,9 @@ def _get(config: Config, dotted: str):
 
 
 def _judge_registries() -> dict[str, Registry]:
-    # The judges live with the code that calls them (reward/judges.py imports no Ray or vLLM at import
-    # time); imported here, at validation, so that the config package does not load them on import.
-    from r1reward.reward.judges import JUDGE_PROMPTS, JUDGES
+    # Imported here, at validation, so that importing the config package does not load the judges' HTTP
+    # client.
+    from r1reward.algo.judges import JUDGE_PROMPTS, JUDGES
 
     return {"reward.judge": JUDGES, "reward.judge_prompt": JUDGE_PROMPTS}
 

@@ -12,7 +12,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import torch
 from PIL import Image
 
 from r1reward.data.images import load_image
@@ -114,6 +113,8 @@ def encode_rendered(
     """``prompt_ids`` (list[int]), ``pixel_values`` (float tensor [patches, patch_dim]) and
     ``image_grid_thw`` (long tensor [n_images, 3]) of a rendered prompt; both tensors have zero rows
     when there are no images."""
+    import torch  # here, not at the top: `r1reward --help` reads this module's pixel bounds without torch
+
     if images:
         # The same bounds go to the processor so that it keeps our (already conforming) sizes.
         size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}

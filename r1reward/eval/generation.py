@@ -1,4 +1,4 @@
-"""Sampling K judgements per prompt with vLLM: one in-process rollout worker, or W of them as Ray actors.
+"""Sampling K judgements per prompt with vLLM: one in-process rollout worker, or a RolloutGroup of W.
 
 Any object with the ``RolloutWorker.generate`` signature can stand in for the engine (tests share one
 engine between runs this way). A script that starts the in-process engine needs the
@@ -45,69 +45,35 @@ def eval_rollout_config(max_new_tokens: int, temperature: float = 1.0, dtype: st
     return out
 
 
-class RayWorkerPool:
-    """W rollout workers (Ray actor handles) used as one engine: each call is split into W contiguous
-    chunks, generated concurrently and put back together in the input order."""
+def eval_plan(workers: int, gpus_per_worker: float) -> Any:
+    """The rollout-only placement plan of W evaluation engines: `gpus_per_worker` GPUs and one CPU each."""
+    from r1reward.config.schema import Config
+    from r1reward.placement.plan import rollout_plan
 
-    def __init__(self, handles: list[Any], owns_ray: bool = False) -> None:
-        if not handles:
-            raise ValueError("RayWorkerPool needs at least one worker")
-        self.handles = handles
-        self.owns_ray = owns_ray
-
-    def generate(self, prompts: list[dict[str, Any]], n: int = 1, temperature: float | None = None,
-                 top_p: float | None = None, max_tokens: int | None = None,
-                 seeds: list[int] | None = None) -> list[dict[str, Any]]:
-        import ray
-
-        size, extra = divmod(len(prompts), len(self.handles))
-        refs, start = [], 0
-        for i, handle in enumerate(self.handles):
-            stop = start + size + (i < extra)
-            if stop > start:
-                refs.append(handle.generate.remote(
-                    prompts[start:stop], n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                    seeds=None if seeds is None else seeds[start:stop]))
-            start = stop
-        return [result for chunk in ray.get(refs) for result in chunk]
-
-    def close(self) -> None:
-        import ray
-
-        for handle in self.handles:
-            ray.kill(handle)
-        self.handles = []
-        if self.owns_ray:
-            ray.shutdown()
+    config = Config()
+    config.rollout.num_workers = workers
+    config.resources.gpus_per_rollout_worker, config.resources.cpus_per_rollout_worker = gpus_per_worker, 1.0
+    return rollout_plan(config)
 
 
 def start_engine(model_path: str, config: dict[str, Any], mm_pixels: tuple[int, int], workers: int = 1,
                  gpus_per_worker: float | None = None) -> Generator:
-    """One in-process RolloutWorker for ``workers`` <= 1, else a RayWorkerPool of W actors (on a local
-    Ray started here unless one is running). ``gpus_per_worker`` defaults to 1 on a GPU machine and 0
-    on the CPU; a fraction packs several engines onto one GPU (lower gpu_memory_utilization to match)."""
+    """One in-process RolloutWorker for ``workers`` <= 1, else a RolloutGroup of W actors on their own
+    placement group (on a local Ray started here unless one is running, or RAY_ADDRESS's cluster).
+    ``gpus_per_worker`` defaults to 1 on a GPU machine and 0 on the CPU; a fraction packs several engines
+    onto one GPU (lower gpu_memory_utilization to match)."""
     from r1reward.rollout.worker import RolloutWorker
 
     if workers <= 1:
         return RolloutWorker(str(model_path), config, mm_pixels)
-    import os
+    from r1reward.rollout.group import RolloutGroup
 
-    import ray
-
-    owns_ray = not ray.is_initialized()
-    if owns_ray and os.environ.get("RAY_ADDRESS"):  # join the user's cluster: it brings its own resources
-        ray.init()
-    elif owns_ray:
-        ray.init(num_cpus=max(os.cpu_count() or 1, workers), include_dashboard=False, log_to_driver=False)
     gpus = (1.0 if cuda_available() else 0.0) if gpus_per_worker is None else gpus_per_worker
-    actor = ray.remote(num_cpus=1, num_gpus=gpus)(RolloutWorker)
-    handles = [actor.remote(str(model_path), config, mm_pixels) for _ in range(workers)]
-    ray.get([handle.ready.remote() for handle in handles])
-    return RayWorkerPool(handles, owns_ray=owns_ray)
+    return RolloutGroup.start_alone(str(model_path), config, mm_pixels, eval_plan(workers, gpus))
 
 
 def close_engine(engine: Any) -> None:
-    """Stop what start_engine started: Ray actors, or the in-process vLLM engine core."""
+    """Stop what start_engine started: a RolloutGroup, or the in-process vLLM engine core."""
     if hasattr(engine, "close"):
         engine.close()
         return

@@ -37,6 +37,7 @@ from r1reward.eval.metrics import compute_metrics
 from r1reward.eval.protocol import PROTOCOLS, EvalSettings, resolve_protocol
 from r1reward.eval.report import write_reports
 from r1reward.eval.voting import majority_vote, vote_share
+from r1reward.paths import prepare_output_dir
 
 
 @dataclass
@@ -151,8 +152,6 @@ def _generate_all(options: EvalOptions, settings: EvalSettings, rows: list[Bench
 def run_eval(options: EvalOptions, engine: Generator | None = None, processor: Any = None) -> dict[str, Any]:
     """Evaluate and write the outputs; returns the metrics. ``engine``/``processor`` reuse what the
     caller already loaded (the engine is then left running); otherwise they load from ``model``."""
-    from r1reward.cli import prepare_output_dir
-
     options.check()
     if (engine is None or processor is None) and not options.model:
         raise UserError("--model is required")

@@ -13,9 +13,12 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from r1reward.errors import UserError
+
+if TYPE_CHECKING:
+    from r1reward.config import Config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,13 +68,27 @@ def _submit_and_follow(client, api_url: str, spec) -> int:
     return 1
 
 
+def _train_here(config: Config) -> int:
+    """What `r1reward train` with the printed command does, in this process, on the config already
+    loaded and split above (the same one the command line would load)."""
+    from r1reward.trainer.driver import Trainer
+
+    try:
+        result = Trainer(config).run()
+    except KeyboardInterrupt:
+        print("r1reward-launch: interrupted", file=sys.stderr)
+        return 130
+    print(f"finished at step {result['step']}; last checkpoint: {result['checkpoint']}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     address = args.address or os.environ.get("RAY_ADDRESS") or None
     try:
         from r1reward.config import load_config
-        from r1reward.launch.plan import (PlacementError, apply_ratio, fit_to_nodes, format_plan, make_plan,
-                                          parse_ratio)
+        from r1reward.placement.plan import (PlacementError, apply_ratio, fit_to_nodes, format_plan, make_plan,
+                                             parse_ratio)
 
         config = load_config(args.config, args.overrides)
         if address:
@@ -103,9 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("command:", shlex.join(command))
             if args.dry_run:
                 return 0
-            from r1reward.cli import main as r1reward_main
-
-            return r1reward_main(command[1:])
+            return _train_here(config)
         working_dir = (args.working_dir or jobs.repo_root()).resolve()
         spec = jobs.build_job(args.config, overrides, working_dir, args.python)
         print(spec.describe(api_url), flush=True)

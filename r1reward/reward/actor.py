@@ -13,7 +13,7 @@ from typing import Any
 
 from r1reward.algo.reward import score_generation
 from r1reward.config.schema import RewardConfig
-from r1reward.reward.judges import JudgeResult, make_judge, needs_model_actor
+from r1reward.algo.judges import JudgeResult, make_judge, needs_model_actor
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class RewardActor:
         self.cfg = RewardConfig(**cfg)
         if needs_model_actor(self.cfg.judge) and judge_actor is None and self.cfg.judge_model:
             judge_actor = make_judge_actor_class().remote(self.cfg.judge_model)
-        self.judge = make_judge(self.cfg, judge_actor)
+        self.judge = make_judge(self.cfg, RayJudgeClient(judge_actor) if judge_actor is not None else None)
 
     def _judge(self, texts: list[str]) -> JudgeResult:
         n = len(texts)
@@ -93,6 +93,23 @@ class RewardActor:
 
     def ready(self) -> bool:
         return True
+
+
+class RayJudgeClient:
+    """The `algo.judges.JudgeClient` over a `JudgeEngine` actor: one bounded Ray call per round."""
+
+    def __init__(self, judge_actor: Any) -> None:
+        self.actor = judge_actor
+
+    def generate(self, prompts: list[str], temperature: float, max_tokens: int, timeout_s: float) -> list[str]:
+        import ray
+
+        ref = self.actor.generate.remote(prompts, temperature, max_tokens)
+        try:
+            return ray.get(ref, timeout=timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            ray.cancel(ref)  # a queued call is dropped; a running one finishes in the actor, unread
+            raise
 
 
 class JudgeEngine:

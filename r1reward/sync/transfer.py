@@ -19,6 +19,7 @@ from r1reward.sync.gloo_engine import DEFAULT_TIMEOUT_S
 from r1reward.waits import wait_all
 
 
+
 class RayRolloutClient:
     """Drives every rollout worker through vLLM's four weight-sync calls and waits for all of them."""
 

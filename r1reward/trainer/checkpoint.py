@@ -83,25 +83,21 @@ def prune_checkpoints(output_dir: Path, keep: int) -> list[Path]:
     return old
 
 
-def save_checkpoint(learners: list[Any], processor: Any, output_dir: Path, step: int, state: dict[str, Any],
-                    keep: int = 0, timeout_s: float | None = None) -> Path:
-    """`timeout_s` bounds the ranks' save (None: no bound, for callers without a config)."""
-    import ray
-
+def save_checkpoint(learners: Any, processor: Any, output_dir: Path, step: int, state: dict[str, Any],
+                    keep: int = 0) -> Path:
+    """`learners`: a LearnerGroup (every rank saves its DeepSpeed state; rank 0 also the hf/ model); its
+    waits are bounded by the run's timeouts."""
     directory = Path(output_dir) / "checkpoints" / f"step_{step}"
     with staged_directory(directory) as staging:
         hf_dir = staging / "hf"
-        ray.get([learner.save.remote(str(staging / "deepspeed"), f"step_{step}", str(hf_dir)) for learner in learners],
-                timeout=timeout_s)
+        learners.save(str(staging / "deepspeed"), f"step_{step}", str(hf_dir))
         processor.save_pretrained(hf_dir)
         (staging / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=1))
     prune_checkpoints(output_dir, keep)
     return directory
 
 
-def load_checkpoint(learners: list[Any], checkpoint: Path, timeout_s: float | None = None) -> dict[str, Any]:
-    """Restores every rank's DeepSpeed state; returns the saved trainer state."""
-    import ray
-
-    ray.get([learner.load.remote(str(checkpoint / "deepspeed"), checkpoint.name) for learner in learners], timeout=timeout_s)
+def load_checkpoint(learners: Any, checkpoint: Path) -> dict[str, Any]:
+    """Restores every rank's DeepSpeed state (`learners`: a LearnerGroup); returns the saved trainer state."""
+    learners.load(str(checkpoint / "deepspeed"), checkpoint.name)
     return json.loads((checkpoint / STATE_FILE).read_text())

@@ -3,8 +3,9 @@
     generate (rollout workers) -> score (reward actor) -> experience (old log-probs, returns,
     advantage filter) -> update (learner ranks) -> sync weights (learners -> rollout workers)
 
-Actors, placement and checkpoints are set up here; the maths lives in `r1reward.algo` and
-`r1reward.trainer.experience`.
+Actors, placement and checkpoints are set up here; starting and calling the actors goes through the
+role groups (RolloutGroup, RewardGroup, LearnerGroup), so the step holds no Ray calls. The maths lives
+in `r1reward.algo` and `r1reward.trainer.experience`.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from r1reward.data.order import step_indices, steps_for_epochs
 from r1reward.errors import UserError
 from r1reward.lifetime import start_guard
 from r1reward.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from r1reward.trainer.actors import ActorRun, bundle_node_ip, ensure_ray, learner_roles, split, start_learners
 from r1reward.trainer.experience import assign_advantages, logprob_gap, make_samples, prepare_prompt
 from r1reward.trainer.metrics import MetricsLogger, format_timings
-from r1reward.waits import WaitError, error_line, wait_all
+from r1reward.trainer.run import ActorRun
+from r1reward.waits import WaitError, error_line
 
 
 class RunStopped(UserError):
@@ -39,13 +40,6 @@ class Trainer(ActorRun):
         self.output_dir = Path(config.trainer.output_dir)
         self.timings: dict[str, float] = {}
         self.step = 0
-
-    def _wait(self, refs: list[Any], roles: list[str], call: str, timeout_s: float | None = None) -> list[Any]:
-        """Every remote wait of the run: bounded by the config, failing with the role named."""
-        return wait_all(refs, roles, call, timeout_s or self.config.timeouts.remote_call_s)
-
-    def _learner_wait(self, refs: list[Any], call: str, timeout_s: float | None = None) -> list[Any]:
-        return self._wait(refs, learner_roles(len(refs)), call, timeout_s)
 
     @contextmanager
     def _phase(self, name: str):
@@ -77,14 +71,11 @@ class Trainer(ActorRun):
                 json.dumps({**report.as_dict(), "first_bad_rows": report.examples}, indent=1))
 
     def _start_actors(self) -> None:
-        import ray
-        from vllm.utils.network_utils import get_open_port
-
-        from r1reward.launch.plan import make_plan
-        from r1reward.reward.actor import RewardActor
-        from r1reward.rollout.worker import RolloutWorker
-        from r1reward.sync.transfer import RayRolloutClient
-        from r1reward.trainer.placement import create_placement_group, slot_options, validate_cluster
+        from r1reward.learner.group import LearnerGroup
+        from r1reward.placement.groups import create_placement_group, validate_cluster
+        from r1reward.placement.plan import make_plan
+        from r1reward.reward.group import RewardGroup
+        from r1reward.rollout.group import RolloutGroup
 
         cfg = self.config
         plan = make_plan(cfg)
@@ -92,30 +83,15 @@ class Trainer(ActorRun):
         self.placement_group, _ = create_placement_group(plan)
         pg = self.placement_group
         pixels = (cfg.data.min_pixels, cfg.data.max_pixels)
-        self.rollout = [ray.remote(RolloutWorker).options(**slot_options(pg, slot)).remote(
-            cfg.model.path, asdict(cfg.rollout), pixels) for slot in plan.role_slots("rollout")]
-        judge = None
-        if cfg.reward.judge == "vllm":  # the judge model gets its planned slot (a GPU on a cluster)
-            from r1reward.reward.actor import make_judge_actor_class
-
-            judge = make_judge_actor_class().options(**slot_options(pg, plan.role_slots("judge")[0])).remote(
-                cfg.reward.judge_model, kv_cache_memory_bytes=cfg.rollout.kv_cache_memory_bytes,
-                gpu_memory_utilization=cfg.rollout.gpu_memory_utilization)
-        self.reward = ray.remote(RewardActor).options(**slot_options(pg, plan.role_slots("reward")[0])).remote(
-            asdict(cfg.reward), judge)
+        # The engines load while the learners start; wait_ready below waits for them.
+        self.rollout = RolloutGroup.start(cfg.model.path, asdict(cfg.rollout), pixels, pg, plan.role_slots("rollout"),
+                                          wait=False, timeouts=cfg.timeouts)
+        self.reward = RewardGroup.start(cfg, pg, plan)
         samples = cfg.trainer.rollout_batch_size * cfg.rollout.n_samples_per_prompt
         optimizer_steps = cfg.trainer.num_steps * cfg.learner.epochs_per_rollout * samples // cfg.learner.train_batch_size
-        self.learners = start_learners(cfg, pg, plan.role_slots("learner"), optimizer_steps)
-        self._wait([worker.ready.remote() for worker in self.rollout], self._rollout_roles(), "rollout start-up",
-                   cfg.timeouts.startup_s)
-        client = RayRolloutClient(self.rollout, cfg.rollout.tensor_parallel_size, cfg.timeouts.weight_sync_s)
-        # Rank 0 of the sync group is learner rank 0, so it listens on that rank's node.
-        sync_master = (bundle_node_ip(pg, plan.role_slots("learner")[0].bundle), get_open_port())
-        self._learner_wait([learner.init_weight_sync.remote(client, *sync_master) for learner in self.learners],
-                           "weight sync set-up", cfg.timeouts.weight_sync_s + 60)
-
-    def _rollout_roles(self) -> list[str]:
-        return [f"rollout worker {i}" for i in range(len(self.rollout))]
+        self.learners = LearnerGroup.start(cfg, pg, plan.role_slots("learner"), optimizer_steps)
+        self.rollout.wait_ready()
+        self.learners.init_weight_sync(self.rollout.sync_client())
 
     # --- one step -------------------------------------------------------------------------------
     def _records_for(self, step: int):
@@ -132,22 +108,14 @@ class Trainer(ActorRun):
     def _generate(self, prompts: list[dict[str, Any]], step: int) -> list[dict[str, Any]]:
         cfg = self.config
         seeds = [cfg.trainer.seed * 1_000_003 + step * 10_007 + i for i in range(len(prompts))]
-        chunks, seed_chunks = split(prompts, len(self.rollout)), split(seeds, len(self.rollout))
-        busy = [(w, c, s, role) for w, c, s, role in zip(self.rollout, chunks, seed_chunks, self._rollout_roles()) if c]
-        refs = [w.generate.remote(c, n=cfg.rollout.n_samples_per_prompt, seeds=s) for w, c, s, _ in busy]
-        return [r for part in self._wait(refs, [role for *_, role in busy], "generate") for r in part]
-
-    def _on_learners(self, method: str, samples: list[dict[str, Any]]) -> list[Any]:
-        return self._learner_wait([getattr(l, method).remote(part)
-                                   for l, part in zip(self.learners, split(samples, len(self.learners)))], method)
+        return self.rollout.generate(prompts, n=cfg.rollout.n_samples_per_prompt, seeds=seeds)
 
     def _sync_weights(self, step: int | None = None) -> None:
         """Learners -> rollout workers. Each side bounds its own waits by timeouts.weight_sync_s; the
-        driver waits a little longer, so that the side that timed out names its peer first."""
+        learner group waits a little longer, so that the side that timed out names its peer first."""
         if step is not None and self.config.trainer.debug_stall_sync_step == step + 1:  # fault injection
-            self._wait([self.rollout[0].debug_stall_next_update.remote()], ["rollout worker 0"], "debug stall")
-        self._learner_wait([l.push_weights.remote() for l in self.learners], "weight sync",
-                           self.config.timeouts.weight_sync_s + 60)
+            self.rollout.debug_stall_next_update()
+        self.learners.push_weights()
 
     def train_step(self, step: int) -> dict[str, float]:
         cfg = self.config
@@ -158,12 +126,11 @@ class Trainer(ActorRun):
             # The workers hold the weights of `step` syncs (one per step; a resume pushes its checkpoint's).
             samples = make_samples(prompts, self._generate(prompts, step), policy_version=step)
         with self._phase("reward"):
-            scores = self._wait([self.reward.score.remote([s.text for s in samples], [s.label for s in samples])],
-                                ["reward actor"], "score")[0]
+            scores = self.reward.score([s.text for s in samples], [s.label for s in samples])
             for sample, reward in zip(samples, scores["reward"]):
                 sample.reward = reward
         with self._phase("experience"):
-            parts = self._on_learners("compute_logprobs", samples)  # old and (with KL) reference log-probs
+            parts = self.learners.compute_logprobs(samples)  # old and (with KL) reference log-probs
             for key in parts[0]:  # "old_logprobs" and, with KL, "ref_logprobs": Sample fields
                 for sample, logp in zip(samples, [x for part in parts for x in part[key]]):
                     setattr(sample, key, logp)
@@ -174,9 +141,7 @@ class Trainer(ActorRun):
         with self._phase("train"):
             samples = [s.for_learner() for s in samples]  # what the learner does not need stays here
             nan_loss = cfg.trainer.debug_nan_loss_step == step + 1  # fault injection: rank 0's loss only
-            parts = self._learner_wait([learner.train.remote(part, debug_nan_loss=nan_loss and rank == 0)
-                                        for rank, (learner, part)
-                                        in enumerate(zip(self.learners, split(samples, len(self.learners))))], "train")
+            parts = self.learners.train(samples, debug_nan_loss=nan_loss)
         with self._phase("sync"):
             self._sync_weights(step)
         lengths = [len(s.completion_ids) for s in samples]
@@ -193,13 +158,13 @@ class Trainer(ActorRun):
     def save_checkpoint(self, step: int) -> Path:
         state = {"samples_seen": step * self.config.trainer.rollout_batch_size, "config": asdict(self.config)}
         return save_checkpoint(self.learners, self.processor, self.output_dir, step, state,
-                               keep=self.config.trainer.keep_checkpoints, timeout_s=self.config.timeouts.remote_call_s)
+                               keep=self.config.trainer.keep_checkpoints)
 
     def _resume(self) -> None:
         checkpoint = latest_checkpoint(self.output_dir)
         if checkpoint is None:
             return
-        self.step = load_checkpoint(self.learners, checkpoint, timeout_s=self.config.timeouts.remote_call_s)["step"]
+        self.step = load_checkpoint(self.learners, checkpoint)["step"]
         self._sync_weights()  # the rollout workers start from the base model
         print(f"resumed from {checkpoint} at step {self.step}")
 
@@ -216,15 +181,16 @@ class Trainer(ActorRun):
                                                      cfg.trainer.rollout_batch_size)
             (self.output_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
             print(f"{cfg.trainer.num_epochs} epoch(s) of {len(self.dataset)} prompts: {cfg.trainer.num_steps} steps")
+        from r1reward.placement.ray_init import ensure_ray
+
         start_guard()  # a local Ray and everything under it ends with this process, however it ends
         ensure_ray(cfg, self.output_dir / "logs")
         self._start_actors()
         if cfg.trainer.resume:
             self._resume()
 
-    def actors(self) -> list[Any]:
-        reward = [self.reward] if getattr(self, "reward", None) is not None else []
-        return [*getattr(self, "rollout", []), *getattr(self, "learners", []), *reward]
+    def groups(self) -> list[Any]:
+        return [g for g in (getattr(self, n, None) for n in ("rollout", "learners", "reward")) if g is not None]
 
     def fit(self) -> dict[str, Any]:
         import ray

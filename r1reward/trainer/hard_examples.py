@@ -33,21 +33,23 @@ class Choices:
 
 def sample_choices(model_dir: str, records: list[PreferenceRecord], config: Config, k: int,
                    temperature: float = 1.0, seed: int = 0) -> Choices:
-    """K samples per record from a vLLM rollout worker (a Ray actor) loaded from `model_dir`."""
-    import ray
+    """K samples per record from one vLLM rollout worker (a Ray actor on the rollout-only plan, so on a
+    cluster it gets the GPUs and CPUs a training rollout worker gets) loaded from `model_dir`."""
     from transformers import AutoProcessor
 
-    from r1reward.rollout.worker import RolloutWorker
+    from r1reward.placement.plan import rollout_plan
+    from r1reward.rollout.group import RolloutGroup
 
     processor = AutoProcessor.from_pretrained(model_dir)
     pixels = (config.data.min_pixels, config.data.max_pixels)
     prompts = [rollout_prompt(processor, record, *pixels) for record in records]
-    worker = ray.remote(num_cpus=1)(RolloutWorker).remote(model_dir, asdict(config.rollout), pixels)
+    workers = RolloutGroup.start_alone(model_dir, asdict(config.rollout), pixels, rollout_plan(config, num_workers=1),
+                                       timeouts=config.timeouts)
     try:
-        results = ray.get(worker.generate.remote(prompts, n=k, temperature=temperature,
-                                                 seeds=[seed * 100_003 + i for i in range(len(prompts))]))
+        results = workers.generate(prompts, n=k, temperature=temperature,
+                                   seeds=[seed * 100_003 + i for i in range(len(prompts))])
     finally:
-        ray.kill(worker)
+        workers.close()
     texts = [[g["text"] for g in r["generations"]] for r in results]
     return Choices([[parse_answer(t) for t in row] for row in texts],
                    [[format_reward(t) == 1.0 for t in row] for row in texts])

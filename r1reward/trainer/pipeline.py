@@ -133,7 +133,7 @@ def run_seed(config: Config, seed: int, out: Path, say) -> dict[str, Any]:
 
 def run_pipeline(config: Config) -> dict[str, Any]:
     from r1reward.lifetime import start_guard
-    from r1reward.trainer.actors import ensure_ray
+    from r1reward.placement.ray_init import ensure_ray
 
     p = config.pipeline
     out = Path(p.output_dir)

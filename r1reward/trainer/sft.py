@@ -18,9 +18,9 @@ from r1reward.config.schema import Config
 from r1reward.data.order import step_indices
 from r1reward.errors import UserError
 from r1reward.lifetime import start_guard
-from r1reward.trainer.actors import ActorRun, ensure_ray, split, start_learners
 from r1reward.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from r1reward.trainer.metrics import MetricsLogger
+from r1reward.trainer.run import ActorRun
 
 
 class SFTTrainer(ActorRun):
@@ -32,9 +32,11 @@ class SFTTrainer(ActorRun):
     def setup(self) -> None:
         from transformers import AutoProcessor
 
-        from r1reward.launch.plan import learner_plan
+        from r1reward.learner.group import LearnerGroup
         from r1reward.learner.sft_local import sft_examples
-        from r1reward.trainer.placement import create_placement_group, validate_cluster
+        from r1reward.placement.groups import create_placement_group, validate_cluster
+        from r1reward.placement.plan import learner_plan
+        from r1reward.placement.ray_init import ensure_ray
 
         cfg = self.config
         validate_sft(cfg)
@@ -51,8 +53,8 @@ class SFTTrainer(ActorRun):
         plan = learner_plan(cfg)
         validate_cluster(plan)
         self.placement_group, _ = create_placement_group(plan)
-        self.learners = start_learners(cfg, self.placement_group, plan.role_slots("learner"), self.total_steps,
-                                       lr=cfg.sft.lr, train_batch_size=batch)
+        self.learners = LearnerGroup.start(cfg, self.placement_group, plan.role_slots("learner"), self.total_steps,
+                                           lr=cfg.sft.lr, train_batch_size=batch)
         checkpoint = latest_checkpoint(self.output_dir) if cfg.sft.resume else None
         if checkpoint is not None:
             self.step = load_checkpoint(self.learners, checkpoint)["step"]
@@ -62,19 +64,17 @@ class SFTTrainer(ActorRun):
         size, count = self.batch_size, len(self.examples)
         return [self.examples[index] for _, index in step_indices(step, size, count, self.config.data.seed)]
 
-    def actors(self) -> list[Any]:
-        return list(getattr(self, "learners", []))
+    def groups(self) -> list[Any]:
+        return [self.learners] if getattr(self, "learners", None) is not None else []
 
     def fit(self) -> dict[str, Any]:
-        import ray
-
         cfg = self.config
         logger = MetricsLogger(self.output_dir, self.total_steps, self.step, desc="sft", bar_metrics={"loss": "sft_loss"})
         save_every = cfg.sft.save_every or self.total_steps
         last = latest_checkpoint(self.output_dir)
         try:
             while self.step < self.total_steps:
-                parts = ray.get([l.sft_train.remote(p) for l, p in zip(self.learners, split(self._batch(self.step), len(self.learners)))])
+                parts = self.learners.sft_train(self._batch(self.step))
                 self.step += 1
                 logger.log(self.step, {k: sum(p[k] for p in parts) / len(parts) for k in parts[0]})
                 if self.step % save_every == 0 or self.step == self.total_steps:

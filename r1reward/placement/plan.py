@@ -1,6 +1,7 @@
 """Placement plan: which bundles (GPU, CPU) each role needs and whether they fit a set of nodes.
 
-Pure Python (no Ray) so the launcher can check a plan and print it before any cluster exists.
+Pure Python (no Ray) so the launcher can check a plan and print it before any cluster exists; the
+runtime reserves the same plan with r1reward.placement.groups.
 Bundle order: rollout workers, learner ranks, reward actor, judge. Colocated rule
 (resources.colocate=True): rollout worker i shares learner bundles [i*tp, (i+1)*tp) (its TP group,
 kept on one node); its actor takes COLOCATE_ROLLOUT_FRACTION of the first bundle's GPU and the
@@ -16,7 +17,7 @@ from typing import Optional, Union
 
 from r1reward.config import Config, validate
 from r1reward.errors import UserError
-from r1reward.reward.judges import needs_model_actor
+from r1reward.algo.judges import needs_model_actor
 
 COLOCATE_ROLLOUT_FRACTION = 0.5
 ROLE_NAMES = {"rollout": "a rollout worker", "learner": "a learner rank", "reward": "the reward actor",
@@ -122,6 +123,21 @@ def learner_plan(config: Config) -> PlacementPlan:
         plan.bundles.append(_bundle(res.gpus_per_learner_rank, res.cpus_per_learner_rank, ROLE_NAMES["learner"]))
         plan.labels.append("learner")
         plan.groups.append((j,))
+    return plan
+
+
+def rollout_plan(config: Config, num_workers: int | None = None) -> PlacementPlan:
+    """Only rollout workers (hard-example selection, evaluation): `num_workers` (default
+    rollout.num_workers) engines of TP tensor_parallel_size, each with its planned GPUs and CPUs."""
+    res, tp = config.resources, config.rollout.tensor_parallel_size
+    workers = config.rollout.num_workers if num_workers is None else num_workers
+    gpus, cpus = tp * res.gpus_per_rollout_worker, res.cpus_per_rollout_worker
+    plan = PlacementPlan(config, [], [], [], [], res.placement_strategy)
+    for i in range(workers):
+        plan.slots.append(Slot("rollout", i, i, gpus, cpus, (i,)))
+        plan.bundles.append(_bundle(gpus, cpus, ROLE_NAMES["rollout"]))
+        plan.labels.append("rollout")
+        plan.groups.append((i,))
     return plan
 
 

@@ -1,5 +1,5 @@
 """Ray side of placement: read the live cluster, check the plan fits it before any actor starts,
-and reserve the whole plan as one placement group.
+reserve the whole plan as one placement group, and say where each bundle landed.
 
 Declared GPUs are Ray scheduling labels (on a CPU machine they stand for nothing): actors must
 never choose a device from Ray's GPU resource or ids; device selection belongs to the roles.
@@ -13,7 +13,7 @@ import ray
 from ray.util.placement_group import NODE_ID_LABEL_KEY, PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from r1reward.launch.plan import PlacementError, PlacementPlan, Slot, fit_to_nodes
+from r1reward.placement.plan import PlacementError, PlacementPlan, Slot, fit_to_nodes
 
 
 def _alive_nodes() -> list[dict[str, Any]]:
@@ -55,6 +55,18 @@ def create_placement_group(plan: PlacementPlan, timeout_s: float = 60.0,
             f"placement group of {len(plan.bundles)} bundles ({gpus:g} GPUs, {cpus:g} CPUs) was not ready after "
             f"{timeout_s:g} s: other jobs may hold the resources (see `ray status`)")
     return pg, plan.bundle_indices()
+
+
+def remove_group(pg: PlacementGroup | None) -> None:
+    """Release a placement group (None: nothing was reserved)."""
+    if pg is not None:
+        remove_placement_group(pg)
+
+
+def bundle_node_ip(pg: PlacementGroup, bundle: int) -> str:
+    """The address of the node holding a bundle: learner rank 0 listens there for the other ranks."""
+    node_id = ray.util.placement_group_table(pg)["bundles_to_node_id"][bundle]
+    return next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id)
 
 
 def actor_options(pg: PlacementGroup, bundle_index: int, num_cpus: float, num_gpus: float,

@@ -2,7 +2,7 @@
 
 Each judge maps generations to -1 / 0 / +1 and counts its failures. ``rule`` needs no model;
 ``openai`` asks an OpenAI-compatible chat-completions endpoint; ``vllm`` asks a judge model served by
-a Ray actor (``r1reward.reward.actor.JudgeEngine``). As in the released code the model judges are
+a Ray actor (``r1reward.reward.actor.JudgeEngine``, reached through a ``JudgeClient``). As in the released code the model judges are
 text only and see the last 3 lines of the reasoning and the answer rewritten as "response N is better".
 
 Prompts (``reward.judge_prompt``): ``released`` states the released judge's rules (1 when reasoning and
@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from r1reward.algo.registry import Registry
 from r1reward.algo.reward import parse_answer, rule_consistency
@@ -236,17 +236,24 @@ class OpenAIJudge:
         return result
 
 
+class JudgeClient(Protocol):
+    """What a model-backed judge calls: `generate` answers each prompt, or raises after `timeout_s`."""
+
+    def generate(self, prompts: list[str], temperature: float, max_tokens: int, timeout_s: float) -> list[str]: ...
+
+
 class VLLMJudge:
-    """A judge model served by a Ray actor (`JudgeEngine`) that owns a text-only `vllm.LLM`.
+    """A judge model behind a `JudgeClient` (in training: `reward.actor.RayJudgeClient` over the Ray
+    actor that owns a text-only `vllm.LLM`), so this module needs no Ray.
 
-    One batched call per round, bounded by `judge_timeout_s` through `ray.get(timeout=...)`; up to
-    `judge_retries` more rounds ask again for the generations still without a verdict (the whole
-    batch after a failed call, only the invalid replies otherwise)."""
+    One batched call per round, bounded by `judge_timeout_s`; up to `judge_retries` more rounds ask
+    again for the generations still without a verdict (the whole batch after a failed call, only the
+    invalid replies otherwise)."""
 
-    def __init__(self, cfg: RewardConfig, judge_actor: Any, backoff_s: float = 0.25) -> None:
-        if judge_actor is None:
-            raise UserError("reward.judge=vllm needs a judge actor (see r1reward.reward.actor.make_judge_actor_class)")
-        self.actor = judge_actor
+    def __init__(self, cfg: RewardConfig, judge_client: JudgeClient | None, backoff_s: float = 0.25) -> None:
+        if judge_client is None:
+            raise UserError("reward.judge=vllm needs a judge model actor (see r1reward.reward.actor.RayJudgeClient)")
+        self.client = judge_client
         self.prompt = cfg.judge_prompt
         self.max_tokens = judge_max_tokens(cfg)
         self.timeout_s = float(cfg.judge_timeout_s)
@@ -254,14 +261,7 @@ class VLLMJudge:
         self.backoff_s = backoff_s
 
     def _request(self, prompts: list[str]) -> list[str]:
-        import ray
-
-        ref = self.actor.generate.remote(prompts, JUDGE_TEMPERATURE, self.max_tokens)
-        try:
-            outputs = ray.get(ref, timeout=self.timeout_s)
-        except ray.exceptions.GetTimeoutError:
-            ray.cancel(ref)  # a queued call is dropped; a running one finishes in the actor, unread
-            raise
+        outputs = self.client.generate(prompts, JUDGE_TEMPERATURE, self.max_tokens, self.timeout_s)
         if len(outputs) != len(prompts):
             raise RuntimeError(f"judge actor returned {len(outputs)} outputs for {len(prompts)} prompts")
         return outputs
@@ -295,8 +295,8 @@ class VLLMJudge:
 # the reward-config fields it needs (`requires`, checked at start-up) and whether it needs its own model
 # actor (`model_actor`: a vLLM judge model on a planned slot).
 JUDGES: Registry[Callable[[RewardConfig, Any], Any]] = Registry("judge")
-JUDGES.add("rule", lambda cfg, judge_actor: RuleJudge())
-JUDGES.add("openai", lambda cfg, judge_actor: OpenAIJudge(cfg), requires=("judge_url",))
+JUDGES.add("rule", lambda cfg, judge_client: RuleJudge())
+JUDGES.add("openai", lambda cfg, judge_client: OpenAIJudge(cfg), requires=("judge_url",))
 JUDGES.add("vllm", VLLMJudge, requires=("judge_model",), model_actor=True)
 
 
@@ -305,9 +305,9 @@ def needs_model_actor(judge: str) -> bool:
     return bool(JUDGES.declared(judge, "model_actor", False))
 
 
-def make_judge(cfg: RewardConfig, judge_actor: Any = None) -> RuleJudge | OpenAIJudge | VLLMJudge:
+def make_judge(cfg: RewardConfig, judge_client: JudgeClient | None = None) -> RuleJudge | OpenAIJudge | VLLMJudge:
     if cfg.judge not in JUDGES:
         raise UserError(f"reward.judge must be one of {JUDGES.names()}, got {cfg.judge!r}")
     if cfg.judge_prompt not in JUDGE_PROMPTS:
         raise UserError(f"reward.judge_prompt must be one of {JUDGE_PROMPTS.names()}, got {cfg.judge_prompt!r}")
-    return JUDGES.get(cfg.judge)(cfg, judge_actor)
+    return JUDGES.get(cfg.judge)(cfg, judge_client)
