@@ -37,18 +37,34 @@ def run_variant(config, hard: Path, sft_model: str, out: Path, overrides: list[s
     from r1reward.trainer.driver import Trainer
     from r1reward.trainer.metrics import read_metrics
 
-    cfg = load_config(config, overrides + [f"model.path={sft_model}", f"data.train_path={hard}",
-                                           "data.schema=r1reward-rl", f"trainer.output_dir={out}",
-                                           f"trainer.seed={seed}", f"data.seed={seed}"])
+    cfg = load_config(
+        config,
+        overrides
+        + [
+            f"model.path={sft_model}",
+            f"data.train_path={hard}",
+            "data.schema=r1reward-rl",
+            f"trainer.output_dir={out}",
+            f"trainer.seed={seed}",
+            f"data.seed={seed}",
+        ],
+    )
     result = Trainer(override(cfg)).run()
     rows = read_metrics(out / "metrics.jsonl")
-    mean = lambda key, part=rows: statistics.fmean(r[key] for r in part if key in r) if part else float("nan")
-    late = rows[len(rows) // 2:]
-    return {"model": str(Path(result["checkpoint"]) / "hf"), "reward_late": mean("reward/mean", late),
-            "pre_clip_frac": mean("pre_clip_frac"), "filtered_frac": mean("filter/filtered_frac"),
-            "ratio_max": max(r.get("ratio_max", 0.0) for r in rows),
-            "loss_abs_max": max(abs(r.get("loss", 0.0)) for r in rows),
-            "curve": [r["reward/mean"] for r in rows]}
+
+    def mean(key, part=rows):
+        return statistics.fmean(r[key] for r in part if key in r) if part else float("nan")
+
+    late = rows[len(rows) // 2 :]
+    return {
+        "model": str(Path(result["checkpoint"]) / "hf"),
+        "reward_late": mean("reward/mean", late),
+        "pre_clip_frac": mean("pre_clip_frac"),
+        "filtered_frac": mean("filter/filtered_frac"),
+        "ratio_max": max(r.get("ratio_max", 0.0) for r in rows),
+        "loss_abs_max": max(abs(r.get("loss", 0.0)) for r in rows),
+        "curve": [r["reward/mean"] for r in rows],
+    }
 
 
 def interval(values: list[float]) -> str:
@@ -60,8 +76,12 @@ def interval(values: list[float]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--from", dest="source", default="runs/pipeline/seed-0",
-                        help="a pipeline seed folder: sft/, data/hard.parquet, data/heldout/")
+    parser.add_argument(
+        "--from",
+        dest="source",
+        default="runs/pipeline/seed-0",
+        help="a pipeline seed folder: sft/, data/hard.parquet, data/heldout/",
+    )
     parser.add_argument("--config", default="configs/pipeline-tiny.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
@@ -77,18 +97,27 @@ def main() -> int:
     sft_checkpoint = latest_checkpoint(source / "sft")
     hard, heldout = source / "data" / "hard.parquet", source / "data" / "heldout" / "pairs.jsonl"
     if sft_checkpoint is None or not hard.is_file() or not heldout.is_file():
-        print(f"ablation: no SFT checkpoint, hard examples and held-out pairs under {source}; run `make demo` first",
-              file=sys.stderr)
+        print(
+            f"ablation: no SFT checkpoint, hard examples and held-out pairs under {source}; run `make demo` first",
+            file=sys.stderr,
+        )
         return 2
     config = load_config(args.config)
     ensure_ray(config, out / "ablation-runs" / "logs")
     records = records_of(heldout, "canonical", config)
     labels = [r.label for r in records]
-    score = lambda model: sample_choices(model, records, config, k=1, temperature=0.0, seed=7).scores(labels)
+
+    def score(model):
+        return sample_choices(model, records, config, k=1, temperature=0.0, seed=7).scores(labels)
 
     sft_scores = score(str(sft_checkpoint / "hf"))
-    results: dict = {"source": str(source), "seeds": args.seeds, "heldout_pairs": len(records),
-                     "sft_only": sft_scores, "settings": {}}
+    results: dict = {
+        "source": str(source),
+        "seeds": args.seeds,
+        "heldout_pairs": len(records),
+        "sft_only": sft_scores,
+        "settings": {},
+    }
     for setting in args.settings:
         results["settings"][setting] = {}
         for name, overrides in VARIANTS.items():
@@ -96,8 +125,9 @@ def main() -> int:
             for seed in args.seeds:
                 run_dir = out / "ablation-runs" / setting / name.split()[0].lower().strip("+") / f"seed-{seed}"
                 print(f"{setting} / {name} / seed {seed}", flush=True)
-                run = run_variant(args.config, hard, str(sft_checkpoint / "hf"), run_dir,
-                                  SETTINGS[setting] + overrides, seed)
+                run = run_variant(
+                    args.config, hard, str(sft_checkpoint / "hf"), run_dir, SETTINGS[setting] + overrides, seed
+                )
                 run.update(score(run["model"]))
                 runs.append(run)
             results["settings"][setting][name] = runs
@@ -114,23 +144,30 @@ def write_report(results: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     seeds = len(results["seeds"])
-    lines = [f"Held-out accuracy on {results['heldout_pairs']} pairs (one greedy answer), mean and 95% "
-             f"t-interval over {seeds} seeds; SFT only: {results['sft_only']['accuracy']:.3f}.", "",
-             "| setting | variant | held-out accuracy | format rate | late reward | Pre-CLIPped tokens | "
-             "filtered tokens | max ratio | max abs loss | collapsed runs |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Held-out accuracy on {results['heldout_pairs']} pairs (one greedy answer), mean and 95% "
+        f"t-interval over {seeds} seeds; SFT only: {results['sft_only']['accuracy']:.3f}.",
+        "",
+        "| setting | variant | held-out accuracy | format rate | late reward | Pre-CLIPped tokens | "
+        "filtered tokens | max ratio | max abs loss | collapsed runs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     settings = results["settings"]
     fig, axes = plt.subplots(1, len(settings), figsize=(5 * len(settings), 3.4), squeeze=False)
     for ax, (setting, variants) in zip(axes[0], settings.items()):
         for name, runs in variants.items():
             # A collapse: the model stops answering in format, or falls well below its SFT start.
-            collapsed = sum(r["format_rate"] < 0.5 or r["accuracy"] < results["sft_only"]["accuracy"] - 0.15
-                            for r in runs)
+            collapsed = sum(
+                r["format_rate"] < 0.5 or r["accuracy"] < results["sft_only"]["accuracy"] - 0.15 for r in runs
+            )
             lines.append(
                 f"| {setting} | {name} | {interval([r['accuracy'] for r in runs])} | "
-                f"{statistics.fmean(r['format_rate'] for r in runs):.3f} | {interval([r['reward_late'] for r in runs])} | "
+                f"{statistics.fmean(r['format_rate'] for r in runs):.3f} | "
+                f"{interval([r['reward_late'] for r in runs])} | "
                 f"{statistics.fmean(r['pre_clip_frac'] for r in runs):.4f} | "
                 f"{statistics.fmean(r['filtered_frac'] for r in runs):.4f} | {max(r['ratio_max'] for r in runs):.3g} | "
-                f"{max(r['loss_abs_max'] for r in runs):.3g} | {collapsed}/{len(runs)} |")
+                f"{max(r['loss_abs_max'] for r in runs):.3g} | {collapsed}/{len(runs)} |"
+            )
             curve = [statistics.fmean(values) for values in zip(*(r["curve"] for r in runs))]
             ax.plot(range(1, len(curve) + 1), curve, marker="o", markersize=2, label=name)
         ax.set_title(f"RL reward, {setting} setting (mean of {seeds} seeds)")

@@ -35,8 +35,20 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def start_server(args: argparse.Namespace, port: int, log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "r1reward", "serve", "--model", args.model, "--port", str(port),
-               "--max-tokens", str(args.max_tokens), "--max-batch", str(args.max_batch)]
+    command = [
+        sys.executable,
+        "-m",
+        "r1reward",
+        "serve",
+        "--model",
+        args.model,
+        "--port",
+        str(port),
+        "--max-tokens",
+        str(args.max_tokens),
+        "--max-batch",
+        str(args.max_batch),
+    ]
     with log.open("w") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + args.startup_timeout
@@ -67,8 +79,14 @@ def run(url: str, bodies: list[dict], clients: int) -> dict:
         with ThreadPoolExecutor(max_workers=clients) as pool:
             latencies = list(pool.map(one, bodies))
     wall = time.perf_counter() - start
-    return {"requests": len(bodies), "clients": clients, "median_s": statistics.median(latencies),
-            "p95_s": percentile(latencies, 0.95), "requests_per_s": len(bodies) / wall, "wall_s": wall}
+    return {
+        "requests": len(bodies),
+        "clients": clients,
+        "median_s": statistics.median(latencies),
+        "p95_s": percentile(latencies, 0.95),
+        "requests_per_s": len(bodies) / wall,
+        "wall_s": wall,
+    }
 
 
 def main() -> None:
@@ -94,26 +112,42 @@ def main() -> None:
         results = []
         try:
             for k in args.ks:
-                def bodies(offset: int) -> list[dict]:
+
+                def bodies(offset: int, k: int = k) -> list[dict]:
                     out = []
                     for i in range(args.requests):
                         row = rows[(offset + i) % len(rows)]
-                        out.append({"question": row["question"], "images": [str(data.parent / row["images"][0])],
-                                    "response_1": row["response_1"], "response_2": row["response_2"], "k": k,
-                                    "seed": offset + i})
+                        out.append(
+                            {
+                                "question": row["question"],
+                                "images": [str(data.parent / row["images"][0])],
+                                "response_1": row["response_1"],
+                                "response_2": row["response_2"],
+                                "k": k,
+                                "seed": offset + i,
+                            }
+                        )
                     return out
 
                 run(url, bodies(1000)[:2], 1)  # warm-up
                 for mode, clients, offset in (("sequential", 1, 0), ("concurrent", args.clients, args.requests)):
                     result = {"k": k, "mode": mode, **run(url, bodies(offset), clients)}
                     results.append(result)
-                    print(f"K={k:<2} {mode:<10} clients={clients}  median {result['median_s'] * 1000:7.0f} ms  "
-                          f"p95 {result['p95_s'] * 1000:7.0f} ms  {result['requests_per_s']:6.2f} req/s", flush=True)
+                    print(
+                        f"K={k:<2} {mode:<10} clients={clients}  median {result['median_s'] * 1000:7.0f} ms  "
+                        f"p95 {result['p95_s'] * 1000:7.0f} ms  {result['requests_per_s']:6.2f} req/s",
+                        flush=True,
+                    )
             metrics = requests.get(f"{url}/metrics", timeout=10).text
-            batch = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines()
-                     if line.startswith(("r1reward_serve_batch_requests_sum", "r1reward_serve_batch_requests_count"))}
-            print(f"engine calls: {batch['r1reward_serve_batch_requests_count']:.0f} for "
-                  f"{batch['r1reward_serve_batch_requests_sum']:.0f} requests")
+            batch = {
+                line.split()[0]: float(line.split()[1])
+                for line in metrics.splitlines()
+                if line.startswith(("r1reward_serve_batch_requests_sum", "r1reward_serve_batch_requests_count"))
+            }
+            print(
+                f"engine calls: {batch['r1reward_serve_batch_requests_count']:.0f} for "
+                f"{batch['r1reward_serve_batch_requests_sum']:.0f} requests"
+            )
         finally:
             proc.terminate()
             proc.wait(120)

@@ -30,8 +30,9 @@ def language_weights(model_dir: str) -> dict[str, torch.Tensor]:
 
 
 def run(rank: int, port: int, model_dir: str, rounds: int, bucket_bytes: int, results) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
-                            timeout=timedelta(minutes=5))
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2, timeout=timedelta(minutes=5)
+    )
     weights = language_weights(model_dir)
     metas = [TensorMeta(n, str(t.dtype).removeprefix("torch."), tuple(t.shape)) for n, t in weights.items()]
     if rank == 1:  # the receiver must start from other values
@@ -48,8 +49,11 @@ def run(rank: int, port: int, model_dir: str, rounds: int, bucket_bytes: int, re
         for variant in ("bucketed", "bucketed_checksummed"):
             start = time.perf_counter()
             for bucket in plan_buckets(metas, bucket_bytes):
-                flat = pack(weights[m.name] for m in bucket) if rank == 0 else torch.empty(
-                    sum(m.nbytes for m in bucket), dtype=torch.uint8)
+                flat = (
+                    pack(weights[m.name] for m in bucket)
+                    if rank == 0
+                    else torch.empty(sum(m.nbytes for m in bucket), dtype=torch.uint8)
+                )
                 dist.broadcast(flat, src=0)
                 if rank == 1:
                     weights.update({n: t.clone() for n, t in unpack(flat, bucket)})
@@ -61,8 +65,12 @@ def run(rank: int, port: int, model_dir: str, rounds: int, bucket_bytes: int, re
             dist.barrier()
             timings[variant].append(time.perf_counter() - start)
     if rank == 0:
-        results.update(timings=timings, params=len(metas), bytes=sum(m.nbytes for m in metas),
-                       buckets=len(plan_buckets(metas, bucket_bytes)))
+        results.update(
+            timings=timings,
+            params=len(metas),
+            bytes=sum(m.nbytes for m in metas),
+            buckets=len(plan_buckets(metas, bucket_bytes)),
+        )
     results[f"checksums_equal_{rank}"] = same
     dist.destroy_process_group()
 
@@ -82,11 +90,17 @@ def main() -> None:
         make_tiny_model(model_dir, size=args.size)
         mp.spawn(run, args=(get_open_port(), model_dir, args.rounds, args.bucket_mb * 2**20, results), nprocs=2)
     medians = {k: statistics.median(v) for k, v in results["timings"].items()}
-    print(f"{args.size} model language weights: {results['params']} tensors, {results['bytes'] / 2**20:.1f} MiB, "
-          f"{results['buckets']} bucket(s) of {args.bucket_mb} MiB; median of {args.rounds} rounds")
+    print(
+        f"{args.size} model language weights: {results['params']} tensors, {results['bytes'] / 2**20:.1f} MiB, "
+        f"{results['buckets']} bucket(s) of {args.bucket_mb} MiB; median of {args.rounds} rounds"
+    )
     for name, seconds in medians.items():
-        print(f"  {name:<22} {seconds * 1000:8.1f} ms   {medians['per_parameter'] / seconds:5.2f}x the per-parameter speed")
+        print(
+            f"  {name:<22} {seconds * 1000:8.1f} ms   "
+            f"{medians['per_parameter'] / seconds:5.2f}x the per-parameter speed"
+        )
     print(f"buckets bit-identical on both sides: {results['checksums_equal_0'] and results['checksums_equal_1']}")
+
 
 if __name__ == "__main__":
     main()

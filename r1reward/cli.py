@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from r1reward.errors import UserError
 from r1reward.paths import prepare_output_dir
@@ -18,6 +18,7 @@ def command(name: str):
     def register(fn):
         COMMANDS[name] = fn
         return fn
+
     return register
 
 
@@ -85,7 +86,10 @@ def _select_hard(args: argparse.Namespace) -> None:
     hard = select_hard(records, choices)
     write_hard(hard, args.out)
     stats = summarise(choices, records, len(hard))
-    print(f"kept {len(hard)} of {len(records)} pairs (accuracy over {args.k} samples: {stats['accuracy']:.3f}) -> {args.out}")
+    print(
+        f"kept {len(hard)} of {len(records)} pairs "
+        f"(accuracy over {args.k} samples: {stats['accuracy']:.3f}) -> {args.out}"
+    )
 
 
 @command("pipeline")
@@ -138,8 +142,11 @@ def _print_config(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="r1reward", description=__doc__)
-    parser.add_argument("--verbose", action="store_true",
-                        help="show every actor's log (vLLM, Ray, DeepSpeed) on the terminal, not only in OUT/logs")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show every actor's log (vLLM, Ray, DeepSpeed) on the terminal, not only in OUT/logs",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("make-tiny-model", help="write a random tiny Qwen2.5-VL in Hugging Face format")
@@ -180,18 +187,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None)
     p.add_argument("overrides", nargs="*")
 
-    for name, text in (("check-data", "load a data file as training would; print counts and bad rows as JSON"),
-                       ("prepare-data", "convert a data file to OUT/train.parquet + OUT/images/ (relative paths)")):
+    for name, text in (
+        ("check-data", "load a data file as training would; print counts and bad rows as JSON"),
+        ("prepare-data", "convert a data file to OUT/train.parquet + OUT/images/ (relative paths)"),
+    ):
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("--schema", default=None, help="file schema (default: the config's data.schema)")
         p.add_argument("--data", default=None, help="file or folder of shards (default: data.train_path)")
-        p.add_argument("--image-root", default=None, help="folder relative image paths are taken from "
-                       "(default: data.image_root, else the data file's folder)")
+        p.add_argument(
+            "--image-root",
+            default=None,
+            help="folder relative image paths are taken from (default: data.image_root, else the data file's folder)",
+        )
         if name == "prepare-data":
             p.add_argument("--out", required=True, help="output folder")
         p.add_argument("--config", default=None)
-        p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. "
-                       "'data.image_path_map={/mmu_mllm_hdd/yfzhang/data/: /data/images/}'")
+        p.add_argument(
+            "overrides",
+            nargs="*",
+            help="key=value overrides, e.g. 'data.image_path_map={/mmu_mllm_hdd/yfzhang/data/: /data/images/}'",
+        )
 
     p = sub.add_parser("print-config", help="print the resolved, validated configuration")
     p.add_argument("--config", default=None)

@@ -29,8 +29,12 @@ def start_guard(poll_s: float = 1.0) -> int | None:
     if "proc" in _guard:
         return _guard["proc"].pid  # type: ignore[union-attr]
     read_end, write_end = os.pipe()
-    proc = subprocess.Popen([sys.executable, "-m", "r1reward.lifetime", str(os.getpid()), str(read_end), str(poll_s)],
-                            pass_fds=(read_end,), stdin=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "r1reward.lifetime", str(os.getpid()), str(read_end), str(poll_s)],
+        pass_fds=(read_end,),
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     os.close(read_end)
     _guard.update(proc=proc, write_end=write_end)  # the write end stays open for the driver's life
     return proc.pid

@@ -9,7 +9,8 @@ rank 1"); past the deadline it names the roles still running.
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from r1reward.errors import UserError
 

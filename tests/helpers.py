@@ -25,8 +25,9 @@ def run_cli(argv: list[str]) -> int:
     if "eval-metrics" in cli.COMMANDS:
         return cli.main(argv)
     parser, registry = argparse.ArgumentParser(), {}
-    add_commands(parser.add_subparsers(dest="command", required=True),
-                 lambda name: lambda fn: registry.setdefault(name, fn))
+    add_commands(
+        parser.add_subparsers(dest="command", required=True), lambda name: lambda fn: registry.setdefault(name, fn)
+    )
     args = parser.parse_args(argv)
     try:
         return registry[args.command](args) or 0
@@ -71,8 +72,6 @@ MRB_ROWS = [  # (ID, Category, Better): one or two rows for each of the eight re
 ]
 
 
-
-
 class StreamLines:
     """The lines a subprocess writes to one pipe, read by a thread (so the pipe never fills and blocks
     the process). Tests wait on events, a line that matches, with a generous deadline, not on sleeps."""
@@ -105,8 +104,9 @@ class StreamLines:
                         return index, match
                 seen = max(seen, len(self.lines))
                 if self._ended:
-                    raise AssertionError(f"{self.name} ended without a line matching {pattern!r}; "
-                                         f"last lines: {self.text()[-2000:]!r}")
+                    raise AssertionError(
+                        f"{self.name} ended without a line matching {pattern!r}; last lines: {self.text()[-2000:]!r}"
+                    )
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(f"no line matching {pattern!r} on {self.name} within {timeout_s:g} s")

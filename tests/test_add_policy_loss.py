@@ -46,9 +46,15 @@ def test_a_registered_loss_trains_one_micro_batch(tiny_model_dir, synthetic_dir)
     model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.float32)
     records = list(read_records(synthetic_dir / "pairs.jsonl", "canonical"))[:2]
     completion = processor.tokenizer("<think>The image shows", add_special_tokens=False).input_ids
-    samples = [Sample(**encode_prompt(processor, record, synthetic_dir), completion_ids=completion,
-                      old_logprobs=[-1.0] * len(completion), advantages=[advantage] * len(completion))
-               for record, advantage in zip(records, (1.0, -0.5))]
+    samples = [
+        Sample(
+            **encode_prompt(processor, record, synthetic_dir),
+            completion_ids=completion,
+            old_logprobs=[-1.0] * len(completion),
+            advantages=[advantage] * len(completion),
+        )
+        for record, advantage in zip(records, (1.0, -0.5))
+    ]
     batch = collate_for_learner(samples, pad_token_id=0)
     assert batch.pixel_values is not None  # the multimodal path, as in training
     before = {name: p.detach().clone() for name, p in model.named_parameters()}

@@ -179,7 +179,10 @@ def test_paper_filter_never_passes_a_magnitude_above_sigma(cells):
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.lists(st.tuples(any_values, st.booleans()), min_size=1, max_size=40), st.sampled_from(["paper", "released", "none"]))
+@given(
+    st.lists(st.tuples(any_values, st.booleans()), min_size=1, max_size=40),
+    st.sampled_from(["paper", "released", "none"]),
+)
 def test_non_finite_advantages_are_zeroed_and_counted(cells, mode):
     advantages = torch.tensor([[v for v, _ in cells]])
     mask = torch.tensor([[m for _, m in cells]])

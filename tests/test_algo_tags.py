@@ -7,14 +7,17 @@ import pytest
 from r1reward.algo.tags import answer_texts, first_answer_text, is_well_formed, text_before_answer, think_text
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("<think>a</think><answer>1</answer>", True),
-    ("  <think>a\nb</think><answer>2</answer>\n", True),  # surrounding whitespace is allowed
-    ("<think>a</think> <answer>1</answer>", False),  # nothing between the two parts
-    ("<think>a<think>b</think><answer>1</answer>", False),  # one opening tag of each
-    ("<think>a</think><answer>1</answer><answer>2</answer>", False),
-    ("<answer>1</answer>", False),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("<think>a</think><answer>1</answer>", True),
+        ("  <think>a\nb</think><answer>2</answer>\n", True),  # surrounding whitespace is allowed
+        ("<think>a</think> <answer>1</answer>", False),  # nothing between the two parts
+        ("<think>a<think>b</think><answer>1</answer>", False),  # one opening tag of each
+        ("<think>a</think><answer>1</answer><answer>2</answer>", False),
+        ("<answer>1</answer>", False),
+    ],
+)
 def test_is_well_formed(text, expected):
     assert is_well_formed(text) is expected
 

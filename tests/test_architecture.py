@@ -91,7 +91,7 @@ def test_the_module_import_graph_has_no_cycle():
         state[node] = "open"
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                cycles.append(path[path.index(nxt):] + [nxt] if nxt in path else [node, nxt])
+                cycles.append(path[path.index(nxt) :] + [nxt] if nxt in path else [node, nxt])
             elif nxt not in state:
                 visit(nxt, path + [nxt])
         state[node] = "done"
@@ -103,15 +103,25 @@ def test_the_module_import_graph_has_no_cycle():
 
 
 def test_layers_import_only_downward():
-    upward = sorted(f"{src} imports {dst}" for src, targets in _graph().items() for dst in targets
-                    if _unit(src) and _unit(dst) and (_layer(_unit(dst)) < _layer(_unit(src))
-                                                      or (_unit(src), _unit(dst)) in FORBIDDEN))
+    upward = sorted(
+        f"{src} imports {dst}"
+        for src, targets in _graph().items()
+        for dst in targets
+        if _unit(src)
+        and _unit(dst)
+        and (_layer(_unit(dst)) < _layer(_unit(src)) or (_unit(src), _unit(dst)) in FORBIDDEN)
+    )
     assert not upward, "upward imports: " + "; ".join(upward)
 
 
 def test_the_pure_layer_imports_no_ray_vllm_or_deepspeed():
-    found = sorted(f"{name} imports {imp}" for name, path in MODULES.items() if _unit(name) in PURE
-                   for imp in _imported(ast.parse(path.read_text())) if imp.split(".")[0] in HEAVY)
+    found = sorted(
+        f"{name} imports {imp}"
+        for name, path in MODULES.items()
+        if _unit(name) in PURE
+        for imp in _imported(ast.parse(path.read_text()))
+        if imp.split(".")[0] in HEAVY
+    )
     assert not found, "; ".join(found)
 
 
@@ -122,18 +132,25 @@ def _starts_workers(tree: ast.AST) -> list[int]:
         if not isinstance(node, ast.Call):
             continue
         func = node.func
-        on_class = isinstance(func, ast.Attribute) and func.attr == "remote" and \
-            isinstance(func.value, ast.Name) and func.value.id in WORKER_CLASSES
+        on_class = (
+            isinstance(func, ast.Attribute)
+            and func.attr == "remote"
+            and isinstance(func.value, ast.Name)
+            and func.value.id in WORKER_CLASSES
+        )
         wraps = "remote" in ast.unparse(func) and any(
-            isinstance(arg, ast.Name) and arg.id in WORKER_CLASSES for arg in node.args)
+            isinstance(arg, ast.Name) and arg.id in WORKER_CLASSES for arg in node.args
+        )
         if on_class or wraps:
             lines.append(node.lineno)
     return sorted(lines)
 
 
 def test_the_worker_check_sees_each_way_of_starting_a_worker():
-    code = ("a = ray.remote(num_cpus=1)(RolloutWorker).remote(m)\nb = ray.remote(LearnerRank).options(**o).remote()\n"
-            "c = RolloutWorker.remote(m)\nd = RolloutWorker(m)\ne = ray.remote(JudgeEngine)\n")
+    code = (
+        "a = ray.remote(num_cpus=1)(RolloutWorker).remote(m)\nb = ray.remote(LearnerRank).options(**o).remote()\n"
+        "c = RolloutWorker.remote(m)\nd = RolloutWorker(m)\ne = ray.remote(JudgeEngine)\n"
+    )
     assert _starts_workers(ast.parse(code)) == [1, 2, 3]
 
 
@@ -148,9 +165,11 @@ def test_only_placement_and_the_role_groups_start_rollout_workers_or_learner_ran
 
 @pytest.mark.parametrize("module", ["r1reward", "r1reward.launch.cli"])
 def test_help_does_not_import_torch(module):
-    code = ("import runpy, sys\nsys.argv = ['prog', '--help']\ntry:\n"
-            f"    runpy.run_module({module!r}, run_name='__main__')\nexcept SystemExit:\n    pass\n"
-            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', file=sys.stderr)\n")
+    code = (
+        "import runpy, sys\nsys.argv = ['prog', '--help']\ntry:\n"
+        f"    runpy.run_module({module!r}, run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', file=sys.stderr)\n"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE.parent), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -48,14 +48,20 @@ def test_missing_parent_directories_are_created(tmp_path):
     assert (out / "train.parquet").is_file()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["make-tiny-model", "/sys/r1reward-test/model"], "cannot create output directory"),
-    (["make-synthetic-data", "{file}/sub", "--num", "2"], "is a file, not a directory"),
-    (["make-synthetic-data", "{file}", "--num", "2"], "exists and is not a directory"),
-    (["make-synthetic-data", "{tmp}/d", "--num", "0"], "--num must be positive"),
-    (["print-config", "--config", "configs/tiny-cpu.yaml", "trainer.no_such_key=1"], "unknown key 'trainer.no_such_key'"),
-    (["print-config", "trainer.num_steps=many"], "bad value for 'trainer.num_steps'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["make-tiny-model", "/sys/r1reward-test/model"], "cannot create output directory"),
+        (["make-synthetic-data", "{file}/sub", "--num", "2"], "is a file, not a directory"),
+        (["make-synthetic-data", "{file}", "--num", "2"], "exists and is not a directory"),
+        (["make-synthetic-data", "{tmp}/d", "--num", "0"], "--num must be positive"),
+        (
+            ["print-config", "--config", "configs/tiny-cpu.yaml", "trainer.no_such_key=1"],
+            "unknown key 'trainer.no_such_key'",
+        ),
+        (["print-config", "trainer.num_steps=many"], "bad value for 'trainer.num_steps'"),
+    ],
+)
 def test_bad_input_is_one_line_without_traceback(tmp_path, args, message):
     afile = tmp_path / "afile"
     afile.write_text("x")

@@ -98,10 +98,17 @@ def test_slurm_script_starts_head_and_workers_then_launches(tmp_path):
     _shim(bin_dir, "sleep", "")
     _shim(bin_dir, "python", 'case "$*" in *list_nodes*) echo 4;; *) echo 0123abcd;; esac\n')
     _shim(bin_dir, "r1reward-launch", record)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_SUBMIT_DIR": str(ROOT),
-           "SLURM_JOB_NODELIST": "n[1-4]", "VENV": str(tmp_path / "venv"), "OUTPUT_DIR": "/shared/out"}
-    proc = subprocess.run(["bash", str(script), "trainer.num_steps=10"], env=env, capture_output=True, text=True,
-                          timeout=60)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "SLURM_SUBMIT_DIR": str(ROOT),
+        "SLURM_JOB_NODELIST": "n[1-4]",
+        "VENV": str(tmp_path / "venv"),
+        "OUTPUT_DIR": "/shared/out",
+    }
+    proc = subprocess.run(
+        ["bash", str(script), "trainer.num_steps=10"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     calls = log.read_text().splitlines()
     head = next(c for c in calls if "ray start --head" in c)

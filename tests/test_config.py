@@ -24,14 +24,17 @@ def test_overrides_win_over_the_file():
     assert cfg.trainer.num_steps == 7 and cfg.algo.advantage_filter == "none"
 
 
-@pytest.mark.parametrize("yaml_text, message", [
-    ("rollout:\n  temprature: 1.0\n", "unknown key 'rollout.temprature'"),
-    ("nonsense: 1\n", "unknown key 'nonsense'"),
-    ("rollout:\n  temperature: hot\n", "bad value for 'rollout.temperature'"),
-    ("algo:\n  advantage_filter: sometimes\n", "'algo.advantage_filter' is 'sometimes'"),
-    ("learner:\n  num_ranks: 0\n", "'learner.num_ranks' must be > 0"),
-    ("reward:\n  judge: openai\n", "needs 'reward.judge_url'"),
-])
+@pytest.mark.parametrize(
+    "yaml_text, message",
+    [
+        ("rollout:\n  temprature: 1.0\n", "unknown key 'rollout.temprature'"),
+        ("nonsense: 1\n", "unknown key 'nonsense'"),
+        ("rollout:\n  temperature: hot\n", "bad value for 'rollout.temperature'"),
+        ("algo:\n  advantage_filter: sometimes\n", "'algo.advantage_filter' is 'sometimes'"),
+        ("learner:\n  num_ranks: 0\n", "'learner.num_ranks' must be > 0"),
+        ("reward:\n  judge: openai\n", "needs 'reward.judge_url'"),
+    ],
+)
 def test_bad_file_names_key_and_file(tmp_path, yaml_text, message):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml_text)

@@ -38,7 +38,11 @@ def test_paper_config_holds_the_recipe():
     c = load_config(PAPER)
     assert (c.learner.lr, c.learner.train_batch_size, c.trainer.rollout_batch_size) == (1e-6, 128, 256)
     assert (c.algo.kl_coef, c.algo.kl_estimator, c.algo.policy_loss, c.algo.advantage_filter) == (
-        1e-3, "k1", "stable_reinforce", "paper")
+        1e-3,
+        "k1",
+        "stable_reinforce",
+        "paper",
+    )
     assert c.model.freeze_vision is False and c.learner.adam_betas == [0.9, 0.95] and c.learner.grad_clip == 1.0
     assert (c.learner.warmup_ratio, c.learner.min_lr_ratio, c.learner.weight_decay) == (0.03, 0.1, 0.0)
     assert (c.rollout.n_samples_per_prompt, c.rollout.temperature, c.rollout.max_new_tokens) == (1, 1.0, 1024)
@@ -61,25 +65,32 @@ def test_print_config_shows_the_paper_config(capsys):
     assert printed["trainer"]["num_epochs"] == 1 and printed["sft"]["train_batch_size"] == 256
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["learner.train_batch_size=6"], "must be a multiple of learner.train_batch_size (6)"),
-    (["learner.micro_batch_size=3"], "learner.train_batch_size (8) must be a multiple of learner.num_ranks x "
-                                     "learner.micro_batch_size (6)"),
-    (["algo.advantage_estimator=grpo"], "needs rollout.n_samples_per_prompt > 1"),
-    (["algo.advantage_estimator=rloo", "rollout.n_samples_per_prompt=1"], "needs rollout.n_samples_per_prompt > 1"),
-    (["algo.kl_coef=-0.001"], "'algo.kl_coef' must be >= 0"),
-    (["algo.kl_estimator=k9"], "'algo.kl_estimator' is 'k9'"),
-    (["trainer.num_epochs=-1"], "'trainer.num_epochs' must be >= 0"),
-    (["learner.lr=0"], "'learner.lr' must be > 0"),
-    (["learner.warmup_ratio=1.0"], "'learner.warmup_ratio' must be in [0, 1)"),
-    (["learner.adam_betas=[0.9]"], "'learner.adam_betas' must be two values in [0, 1)"),
-    (["rollout.top_p=0"], "'rollout.top_p' must be in (0, 1]"),
-    (["algo.gamma=1.5"], "'algo.gamma' must be in (0, 1]"),
-    (["rollout.max_model_len=1024"], "rollout.max_model_len (1024) must hold data.max_prompt_tokens + "
-                                     "rollout.max_new_tokens (2112)"),
-    (["reward.judge_prompt=verbose"], "'reward.judge_prompt' is 'verbose'"),
-    (["reward.judge_max_tokens=0"], "'reward.judge_max_tokens' must be > 0"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["learner.train_batch_size=6"], "must be a multiple of learner.train_batch_size (6)"),
+        (
+            ["learner.micro_batch_size=3"],
+            "learner.train_batch_size (8) must be a multiple of learner.num_ranks x learner.micro_batch_size (6)",
+        ),
+        (["algo.advantage_estimator=grpo"], "needs rollout.n_samples_per_prompt > 1"),
+        (["algo.advantage_estimator=rloo", "rollout.n_samples_per_prompt=1"], "needs rollout.n_samples_per_prompt > 1"),
+        (["algo.kl_coef=-0.001"], "'algo.kl_coef' must be >= 0"),
+        (["algo.kl_estimator=k9"], "'algo.kl_estimator' is 'k9'"),
+        (["trainer.num_epochs=-1"], "'trainer.num_epochs' must be >= 0"),
+        (["learner.lr=0"], "'learner.lr' must be > 0"),
+        (["learner.warmup_ratio=1.0"], "'learner.warmup_ratio' must be in [0, 1)"),
+        (["learner.adam_betas=[0.9]"], "'learner.adam_betas' must be two values in [0, 1)"),
+        (["rollout.top_p=0"], "'rollout.top_p' must be in (0, 1]"),
+        (["algo.gamma=1.5"], "'algo.gamma' must be in (0, 1]"),
+        (
+            ["rollout.max_model_len=1024"],
+            "rollout.max_model_len (1024) must hold data.max_prompt_tokens + rollout.max_new_tokens (2112)",
+        ),
+        (["reward.judge_prompt=verbose"], "'reward.judge_prompt' is 'verbose'"),
+        (["reward.judge_max_tokens=0"], "'reward.judge_max_tokens' must be > 0"),
+    ],
+)
 def test_unrunnable_combinations_stop_at_start_up_in_one_line(overrides, message):
     with pytest.raises(ConfigError) as err:
         load_config(None, overrides)
@@ -89,8 +100,9 @@ def test_unrunnable_combinations_stop_at_start_up_in_one_line(overrides, message
 def test_sft_batch_is_checked_for_sft_only():
     from r1reward.config.load import validate_sft
 
-    config = load_config(PAPER, ["learner.num_ranks=24", "learner.train_batch_size=144",
-                                 "trainer.rollout_batch_size=288"])  # an RL layout: fine for RL
+    config = load_config(
+        PAPER, ["learner.num_ranks=24", "learner.train_batch_size=144", "trainer.rollout_batch_size=288"]
+    )  # an RL layout: fine for RL
     with pytest.raises(ConfigError, match=r"sft.train_batch_size \(256\) must be a multiple of .* \(48\)"):
         validate_sft(config)
     validate_sft(load_config(PAPER))  # 256 / (16 x 2)

@@ -59,7 +59,8 @@ def test_vl_rewardbench_loads_all_1250_pairs(image_root, vl_rewardbench):
     # Chosen first, label 1, ids and media kept for category counting; images resolved under image_root.
     assert all(r.label == 1 for r in records)
     assert [(r.id, r.response_1, r.response_2, r.media) for r in records] == [
-        (row["id"], row["chosen"], row["rejected"], row["image"]) for row in raw]
+        (row["id"], row["chosen"], row["rejected"], row["image"]) for row in raw
+    ]
     assert records[0].images == [str(image_root / raw[0]["image"])]
     reasoning = sum(("mmmu" in r.id.lower() or "mathverse" in r.id.lower()) for r in records)
     assert reasoning == 318
@@ -88,8 +89,8 @@ def test_mm_rlhf_rewardbench_skips_video_rows_by_default(image_root, mm_rlhf_rew
 
 def test_mm_rlhf_rewardbench_with_video_allowed(image_root, mm_rlhf_rewardbench):
     records, report = load_preferences(
-        mm_rlhf_rewardbench, "mm-rlhf", image_root=image_root, allow_video=True, swap_seed=None,
-        verbose=False)
+        mm_rlhf_rewardbench, "mm-rlhf", image_root=image_root, allow_video=True, swap_seed=None, verbose=False
+    )
     assert len(records) == 170 and report.skipped == 0
     videos = [r for r in records if r.is_video]
     assert len(videos) == 25

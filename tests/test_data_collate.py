@@ -24,8 +24,7 @@ def sample(prompt: list[int], completion: list[int], grid: list[list[int]] | Non
 
 
 def test_padding_and_masks():
-    batch = collate_for_learner(
-        [sample([11, 12, 13], [21, 22]), sample([14], [23, 24, 25, 26])], pad_token_id=PAD)
+    batch = collate_for_learner([sample([11, 12, 13], [21, 22]), sample([14], [23, 24, 25, 26])], pad_token_id=PAD)
     assert batch.input_ids.tolist() == [[11, 12, 13, 21, 22], [14, 23, 24, 25, 26]]
     batch = collate_for_learner([sample([11, 12, 13], [21]), sample([14], [23, 24])], pad_token_id=PAD)
     assert batch.input_ids.tolist() == [[11, 12, 13, 21], [14, 23, 24, PAD]]
@@ -48,8 +47,9 @@ def test_action_mask_selects_completion_targets():
 
 def test_per_token_fields_on_the_action_grid():
     samples = [
-        sample([1, 2], [3, 4, 5], old_logprobs=[-0.1, -0.2, -0.3], advantages=torch.tensor([1.0, 1.0, 1.0]),
-               reward=2.0),
+        sample(
+            [1, 2], [3, 4, 5], old_logprobs=[-0.1, -0.2, -0.3], advantages=torch.tensor([1.0, 1.0, 1.0]), reward=2.0
+        ),
         sample([6, 7, 8, 9], [10], old_logprobs=[-0.5], advantages=torch.tensor([-1.0]), reward=0.5),
     ]
     batch = collate_for_learner(samples, pad_token_id=PAD)
@@ -98,8 +98,11 @@ def test_grid_and_pixels_must_agree():
 
 
 def test_replicate_shares_pixels_and_collates_one_copy_per_sample():
-    prompt = {"prompt_ids": [1, 2, 3], "pixel_values": torch.randn(8, PATCH_DIM),
-              "image_grid_thw": torch.tensor([[1, 2, 4]])}
+    prompt = {
+        "prompt_ids": [1, 2, 3],
+        "pixel_values": torch.randn(8, PATCH_DIM),
+        "image_grid_thw": torch.tensor([[1, 2, 4]]),
+    }
     copies = replicate(prompt, 3)
     assert len(copies) == 3
     assert all(c["pixel_values"] is prompt["pixel_values"] for c in copies)  # no pixel copy per sample

@@ -24,8 +24,14 @@ def write_png(path: Path) -> None:
 
 
 def good_row(i: int, **overrides) -> dict:
-    row = {"id": f"p{i}", "question": f"Question {i}?", "images": ["img.png"],
-           "response_1": f"first {i}", "response_2": f"second {i}", "label": 1 + i % 2}
+    row = {
+        "id": f"p{i}",
+        "question": f"Question {i}?",
+        "images": ["img.png"],
+        "response_1": f"first {i}",
+        "response_2": f"second {i}",
+        "label": 1 + i % 2,
+    }
     row.update(overrides)
     return row
 
@@ -57,7 +63,8 @@ BAD_ROWS = {
 def test_bad_row_skipped_and_counted_by_default(tmp_path, reason, capsys):
     path = write_rows(tmp_path, [good_row(0), good_row(1, **BAD_ROWS[reason]), good_row(2)])
     records, report = load_preferences(
-        path, "canonical", max_prompt_tokens=100, token_counter=count_question_chars, swap_seed=None)
+        path, "canonical", max_prompt_tokens=100, token_counter=count_question_chars, swap_seed=None
+    )
     assert [r.id for r in records] == ["p0", "p2"]
     assert report.counts == {reason: 1}
     assert (report.rows, report.kept, report.skipped) == (3, 2, 1)
@@ -70,16 +77,19 @@ def test_bad_row_skipped_and_counted_by_default(tmp_path, reason, capsys):
 def test_bad_row_raises_in_strict_mode(tmp_path, reason):
     path = write_rows(tmp_path, [good_row(0), good_row(1, **BAD_ROWS[reason])])
     with pytest.raises(DataError) as info:
-        load_preferences(path, "canonical", strict=True, max_prompt_tokens=100,
-                         token_counter=count_question_chars, verbose=False)
+        load_preferences(
+            path, "canonical", strict=True, max_prompt_tokens=100, token_counter=count_question_chars, verbose=False
+        )
     assert info.value.reason == reason
     assert f"{path}:2: {reason}" in str(info.value)
 
 
 def test_video_row_skipped_unless_allowed(tmp_path):
     write_png(tmp_path / "i.png")
-    rows = [{"id": "a", "prompt": "P", "chosen": "c", "rejected": "r", "image": "i.png"},
-            {"id": "b", "prompt": "P", "chosen": "c", "rejected": "r", "video": "video/v1"}]
+    rows = [
+        {"id": "a", "prompt": "P", "chosen": "c", "rejected": "r", "image": "i.png"},
+        {"id": "b", "prompt": "P", "chosen": "c", "rejected": "r", "video": "video/v1"},
+    ]
     path = tmp_path / "mm.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     records, report = load_preferences(path, "mm-rlhf", swap_seed=None, verbose=False)
@@ -100,21 +110,18 @@ def test_invalid_json_line_is_a_bad_row(tmp_path):
 
 def test_synthetic_files_agree_across_schemas(synthetic_dir):
     """The generator's RL parquet, canonical pairs and SFT file describe the same comparisons."""
-    rl, rl_report = load_preferences(
-        synthetic_dir / "train.parquet", "r1reward-rl", swap_seed=None, verbose=False)
+    rl, rl_report = load_preferences(synthetic_dir / "train.parquet", "r1reward-rl", swap_seed=None, verbose=False)
     pairs, _ = load_preferences(synthetic_dir / "pairs.jsonl", "canonical", swap_seed=None, verbose=False)
     sft, _ = load_preferences(synthetic_dir / "sft.jsonl", "canonical", swap_seed=None, verbose=False)
     assert rl_report.skipped == 0 and len(rl) == len(pairs) == len(sft) > 0
     for a, b, c in zip(rl, pairs, sft):
-        assert (a.question, a.response_1, a.response_2, a.label) == (
-            b.question, b.response_1, b.response_2, b.label)
+        assert (a.question, a.response_1, a.response_2, a.label) == (b.question, b.response_1, b.response_2, b.label)
         assert a.images == b.images == c.images and Path(a.images[0]).is_file()
         assert c.extra["target"].endswith(f"<answer>{c.label}</answer>")
 
 
 def test_unparseable_rl_prompt_is_a_bad_row(tmp_path):
-    rows = [{"question": "no prompt here", "message": "[]", "answer": ["<answer>1</answer>"],
-             "image": "i.png"}]
+    rows = [{"question": "no prompt here", "message": "[]", "answer": ["<answer>1</answer>"], "image": "i.png"}]
     path = tmp_path / "rl.jsonl"
     path.write_text(json.dumps(rows[0]) + "\n")
     records, report = load_preferences(path, "r1reward-rl", verbose=False)
@@ -146,8 +153,7 @@ def test_token_counter_sees_the_record(tmp_path):
         seen.append(record.id)
         return len(format_prompt(record.question, record.response_1, record.response_2))
 
-    records, _ = load_preferences(path, "canonical", max_prompt_tokens=10_000, token_counter=counter,
-                                  verbose=False)
+    records, _ = load_preferences(path, "canonical", max_prompt_tokens=10_000, token_counter=counter, verbose=False)
     assert seen == ["p0", "p1"] and len(records) == 2
 
 

@@ -19,14 +19,25 @@ SOURCES = ("rlaif-v", "vl-feedback", "povid", "wildvision")
 
 def grouped_records(per_source: int = 16) -> list[PreferenceRecord]:
     """A file grouped by source, as the released RL shards are."""
-    return [PreferenceRecord(f"{source}-{i}", f"q {source} {i}", [], f"a {i}", f"b {i}", 1 + i % 2, source=source)
-            for source in SOURCES for i in range(per_source)]
+    return [
+        PreferenceRecord(f"{source}-{i}", f"q {source} {i}", [], f"a {i}", f"b {i}", 1 + i % 2, source=source)
+        for source in SOURCES
+        for i in range(per_source)
+    ]
 
 
 def trainer_on(records: list[PreferenceRecord], batch: int, seed: int = 0) -> Trainer:
     """A Trainer with its data set but no actors: `_records_for` needs nothing else."""
-    config = load_config(None, [f"trainer.rollout_batch_size={batch}", f"data.seed={seed}",
-                                "learner.train_batch_size=4", "learner.num_ranks=2", "learner.micro_batch_size=2"])
+    config = load_config(
+        None,
+        [
+            f"trainer.rollout_batch_size={batch}",
+            f"data.seed={seed}",
+            "learner.train_batch_size=4",
+            "learner.num_ranks=2",
+            "learner.micro_batch_size=2",
+        ],
+    )
     trainer = Trainer(config)
     trainer.dataset = PreferenceDataset(records, swap_seed=seed)
     return trainer
@@ -46,8 +57,12 @@ def test_epoch_order_is_a_seeded_permutation_that_changes_per_epoch():
 def test_position_and_step_indices_cross_epochs():
     assert position(0, 4, 10) == (0, 0) and position(2, 4, 10) == (0, 8) and position(3, 4, 10) == (1, 2)
     indices = step_indices(2, 4, 10, seed=1)  # positions 8, 9 of epoch 0, then 0, 1 of epoch 1
-    assert indices == [(0, epoch_order(10, 0, 1)[8]), (0, epoch_order(10, 0, 1)[9]),
-                       (1, epoch_order(10, 1, 1)[0]), (1, epoch_order(10, 1, 1)[1])]
+    assert indices == [
+        (0, epoch_order(10, 0, 1)[8]),
+        (0, epoch_order(10, 0, 1)[9]),
+        (1, epoch_order(10, 1, 1)[0]),
+        (1, epoch_order(10, 1, 1)[1]),
+    ]
     # Over one epoch every example is seen exactly once.
     seen = [i for step in range(5) for _, i in step_indices(step, 2, 10, seed=7)]
     assert sorted(seen) == list(range(10))

@@ -46,19 +46,39 @@ def test_rewritten_records_keep_working_after_cwd_change_and_move(tmp_path, monk
     content = json.loads(messages[0])[0]["content"]
     assert [part["type"] for part in content] == ["text", "image"]  # the released layout: text first
     # Read it from another working directory, then after moving the whole run folder.
-    out = subprocess.run([sys.executable, "-c", (
-        "from r1reward.data.dataset import load_preferences;"
-        "r, rep = load_preferences('../run-moved/pipeline/data/hard.parquet', 'r1reward-rl', swap_seed=None,"
-        " verbose=False); print(rep.kept, rep.skipped)")],
-        cwd=tmp_path / "runs", capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            (
+                "from r1reward.data.dataset import load_preferences;"
+                "r, rep = load_preferences('../run-moved/pipeline/data/hard.parquet', 'r1reward-rl', swap_seed=None,"
+                " verbose=False); print(rep.kept, rep.skipped)"
+            ),
+        ],
+        cwd=tmp_path / "runs",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert out.returncode != 0 or out.stdout.split()[:2] != ["3", "0"]  # not moved yet: must not load
     (tmp_path / "runs").rename(tmp_path / "run-moved")
     (tmp_path / "runs").mkdir()
-    out = subprocess.run([sys.executable, "-c", (
-        "from r1reward.data.dataset import load_preferences;"
-        "r, rep = load_preferences('../run-moved/pipeline/data/hard.parquet', 'r1reward-rl', swap_seed=None,"
-        " verbose=False); print(rep.kept, rep.skipped)")],
-        cwd=tmp_path / "runs", capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            (
+                "from r1reward.data.dataset import load_preferences;"
+                "r, rep = load_preferences('../run-moved/pipeline/data/hard.parquet', 'r1reward-rl', swap_seed=None,"
+                " verbose=False); print(rep.kept, rep.skipped)"
+            ),
+        ],
+        cwd=tmp_path / "runs",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.split()[:2] == ["3", "0"]
 
 

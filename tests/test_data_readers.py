@@ -33,16 +33,13 @@ def write_parquet(path: Path, rows: list[dict]) -> Path:
 
 
 def test_all_schemas_registered():
-    assert set(SCHEMAS) >= {
-        "r1reward-rl", "mm-rlhf", "vl-rewardbench-hub", "multimodal-rewardbench", "canonical"}
+    assert set(SCHEMAS) >= {"r1reward-rl", "mm-rlhf", "vl-rewardbench-hub", "multimodal-rewardbench", "canonical"}
 
 
 # ------------------------------------------------------------------------------------ r1reward-rl
 
 
-def rl_row(
-    question: str, r1: str, r2: str, label: int, image: str, *, prompt_in_question: bool = True
-) -> dict:
+def rl_row(question: str, r1: str, r2: str, label: int, image: str, *, prompt_in_question: bool = True) -> dict:
     prompt = format_prompt(question, r1, r2)
     content = [{"type": "image", "image": image}, {"type": "text", "text": prompt}]
     message = [{"role": "user", "content": content}]
@@ -71,7 +68,11 @@ def test_r1reward_rl_parquet_round_trip(tmp_path):
     assert len(records) == 2
     first, second = records
     assert (first.question, first.response_1, first.response_2, first.label) == (
-        "What colour is the shape?", "Red.", "Blue.", 2)
+        "What colour is the shape?",
+        "Red.",
+        "Blue.",
+        2,
+    )
     assert first.images == ["/data/img/0.png"]
     assert (second.question, second.response_1, second.label) == ("How many?", "Three", 1)
     assert first.id != second.id and first.source == "train"
@@ -104,10 +105,24 @@ def test_r1reward_rl_unparseable_prompt_is_a_row_error(tmp_path):
 
 def test_mm_rlhf_chosen_first_and_video_flag(tmp_path):
     rows = [
-        {"id": "a", "prompt": "P", "chosen": "good", "rejected": "bad", "image": "long/1.png",
-         "chosen_reason": "", "rejected_reason": ""},
-        {"id": "b", "prompt": "V", "chosen": "good", "rejected": "bad", "video": "video/xyz",
-         "chosen_reason": "", "rejected_reason": ""},
+        {
+            "id": "a",
+            "prompt": "P",
+            "chosen": "good",
+            "rejected": "bad",
+            "image": "long/1.png",
+            "chosen_reason": "",
+            "rejected_reason": "",
+        },
+        {
+            "id": "b",
+            "prompt": "V",
+            "chosen": "good",
+            "rejected": "bad",
+            "video": "video/xyz",
+            "chosen_reason": "",
+            "rejected_reason": "",
+        },
     ]
     image_row, video_row = read_records(write_jsonl(tmp_path / "mm.jsonl", rows), "mm-rlhf")
     assert (image_row.response_1, image_row.response_2, image_row.label) == ("good", "bad", 1)
@@ -122,8 +137,15 @@ def test_mm_rlhf_chosen_first_and_video_flag(tmp_path):
 @pytest.mark.parametrize("ranking,label", [([0, 1], 1), ([1, 0], 2), ([2, 5], 1), ([1, 1], 0)])
 def test_vl_rewardbench_hub_ranking(tmp_path, ranking, label):
     data = png_bytes()
-    rows = [{"id": "RLAIF-V-1", "query": "Q", "response": ["first", "second"],
-             "image": {"bytes": data, "path": "img.png"}, "human_ranking": ranking}]
+    rows = [
+        {
+            "id": "RLAIF-V-1",
+            "query": "Q",
+            "response": ["first", "second"],
+            "image": {"bytes": data, "path": "img.png"},
+            "human_ranking": ranking,
+        }
+    ]
     (record,) = read_records(write_parquet(tmp_path / "vl.parquet", rows), "vl-rewardbench-hub")
     assert record.label == label
     assert (record.response_1, record.response_2) == ("first", "second")
@@ -135,12 +157,33 @@ def test_vl_rewardbench_hub_ranking(tmp_path, ranking, label):
 
 def test_multimodal_rewardbench(tmp_path):
     rows = [
-        {"ID": "math-1", "Text": "T", "Image": "imgs/1.png", "Output1": "x", "Output2": "y",
-         "Better": "Output2", "Category": "reasoning"},
-        {"ID": "pairs-2", "Text": "T", "Image": "imgs/2.png", "Output1": "x", "Output2": "y",
-         "Better": "Output1", "Category": "safety"},
-        {"ID": "c-3", "Text": "T", "Image": "imgs/3.png", "Output1": "x", "Output2": "y",
-         "Better": "tie", "Category": "general"},
+        {
+            "ID": "math-1",
+            "Text": "T",
+            "Image": "imgs/1.png",
+            "Output1": "x",
+            "Output2": "y",
+            "Better": "Output2",
+            "Category": "reasoning",
+        },
+        {
+            "ID": "pairs-2",
+            "Text": "T",
+            "Image": "imgs/2.png",
+            "Output1": "x",
+            "Output2": "y",
+            "Better": "Output1",
+            "Category": "safety",
+        },
+        {
+            "ID": "c-3",
+            "Text": "T",
+            "Image": "imgs/3.png",
+            "Output1": "x",
+            "Output2": "y",
+            "Better": "tie",
+            "Category": "general",
+        },
     ]
     records = list(read_records(write_jsonl(tmp_path / "mmrb.jsonl", rows), "multimodal-rewardbench"))
     assert [r.label for r in records] == [2, 1, 0]
@@ -152,9 +195,19 @@ def test_multimodal_rewardbench(tmp_path):
 
 
 def test_canonical_jsonl_keeps_extra_target(tmp_path):
-    rows = [{"id": "p0", "question": "Q", "images": ["img/0.png"], "response_1": "a", "response_2": "b",
-             "label": 2, "source": "synthetic", "category": "colour",
-             "target": "<think>t</think><answer>2</answer>"}]
+    rows = [
+        {
+            "id": "p0",
+            "question": "Q",
+            "images": ["img/0.png"],
+            "response_1": "a",
+            "response_2": "b",
+            "label": 2,
+            "source": "synthetic",
+            "category": "colour",
+            "target": "<think>t</think><answer>2</answer>",
+        }
+    ]
     (record,) = read_records(write_jsonl(tmp_path / "sft.jsonl", rows), "canonical")
     assert (record.label, record.source, record.category) == (2, "synthetic", "colour")
     assert record.images == ["img/0.png"]

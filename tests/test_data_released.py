@@ -52,11 +52,16 @@ def released_rows(image_kind: str) -> list[dict]:
         authors_path = f"{AUTHORS_PREFIX}RLAIF-V-image/{name}"
         question = f"Describe artwork {i} in detail."
         prompt = format_prompt(question, f"It shows a tree ({i}).", f"It shows a boat ({i}).")
-        message = [{"role": "user", "content": [{"type": "text", "text": prompt},
-                                                 {"type": "image", "image": authors_path}]}]
+        message = [
+            {"role": "user", "content": [{"type": "text", "text": prompt}, {"type": "image", "image": authors_path}]}
+        ]
         data = jpeg_bytes(i)
-        image = {"bytes": data, "base64": base64.b64encode(data).decode(),
-                 "struct": {"bytes": data, "path": name}, "path": authors_path}[image_kind]
+        image = {
+            "bytes": data,
+            "base64": base64.b64encode(data).decode(),
+            "struct": {"bytes": data, "path": name},
+            "path": authors_path,
+        }[image_kind]
         answer = [f"<answer>{label}</answer>"] if i else f"<answer>{label}</answer>"  # a plain string too
         rows.append({"question": question, "message": json.dumps(message), "answer": answer, "image": image})
     return rows
@@ -64,12 +69,17 @@ def released_rows(image_kind: str) -> list[dict]:
 
 def write_released(path: Path, image_kind: str) -> Path:
     rows = released_rows(image_kind)
-    image_type = {"bytes": pa.binary(), "base64": pa.string(), "path": pa.string(),
-                  "struct": pa.struct([("bytes", pa.binary()), ("path", pa.string())])}[image_kind]
+    image_type = {
+        "bytes": pa.binary(),
+        "base64": pa.string(),
+        "path": pa.string(),
+        "struct": pa.struct([("bytes", pa.binary()), ("path", pa.string())]),
+    }[image_kind]
     for row in rows:  # parquet wants one column type: the answers all become lists
         row["answer"] = row["answer"] if isinstance(row["answer"], list) else [row["answer"]]
-    schema = pa.schema([("question", pa.string()), ("message", pa.string()),
-                        ("answer", pa.list_(pa.string())), ("image", image_type)])
+    schema = pa.schema(
+        [("question", pa.string()), ("message", pa.string()), ("answer", pa.list_(pa.string())), ("image", image_type)]
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
     return path
@@ -87,8 +97,9 @@ def local_copy(tmp_path) -> Path:
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-m", "r1reward", *args], capture_output=True, text=True,
-                          timeout=300, cwd=cwd, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "r1reward", *args], capture_output=True, text=True, timeout=300, cwd=cwd, env=env
+    )
 
 
 def path_map(local: Path) -> str:
@@ -128,27 +139,29 @@ def test_paths_load_with_the_path_map_and_are_skipped_without(tmp_path, local_co
     assert AUTHORS_PREFIX in report.examples[0]
 
     mapping = {AUTHORS_PREFIX: f"{local_copy}/"}
-    records, report = load_preferences(path, "r1reward-rl", swap_seed=None, verbose=False,
-                                       image_path_map=mapping)
+    records, report = load_preferences(path, "r1reward-rl", swap_seed=None, verbose=False, image_path_map=mapping)
     assert report.kept == N_ROWS and not report.counts
-    assert [r.images for r in records] == [[str(local_copy / "RLAIF-V-image" / f"sample_{i}.jpg")]
-                                           for i in range(N_ROWS)]
+    assert [r.images for r in records] == [
+        [str(local_copy / "RLAIF-V-image" / f"sample_{i}.jpg")] for i in range(N_ROWS)
+    ]
 
 
 def test_path_map_longest_prefix_wins_and_relative_targets_use_the_image_root(tmp_path, local_copy):
     path = write_released(tmp_path / "data" / "rl-path.parquet", "path")
     mapping = {"/mmu_mllm_hdd/": "/nowhere/", AUTHORS_PREFIX: "images/"}  # the longer one must win
     (local_copy.parent / "images").symlink_to(local_copy)
-    records, report = load_preferences(path, "r1reward-rl", image_root=local_copy.parent, swap_seed=None,
-                                       verbose=False, image_path_map=mapping)
+    records, report = load_preferences(
+        path, "r1reward-rl", image_root=local_copy.parent, swap_seed=None, verbose=False, image_path_map=mapping
+    )
     assert report.kept == N_ROWS, report.summary()
     assert records[0].images == [str(local_copy.parent / "images" / "RLAIF-V-image" / "sample_0.jpg")]
 
 
 def test_an_existing_message_path_is_used_before_the_embedded_image(tmp_path, local_copy):
     path = write_released(tmp_path / "rl-bytes.parquet", "bytes")
-    records, _ = load_preferences(path, "r1reward-rl", swap_seed=None, verbose=False,
-                                  image_path_map={AUTHORS_PREFIX: f"{local_copy}/"})
+    records, _ = load_preferences(
+        path, "r1reward-rl", swap_seed=None, verbose=False, image_path_map={AUTHORS_PREFIX: f"{local_copy}/"}
+    )
     assert all(isinstance(r.images[0], str) and r.images[0].startswith(str(local_copy)) for r in records)
 
 
@@ -167,8 +180,7 @@ def test_the_dataset_takes_the_path_map_as_training_does(tmp_path, local_copy):
     path = write_released(tmp_path / "rl-path.parquet", "path")
     config = load_config(None, [path_map(local_copy)])
     assert config.data.image_path_map == {AUTHORS_PREFIX: f"{local_copy}/"}
-    dataset = PreferenceDataset.from_file(path, "r1reward-rl", image_path_map=config.data.image_path_map,
-                                          verbose=False)
+    dataset = PreferenceDataset.from_file(path, "r1reward-rl", image_path_map=config.data.image_path_map, verbose=False)
     assert len(dataset) == N_ROWS
     assert sorted(r.label for r in dataset) in ([1, 1, 2, 2, 2], [1, 1, 1, 2, 2])  # balanced swap
 
@@ -210,8 +222,17 @@ def test_check_data_from_another_directory_with_relative_paths(tmp_path, local_c
     assert result["first_bad_rows"][0].startswith("../released/rl-path.parquet:1: image-missing: ")
 
     # The images next to the data, named by a relative map target and a relative --image-root.
-    proc = run_cli("check-data", "--schema", "r1reward-rl", "--data", "../released/rl-path.parquet",
-                   "--image-root", "../local-images", f"data.image_path_map={{{AUTHORS_PREFIX}: ''}}", cwd=cwd)
+    proc = run_cli(
+        "check-data",
+        "--schema",
+        "r1reward-rl",
+        "--data",
+        "../released/rl-path.parquet",
+        "--image-root",
+        "../local-images",
+        f"data.image_path_map={{{AUTHORS_PREFIX}: ''}}",
+        cwd=cwd,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads(proc.stdout)["loaded"] == N_ROWS
 
@@ -219,8 +240,7 @@ def test_check_data_from_another_directory_with_relative_paths(tmp_path, local_c
 def test_check_data_bad_input_is_one_line(tmp_path):
     proc = run_cli("check-data", "--schema", "r1reward-rl", "--data", "absent.parquet", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.strip().splitlines() == [
-        "r1reward check-data: error: data file not found: absent.parquet"]
+    assert proc.stderr.strip().splitlines() == ["r1reward check-data: error: data file not found: absent.parquet"]
     (tmp_path / "x.jsonl").write_text('{"a": 1}\n')
     proc = run_cli("check-data", "--schema", "nope", "--data", "x.jsonl", cwd=tmp_path)
     assert proc.returncode == 2 and "unknown schema 'nope'" in proc.stderr and "Traceback" not in proc.stderr
@@ -235,17 +255,31 @@ def test_prepare_data_output_loads_back_from_any_directory(tmp_path, local_copy,
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
     b.mkdir()
-    proc = run_cli("prepare-data", "--schema", "r1reward-rl", "--data", f"../released/rl-{kind}.parquet",
-                   "--out", "prepared", path_map(local_copy), cwd=a)
+    proc = run_cli(
+        "prepare-data",
+        "--schema",
+        "r1reward-rl",
+        "--data",
+        f"../released/rl-{kind}.parquet",
+        "--out",
+        "prepared",
+        path_map(local_copy),
+        cwd=a,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(proc.stdout)
     assert (result["rows"], result["converted"], result["skipped"], result["images_written"]) == (
-        N_ROWS, N_ROWS, 0, N_ROWS)
+        N_ROWS,
+        N_ROWS,
+        0,
+        N_ROWS,
+    )
     written = a / "prepared" / "train.parquet"
     table = pq.read_table(written).to_pylist()
     assert all(row["image"].startswith("images/") for row in table)  # relative to the parquet file
     assert sorted(p.name for p in (a / "prepared" / "images").iterdir()) == sorted(
-        Path(row["image"]).name for row in table)
+        Path(row["image"]).name for row in table
+    )
     assert (a / "prepared" / "images" / Path(table[0]["image"]).name).read_bytes() == jpeg_bytes(0)
 
     proc = run_cli("check-data", "--schema", "r1reward-rl", "--data", "../a/prepared/train.parquet", cwd=b)
@@ -254,8 +288,9 @@ def test_prepare_data_output_loads_back_from_any_directory(tmp_path, local_copy,
     assert (result["loaded"], result["labels"]) == (N_ROWS, {"1": 2, "2": 3})
 
     monkeypatch.chdir(b)  # in-process, as training loads it
-    records, report = load_preferences(Path("../a/prepared/train.parquet"), "r1reward-rl", swap_seed=None,
-                                       verbose=False)
+    records, report = load_preferences(
+        Path("../a/prepared/train.parquet"), "r1reward-rl", swap_seed=None, verbose=False
+    )
     assert report.kept == N_ROWS and [r.label for r in records] == LABELS
     assert all(Path(r.images[0]).is_absolute() and Path(r.images[0]).is_file() for r in records)
     assert records[0].question == "Describe artwork 0 in detail."
@@ -264,16 +299,26 @@ def test_prepare_data_output_loads_back_from_any_directory(tmp_path, local_copy,
 def test_prepare_data_counts_what_it_skips(tmp_path, local_copy):
     write_released(tmp_path / "rl-path.parquet", "path")
     (local_copy / "RLAIF-V-image" / "sample_3.jpg").unlink()
-    proc = run_cli("prepare-data", "--schema", "r1reward-rl", "--data", "rl-path.parquet", "--out", "out",
-                   path_map(local_copy), cwd=tmp_path)
+    proc = run_cli(
+        "prepare-data",
+        "--schema",
+        "r1reward-rl",
+        "--data",
+        "rl-path.parquet",
+        "--out",
+        "out",
+        path_map(local_copy),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert (result["converted"], result["skipped_by_reason"]) == (N_ROWS - 1, {"image-missing": 1})
     assert result["first_bad_rows"][0].startswith("rl-path.parquet:4: image-missing:")
     assert pq.read_table(tmp_path / "out" / "train.parquet").num_rows == N_ROWS - 1
 
-    proc = run_cli("prepare-data", "--schema", "r1reward-rl", "--data", "rl-path.parquet", "--out", "none",
-                   cwd=tmp_path)  # no map: nothing converts, nothing is written
+    proc = run_cli(
+        "prepare-data", "--schema", "r1reward-rl", "--data", "rl-path.parquet", "--out", "none", cwd=tmp_path
+    )  # no map: nothing converts, nothing is written
     assert proc.returncode == 1
     assert json.loads(proc.stdout)["converted"] == 0 and not (tmp_path / "none" / "train.parquet").exists()
 
@@ -287,12 +332,23 @@ def mmrb(tmp_path) -> tuple[Path, Path]:
     folder = tmp_path / "images"
     (folder / "vqa").mkdir(parents=True)
     rows = []
-    for i, (row_id, category, better) in enumerate([
-            ("math-1", "reasoning", "Output1"), ("pairs-2", "safety", "Output2"),
-            ("vqa-3", "vqa", "Output2"), ("coding-4", None, "Output1")]):
+    for i, (row_id, category, better) in enumerate(
+        [
+            ("math-1", "reasoning", "Output1"),
+            ("pairs-2", "safety", "Output2"),
+            ("vqa-3", "vqa", "Output2"),
+            ("coding-4", None, "Output1"),
+        ]
+    ):
         (folder / "vqa" / f"{i}.jpg").write_bytes(jpeg_bytes(i))
-        row = {"ID": row_id, "Text": f"Question {i}?", "Image": f"vqa/{i}.jpg", "Output1": f"first {i}",
-               "Output2": f"second {i}", "Better": better}
+        row = {
+            "ID": row_id,
+            "Text": f"Question {i}?",
+            "Image": f"vqa/{i}.jpg",
+            "Output1": f"first {i}",
+            "Output2": f"second {i}",
+            "Better": better,
+        }
         if category:
             row["Category"] = category
         else:
@@ -312,8 +368,9 @@ def test_mmrb_all_data_json_loads_via_the_benchmark_loader(mmrb, tmp_path):
     assert not any(r.problem for r in check_rows(rows, folder))
     # What `r1reward eval --benchmark multimodal-rewardbench --data all_data.json --image-root DIR` runs
     # before loading the model.
-    options = EvalOptions("multimodal-rewardbench", str(path), str(tmp_path / "out"), model="/nonexistent",
-                          image_root=str(folder))
+    options = EvalOptions(
+        "multimodal-rewardbench", str(path), str(tmp_path / "out"), model="/nonexistent", image_root=str(folder)
+    )
     prepared = prepare_rows(options)
     assert len(prepared) == 4 and not any(r.problem for r in prepared)
     assert prepared[2].record.images == [str(folder / "vqa" / "2.jpg")]
@@ -321,8 +378,16 @@ def test_mmrb_all_data_json_loads_via_the_benchmark_loader(mmrb, tmp_path):
 
 def test_mmrb_check_data_with_image_root(mmrb, tmp_path):
     path, folder = mmrb
-    proc = run_cli("check-data", "--schema", "multimodal-rewardbench", "--data", path.name,
-                   "--image-root", folder.name, cwd=tmp_path)
+    proc = run_cli(
+        "check-data",
+        "--schema",
+        "multimodal-rewardbench",
+        "--data",
+        path.name,
+        "--image-root",
+        folder.name,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert (result["rows"], result["loaded"], result["labels"]) == (4, 4, {"1": 2, "2": 2})
@@ -336,8 +401,9 @@ def test_json_files_for_other_schemas(tmp_path):
     assert ids == ["p0"]
     with pytest.raises(Exception, match="array.json:3: invalid-json"):
         list(read_records(tmp_path / "array.json", "canonical"))
-    records, report = load_preferences(tmp_path / "array.json", "canonical", require_images=False,
-                                       swap_seed=None, verbose=False)
+    records, report = load_preferences(
+        tmp_path / "array.json", "canonical", require_images=False, swap_seed=None, verbose=False
+    )
     assert report.rows == 3 and dict(report.counts) == {"image-missing": 2, "invalid-json": 1}
     (tmp_path / "broken.json").write_text("[{")
     with pytest.raises(Exception, match="broken.json is not valid JSON"):
@@ -346,7 +412,7 @@ def test_json_files_for_other_schemas(tmp_path):
 
 def test_prompt_with_another_preamble_is_split_by_its_headings(tmp_path):
     prompt = format_prompt("What is shown?", "A cat.", "A dog.")
-    variant = "<image>\nCompare the two answers carefully.\n\n" + prompt[prompt.index("###### [Question]"):]
+    variant = "<image>\nCompare the two answers carefully.\n\n" + prompt[prompt.index("###### [Question]") :]
     row = released_rows("base64")[0]
     row["message"] = json.dumps([{"role": "user", "content": [{"type": "text", "text": variant}]}])
     path = tmp_path / "rl.jsonl"

@@ -143,8 +143,12 @@ def test_collated_batch_matches_single_sample_forward(tiny_model_dir, processor)
     samples = [{**p, "completion_ids": c} for p, c in zip(prompts, completions)]
     batch = collate_for_learner(samples, processor.tokenizer.pad_token_id)
     with torch.no_grad():
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                       pixel_values=batch.pixel_values, image_grid_thw=batch.image_grid_thw).logits
+        logits = model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            pixel_values=batch.pixel_values,
+            image_grid_thw=batch.image_grid_thw,
+        ).logits
         for b, s in enumerate(samples):
             ids = torch.tensor([s["prompt_ids"] + s["completion_ids"]])
             vision = {"pixel_values": s["pixel_values"], "image_grid_thw": s["image_grid_thw"]}

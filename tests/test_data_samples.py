@@ -24,8 +24,10 @@ def test_every_field_declares_a_kind_and_batched_kinds_have_a_batch_field():
 
 def test_collate_follows_the_declared_kinds_not_the_shapes():
     # A completion of length 1 makes a per-token field look like a scalar list; the declaration decides.
-    samples = [Sample(prompt_ids=[1, 2], completion_ids=[3], old_logprobs=[-0.5], advantages=[2.0], policy_version=3),
-               Sample(prompt_ids=[4], completion_ids=[5], old_logprobs=[-0.25], advantages=[1.0], policy_version=3)]
+    samples = [
+        Sample(prompt_ids=[1, 2], completion_ids=[3], old_logprobs=[-0.5], advantages=[2.0], policy_version=3),
+        Sample(prompt_ids=[4], completion_ids=[5], old_logprobs=[-0.25], advantages=[1.0], policy_version=3),
+    ]
     batch = collate_for_learner(samples, pad_token_id=0)
     assert batch.advantages.shape == batch.action_mask.shape
     assert batch.advantages[batch.action_mask].tolist() == [2.0, 1.0]
@@ -41,11 +43,19 @@ def test_unknown_dict_keys_are_refused_by_name():
 
 
 def test_make_samples_records_the_policy_version_and_for_learner_drops_driver_fields():
-    prompt = {"prompt_ids": [1, 2], "pixel_values": torch.zeros(4, 8), "image_grid_thw": torch.tensor([[1, 2, 2]]),
-              "label": 2}
-    result = {"prompt_token_ids": [1, 2], "generations": [
-        {"token_ids": [7, 8], "logprobs": [-0.1, -0.2], "text": "<answer>2</answer>"},
-        {"token_ids": [9], "logprobs": [-0.3], "text": "x"}]}
+    prompt = {
+        "prompt_ids": [1, 2],
+        "pixel_values": torch.zeros(4, 8),
+        "image_grid_thw": torch.tensor([[1, 2, 2]]),
+        "label": 2,
+    }
+    result = {
+        "prompt_token_ids": [1, 2],
+        "generations": [
+            {"token_ids": [7, 8], "logprobs": [-0.1, -0.2], "text": "<answer>2</answer>"},
+            {"token_ids": [9], "logprobs": [-0.3], "text": "x"},
+        ],
+    }
     samples = make_samples([prompt], [result], policy_version=5)
     assert [s.policy_version for s in samples] == [5, 5] and [s.prompt_index for s in samples] == [0, 0]
     assert samples[0].text == "<answer>2</answer>" and samples[0].label == 2

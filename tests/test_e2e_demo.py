@@ -15,8 +15,17 @@ import pytest
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-SMALLER = ["pipeline.seeds=[0]", "pipeline.num_train=96", "pipeline.num_heldout=16", "pipeline.warmup_steps=200", "pipeline.select_k=2",
-           "sft.num_epochs=16", "trainer.num_steps=2", "trainer.rollout_batch_size=8", "trainer.save_every=2"]
+SMALLER = [
+    "pipeline.seeds=[0]",
+    "pipeline.num_train=96",
+    "pipeline.num_heldout=16",
+    "pipeline.warmup_steps=200",
+    "pipeline.select_k=2",
+    "sft.num_epochs=16",
+    "trainer.num_steps=2",
+    "trainer.rollout_batch_size=8",
+    "trainer.save_every=2",
+]
 
 
 def terminal_lines(text: str) -> list[str]:
@@ -27,8 +36,13 @@ def terminal_lines(text: str) -> list[str]:
 def test_pipeline_as_typed_from_a_checkout(tmp_path):
     checkout = tmp_path / "checkout"
     shutil.copytree(REPO / "configs", checkout / "configs")
-    command = [str(Path(sys.executable).with_name("r1reward")), "pipeline", "--config", "configs/pipeline-tiny.yaml",
-               *SMALLER]
+    command = [
+        str(Path(sys.executable).with_name("r1reward")),
+        "pipeline",
+        "--config",
+        "configs/pipeline-tiny.yaml",
+        *SMALLER,
+    ]
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "R1REWARD_VERBOSE")}
     # Bytes, not text=True: universal newlines would turn each progress-bar redraw ("\r") into a line.
     run = subprocess.run(command, cwd=checkout, env=env, capture_output=True, timeout=1200)

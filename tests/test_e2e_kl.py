@@ -18,13 +18,23 @@ pytestmark = pytest.mark.slow
 def _config(model_dir, synthetic_dir, output_dir, *extra: str):
     from r1reward.config import load_config
 
-    return load_config("configs/tiny-cpu.yaml", [
-        f"model.path={model_dir}", f"data.train_path={synthetic_dir / 'train.parquet'}",
-        f"trainer.output_dir={output_dir}", "trainer.num_steps=2", "trainer.save_every=2",
-        # 8 prompts of up to 64 tokens: room for the SFT-primed format, and rewards that vary, so the
-        # first update moves the policy away from the reference.
-        "trainer.rollout_batch_size=8", "learner.train_batch_size=4", "learner.micro_batch_size=2",
-        "rollout.max_new_tokens=64", *extra])
+    return load_config(
+        "configs/tiny-cpu.yaml",
+        [
+            f"model.path={model_dir}",
+            f"data.train_path={synthetic_dir / 'train.parquet'}",
+            f"trainer.output_dir={output_dir}",
+            "trainer.num_steps=2",
+            "trainer.save_every=2",
+            # 8 prompts of up to 64 tokens: room for the SFT-primed format, and rewards that vary, so the
+            # first update moves the policy away from the reference.
+            "trainer.rollout_batch_size=8",
+            "learner.train_batch_size=4",
+            "learner.micro_batch_size=2",
+            "rollout.max_new_tokens=64",
+            *extra,
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +52,15 @@ def _fixed_sample(trainer) -> dict:
 
     cfg = trainer.config
     prompt = prepare_prompt(trainer.processor, trainer.dataset[0], cfg.data.min_pixels, cfg.data.max_pixels)
-    completion = trainer.processor.tokenizer("<think>The first response is right.</think><answer>1</answer>",
-                                             add_special_tokens=False).input_ids
-    return {"prompt_ids": prompt["prompt_ids"], "completion_ids": completion,
-            "pixel_values": prompt["pixel_values"], "image_grid_thw": prompt["image_grid_thw"]}
+    completion = trainer.processor.tokenizer(
+        "<think>The first response is right.</think><answer>1</answer>", add_special_tokens=False
+    ).input_ids
+    return {
+        "prompt_ids": prompt["prompt_ids"],
+        "completion_ids": completion,
+        "pixel_values": prompt["pixel_values"],
+        "image_grid_thw": prompt["image_grid_thw"],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +74,9 @@ def kl_run(ray_session, sft_model_dir, synthetic_dir, tmp_path_factory):
     try:
         trainer.setup()
         sample = _fixed_sample(trainer)
-        before = ray.get([l.compute_logprobs.remote([sample]) for l in trainer.learners.ranks])
+        before = ray.get([rank.compute_logprobs.remote([sample]) for rank in trainer.learners.ranks])
         result = trainer.fit()
-        after = ray.get([l.compute_logprobs.remote([sample]) for l in trainer.learners.ranks])
+        after = ray.get([rank.compute_logprobs.remote([sample]) for rank in trainer.learners.ranks])
     finally:
         trainer.shutdown()
     yield {"result": result, "before": before, "after": after, "output_dir": output_dir}
@@ -105,12 +120,21 @@ def test_without_kl_no_reference_model_is_loaded(ray_session, sft_model_dir):
     from r1reward.config import load_config
     from r1reward.learner.worker import LearnerRank
 
-    cfg = load_config("configs/tiny-cpu.yaml", ["learner.num_ranks=1", "learner.train_batch_size=2",
-                                                "learner.micro_batch_size=2"])
+    cfg = load_config(
+        "configs/tiny-cpu.yaml", ["learner.num_ranks=1", "learner.train_batch_size=2", "learner.micro_batch_size=2"]
+    )
     assert cfg.algo.kl_coef == 0
     learner = ray.remote(num_cpus=1)(LearnerRank).remote(
-        0, 1, "127.0.0.1", get_open_port(), str(sft_model_dir), asdict(cfg.model), asdict(cfg.learner),
-        asdict(cfg.algo), 1)
+        0,
+        1,
+        "127.0.0.1",
+        get_open_port(),
+        str(sft_model_dir),
+        asdict(cfg.model),
+        asdict(cfg.learner),
+        asdict(cfg.algo),
+        1,
+    )
     try:
         sample = {"prompt_ids": [1, 2, 3], "completion_ids": [4, 5]}
         out = ray.get(learner.compute_logprobs.remote([sample]), timeout=600)

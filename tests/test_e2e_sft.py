@@ -26,9 +26,17 @@ def test_sft_on_learner_ranks_teaches_the_format(ray_session, tiny_model_dir, tm
 
     train = make_synthetic_data(tmp_path / "train", num=64, seed=3)
     heldout = make_synthetic_data(tmp_path / "heldout", num=8, seed=4)
-    config = load_config("configs/tiny-cpu.yaml", [
-        f"model.path={tiny_model_dir}", f"sft.data_path={train['sft']}", f"sft.output_dir={tmp_path / 'sft'}",
-        "sft.num_epochs=10", "sft.save_every=40", "rollout.max_new_tokens=64"])
+    config = load_config(
+        "configs/tiny-cpu.yaml",
+        [
+            f"model.path={tiny_model_dir}",
+            f"sft.data_path={train['sft']}",
+            f"sft.output_dir={tmp_path / 'sft'}",
+            "sft.num_epochs=10",
+            "sft.save_every=40",
+            "rollout.max_new_tokens=64",
+        ],
+    )
     result = SFTTrainer(config).run()
 
     losses = [row["sft_loss"] for row in read_metrics(tmp_path / "sft" / "metrics.jsonl")]

@@ -18,11 +18,21 @@ pytestmark = pytest.mark.slow
 def _config(tiny_model_dir, synthetic_dir, output_dir, steps: int, resume: bool = False):
     from r1reward.config import load_config
 
-    return load_config("configs/tiny-cpu.yaml", [
-        f"model.path={tiny_model_dir}", f"data.train_path={synthetic_dir / 'train.parquet'}",
-        f"trainer.output_dir={output_dir}", f"trainer.num_steps={steps}", "trainer.save_every=1",
-        "trainer.rollout_batch_size=4", "learner.train_batch_size=4", "learner.micro_batch_size=2",
-        "rollout.max_new_tokens=64", f"trainer.resume={str(resume).lower()}"])
+    return load_config(
+        "configs/tiny-cpu.yaml",
+        [
+            f"model.path={tiny_model_dir}",
+            f"data.train_path={synthetic_dir / 'train.parquet'}",
+            f"trainer.output_dir={output_dir}",
+            f"trainer.num_steps={steps}",
+            "trainer.save_every=1",
+            "trainer.rollout_batch_size=4",
+            "learner.train_batch_size=4",
+            "learner.micro_batch_size=2",
+            "rollout.max_new_tokens=64",
+            f"trainer.resume={str(resume).lower()}",
+        ],
+    )
 
 
 def _probe(trainer, prompts):
@@ -49,15 +59,25 @@ def trained(ray_session, sft_model_dir, synthetic_dir, tmp_path_factory):
     trainer = Trainer(_config(sft_model_dir, synthetic_dir, output_dir, steps=2))
     trainer.setup()
     cfg = trainer.config
-    prompts = [{"prompt": p["prompt"], "images": p["images"]} for p in
-               (prepare_prompt(trainer.processor, trainer.dataset[i], cfg.data.min_pixels, cfg.data.max_pixels)
-                for i in range(2))]
+    prompts = [
+        {"prompt": p["prompt"], "images": p["images"]}
+        for p in (
+            prepare_prompt(trainer.processor, trainer.dataset[i], cfg.data.min_pixels, cfg.data.max_pixels)
+            for i in range(2)
+        )
+    ]
     before = _probe(trainer, prompts)
     result = trainer.fit()
     after = _probe(trainer, prompts)
     trainer.shutdown()
-    yield {"trainer": trainer, "result": result, "before": before, "after": after, "prompts": prompts,
-           "output_dir": output_dir}
+    yield {
+        "trainer": trainer,
+        "result": result,
+        "before": before,
+        "after": after,
+        "prompts": prompts,
+        "output_dir": output_dir,
+    }
 
 
 def _tokens_and_logprobs(results):
@@ -72,8 +92,18 @@ def test_every_logged_metric_is_finite(trained):
     for row in rows:
         bad = {k: v for k, v in row.items() if not math.isfinite(v)}
         assert not bad, bad
-        for key in ("reward/mean", "reward/format_rate", "loss", "clip_frac", "filter/filtered_frac",
-                    "logprob_gap/max", "time/generate", "time/train", "time/sync", "response_length/mean"):
+        for key in (
+            "reward/mean",
+            "reward/format_rate",
+            "loss",
+            "clip_frac",
+            "filter/filtered_frac",
+            "logprob_gap/max",
+            "time/generate",
+            "time/train",
+            "time/sync",
+            "response_length/mean",
+        ):
             assert key in row
         # fp32 on both sides and the same M-RoPE positions (the learner passes mm_token_type_ids), so
         # the sampler's and the learner's log-probs agree on every token, image-dependent ones included.
@@ -93,7 +123,8 @@ def test_synced_worker_equals_fresh_engine_from_checkpoint_and_not_the_base(trai
     checkpoint = output_dir / "checkpoints" / "step_2" / "hf"
     cfg = trainer.config
     fresh = ray.remote(num_cpus=1)(RolloutWorker).remote(
-        str(checkpoint), asdict(cfg.rollout), (cfg.data.min_pixels, cfg.data.max_pixels))
+        str(checkpoint), asdict(cfg.rollout), (cfg.data.min_pixels, cfg.data.max_pixels)
+    )
     from_checkpoint = ray.get(fresh.generate.remote(trained["prompts"], seeds=[11, 12]))
     ray.kill(fresh)
     assert _tokens_and_logprobs(trained["after"]) == _tokens_and_logprobs(from_checkpoint)
@@ -110,8 +141,9 @@ def test_checkpoint_loads_in_transformers(trained):
     assert state["step"] == 2 and type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
 
 
-def test_resume_continues_at_the_saved_step_and_a_dead_actor_ends_the_run(trained, sft_model_dir, synthetic_dir,
-                                                                         capsys):
+def test_resume_continues_at_the_saved_step_and_a_dead_actor_ends_the_run(
+    trained, sft_model_dir, synthetic_dir, capsys
+):
     import ray
 
     from r1reward.errors import UserError
@@ -133,7 +165,9 @@ def test_resume_continues_at_the_saved_step_and_a_dead_actor_ends_the_run(traine
         # An actor that dies ends the run with its error and the checkpoint to resume from; no hang.
         ray.kill(trainer.rollout.workers[0])
         trainer.config.trainer.num_steps = 4
-        with pytest.raises(UserError, match=r"training stopped at step 4: .*resume from .*step_3 with trainer.resume=true"):
+        with pytest.raises(
+            UserError, match=r"training stopped at step 4: .*resume from .*step_3 with trainer.resume=true"
+        ):
             trainer.fit()
     finally:
         trainer.shutdown()

@@ -58,9 +58,11 @@ def check_recount(metrics: dict, preds: list[dict], labels: list[int], out: Path
     assert metrics["overall"] == pytest.approx(sum(p["correct"] for p, _ in scored) / len(scored))
     for k in (1, 2, 3):
         assert metrics["voting_at_k"][str(k)] == pytest.approx(
-            sum(vote(p["votes"][:k]) == label for p, label in scored) / len(scored))
+            sum(vote(p["votes"][:k]) == label for p, label in scored) / len(scored)
+        )
         assert metrics["any_at_k"][str(k)] == pytest.approx(
-            sum(label in p["votes"][:k] for p, label in scored) / len(scored))
+            sum(label in p["votes"][:k] for p, label in scored) / len(scored)
+        )
     votes = [v for p, _ in scored for v in p["votes"]]
     assert metrics["parse_failure_rate"] == pytest.approx(votes.count(None) / len(votes))
     texts = {g["index"]: g["texts"] for g in map(json.loads, (out / "generations.jsonl").read_text().splitlines())}
@@ -82,8 +84,24 @@ def test_vl_rewardbench_first_24_rows(engine, tmp_path, benchmarks_dir):
     assert metrics["categories"]["general"] is None and "categories_paper_script" in metrics
     assert metrics["run"]["k"] == 3 and 0 <= metrics["run"]["truncated_rate"] <= 1
     # eval-metrics on the same predictions reproduces everything but the run details.
-    assert run_cli(["eval-metrics", "--benchmark", "vl-rewardbench", "--data", str(data), "--limit", "24",
-                    "--predictions", str(out / "predictions.jsonl"), "--out", str(tmp_path / "again.json")]) == 0
+    assert (
+        run_cli(
+            [
+                "eval-metrics",
+                "--benchmark",
+                "vl-rewardbench",
+                "--data",
+                str(data),
+                "--limit",
+                "24",
+                "--predictions",
+                str(out / "predictions.jsonl"),
+                "--out",
+                str(tmp_path / "again.json"),
+            ]
+        )
+        == 0
+    )
     again = json.loads((tmp_path / "again.json").read_text())
     assert again == {k: v for k, v in metrics.items() if k != "run"}
 
@@ -92,8 +110,9 @@ def test_mm_rlhf_rewardbench_skipping_video_rows(engine, tmp_path, benchmarks_di
     data = benchmarks_dir / "mm_rlhf_rewardbench.jsonl"
     placeholder_images(tmp_path, data)
     out = tmp_path / "out"
-    metrics, preds = evaluate(engine, "mm-rlhf-rewardbench", data, out, image_root=str(tmp_path),
-                              skip_missing_images=True)
+    metrics, preds = evaluate(
+        engine, "mm-rlhf-rewardbench", data, out, image_root=str(tmp_path), skip_missing_images=True
+    )
     assert len(preds) == 170 and metrics["skipped_by_reason"] == {"video-unsupported": 25}
     assert {p["category"] for p in preds if p.get("skipped")} == {"video"}
     check_recount(metrics, preds, [1] * 170, out)
@@ -108,10 +127,21 @@ def test_mm_rlhf_rewardbench_skipping_video_rows(engine, tmp_path, benchmarks_di
 def test_multimodal_rewardbench_with_swap(engine, tmp_path):
     for n in range(len(MRB_ROWS)):
         Image.new("RGB", (40 + 8 * n, 30), (20 * n, 100, 200)).save(tmp_path / f"{n}.png")
-    data = write_jsonl(tmp_path / "mrb.jsonl", [
-        {"ID": i, "Text": f"What is shown in picture {n}?", "Image": f"{n}.png", "Output1": f"A red shape {n}.",
-         "Output2": f"Two blue shapes {n}.", "Better": better, "Category": category}
-        for n, (i, category, better) in enumerate(MRB_ROWS)])
+    data = write_jsonl(
+        tmp_path / "mrb.jsonl",
+        [
+            {
+                "ID": i,
+                "Text": f"What is shown in picture {n}?",
+                "Image": f"{n}.png",
+                "Output1": f"A red shape {n}.",
+                "Output2": f"Two blue shapes {n}.",
+                "Better": better,
+                "Category": category,
+            }
+            for n, (i, category, better) in enumerate(MRB_ROWS)
+        ],
+    )
     out = tmp_path / "out"
     metrics, preds = evaluate(engine, "multimodal-rewardbench", data, out, swap=True)
     labels = [1 if better == "Output1" else 2 for _, _, better in MRB_ROWS]
@@ -119,13 +149,23 @@ def test_multimodal_rewardbench_with_swap(engine, tmp_path):
         assert p["correct_swapped"] == (vote(p["votes_swapped"]) == 3 - label)
         assert p["correct"] == (p["correct_original"] and p["correct_swapped"])
     assert metrics["orders"]["original"]["overall"] == pytest.approx(
-        sum(p["correct_original"] for p in preds) / len(preds))
+        sum(p["correct_original"] for p in preds) / len(preds)
+    )
     assert metrics["orders"]["swapped"]["overall"] == pytest.approx(
-        sum(p["correct_swapped"] for p in preds) / len(preds))
+        sum(p["correct_swapped"] for p in preds) / len(preds)
+    )
     assert metrics["overall"] == pytest.approx(sum(p["correct"] for p in preds) / len(preds))
     assert metrics["generations"] == 2 * 3 * len(MRB_ROWS)
-    assert list(metrics["categories"]) == ["correctness", "preference", "knowledge", "reasoning/math",
-                                           "reasoning/coding", "safety/bias", "safety/toxicity", "vqa"]
+    assert list(metrics["categories"]) == [
+        "correctness",
+        "preference",
+        "knowledge",
+        "reasoning/math",
+        "reasoning/coding",
+        "safety/bias",
+        "safety/toxicity",
+        "vqa",
+    ]
 
 
 def test_reward_model_api_and_score(engine, tmp_path):
@@ -137,22 +177,32 @@ def test_reward_model_api_and_score(engine, tmp_path):
     comparison = model.compare("What colour is the image?", [image], "It is red.", "It is blue.", k=3)
     assert comparison.winner in (1, 2, None) and len(comparison.votes) == len(comparison.texts) == 3
     assert comparison.vote_share == pytest.approx(
-        comparison.votes.count(comparison.winner) / 3 if comparison.winner else 0.0)
+        comparison.votes.count(comparison.winner) / 3 if comparison.winner else 0.0
+    )
     responses = ["It is red.", "It is blue.", "It is green."]
     ranking = model.rank("What colour is the image?", [image], responses, k=1)
     assert len(ranking.comparisons) == 6 and sorted(ranking.order) == [0, 1, 2]
     assert sum(ranking.wins) == sum(c.winner is not None for c in ranking.comparisons.values())
     assert [ranking.wins[i] for i in ranking.order] == sorted(ranking.wins, reverse=True)
     image.save(tmp_path / "red.png")
-    pairs = write_jsonl(tmp_path / "pairs.jsonl", [
-        {"id": "p1", "question": "Colour?", "images": ["red.png"], "response_1": "red", "response_2": "blue",
-         "label": 1},
-        {"id": "p2", "question": "Colour?", "images": "red.png", "response_1": "blue", "response_2": "red"}])
+    pairs = write_jsonl(
+        tmp_path / "pairs.jsonl",
+        [
+            {
+                "id": "p1",
+                "question": "Colour?",
+                "images": ["red.png"],
+                "response_1": "red",
+                "response_2": "blue",
+                "label": 1,
+            },
+            {"id": "p2", "question": "Colour?", "images": "red.png", "response_1": "blue", "response_2": "red"},
+        ],
+    )
     summary = score_pairs(model, load_pairs(pairs), tmp_path / "scores.jsonl", k=2)
     lines = [json.loads(line) for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
     assert [line["id"] for line in lines] == ["p1", "p2"] and all(len(line["votes"]) == 2 for line in lines)
-    assert summary == {"pairs": 2, "judged": 2, "skipped": 0, "labelled": 1,
-                       "accuracy": float(lines[0]["correct"])}
+    assert summary == {"pairs": 2, "judged": 2, "skipped": 0, "labelled": 1, "accuracy": float(lines[0]["correct"])}
     assert "correct" not in lines[1]
 
 
@@ -181,5 +231,6 @@ def test_two_engines_on_their_own_placement_group_answer_as_the_in_process_one(e
     else:
         assert ray.util.placement_group_table(pg)["state"] == "REMOVED"
     expected = engine[0].generate(prompts, n=2, max_tokens=16, seeds=seeds)
-    assert [[g["text"] for g in r["generations"]] for r in answers] == \
-        [[g["text"] for g in r["generations"]] for r in expected]
+    assert [[g["text"] for g in r["generations"]] for r in answers] == [
+        [g["text"] for g in r["generations"]] for r in expected
+    ]

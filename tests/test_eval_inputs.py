@@ -18,13 +18,16 @@ NO_MODEL = "/nonexistent/model"  # loading it would fail with another message: p
 
 def test_missing_images_stop_before_the_model_loads(tmp_path, benchmarks_dir):
     data = benchmarks_dir / "vl_rewardbench.jsonl"
-    options = EvalOptions("vl-rewardbench", str(data), str(tmp_path / "out"), model=NO_MODEL,
-                          image_root=str(tmp_path), limit=24)
+    options = EvalOptions(
+        "vl-rewardbench", str(data), str(tmp_path / "out"), model=NO_MODEL, image_root=str(tmp_path), limit=24
+    )
     with pytest.raises(UserError) as info:
         run_eval(options)
     message = str(info.value)
-    assert message.startswith("24 of 24 rows cannot be evaluated (image-missing 24); first ids: "
-                              "'hallucination_pair-1003', 'hallucination_pair-10032'")
+    assert message.startswith(
+        "24 of 24 rows cannot be evaluated (image-missing 24); first ids: "
+        "'hallucination_pair-1003', 'hallucination_pair-10032'"
+    )
     assert "--skip-missing-images" in message and "\n" not in message
     assert not (tmp_path / "out" / "predictions.jsonl").exists()
 
@@ -32,8 +35,9 @@ def test_missing_images_stop_before_the_model_loads(tmp_path, benchmarks_dir):
 def test_a_few_missing_images_are_named(tmp_path, benchmarks_dir):
     data = benchmarks_dir / "vl_rewardbench.jsonl"
     missing = placeholder_images(tmp_path, data, limit=24, leave_out=2)
-    options = EvalOptions("vl-rewardbench", str(data), str(tmp_path / "out"), model=NO_MODEL,
-                          image_root=str(tmp_path), limit=24)
+    options = EvalOptions(
+        "vl-rewardbench", str(data), str(tmp_path / "out"), model=NO_MODEL, image_root=str(tmp_path), limit=24
+    )
     with pytest.raises(UserError, match=r"^2 of 24 rows cannot be evaluated \(image-missing 2\)") as info:
         prepare_rows(options)
     assert all(repr(i) in str(info.value) for i in missing)
@@ -58,8 +62,15 @@ def test_mm_rlhf_video_rows_need_skipping(tmp_path, benchmarks_dir, capsys):
 
 def test_nothing_to_evaluate_and_bad_options_are_one_line_errors(tmp_path, benchmarks_dir):
     data = benchmarks_dir / "vl_rewardbench.jsonl"
-    options = EvalOptions("vl-rewardbench", str(data), str(tmp_path / "out"), model=NO_MODEL,
-                          image_root=str(tmp_path), limit=3, skip_missing_images=True)
+    options = EvalOptions(
+        "vl-rewardbench",
+        str(data),
+        str(tmp_path / "out"),
+        model=NO_MODEL,
+        image_root=str(tmp_path),
+        limit=3,
+        skip_missing_images=True,
+    )
     with pytest.raises(UserError, match="^no row can be evaluated: 3 of 3 rows"):
         run_eval(options)
     with pytest.raises(UserError, match="--k must be at least 1, got 0; --workers must be at least 1"):
@@ -71,10 +82,15 @@ def test_nothing_to_evaluate_and_bad_options_are_one_line_errors(tmp_path, bench
 def test_score_pairs_with_a_missing_image(tmp_path):
     Image.new("RGB", (30, 30), "red").save(tmp_path / "ok.png")
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps(row) + "\n" for row in [
-        {"id": "a", "question": "q", "images": ["ok.png"], "response_1": "x", "response_2": "y", "label": 2},
-        {"id": "b", "question": "q", "images": "gone.png", "response_1": "x", "response_2": "y"},
-    ]))
+    pairs.write_text(
+        "".join(
+            json.dumps(row) + "\n"
+            for row in [
+                {"id": "a", "question": "q", "images": ["ok.png"], "response_1": "x", "response_2": "y", "label": 2},
+                {"id": "b", "question": "q", "images": "gone.png", "response_1": "x", "response_2": "y"},
+            ]
+        )
+    )
     with pytest.raises(UserError, match=r"^1 of 2 pairs cannot be judged \(line 2: image-missing"):
         load_pairs(pairs)
     rows = load_pairs(pairs, skip_missing_images=True)
@@ -94,9 +110,21 @@ def test_rollout_group_keeps_the_input_order():
             self.name = name
 
         def generate(self, prompts, n=1, temperature=None, top_p=None, max_tokens=None, seeds=None):
-            return [{"prompt_token_ids": [], "generations": [
-                {"text": f"{p['prompt']}|{self.name}|{seed}", "token_ids": [], "logprobs": [],
-                 "finish_reason": "stop"}] * n} for p, seed in zip(prompts, seeds or [None] * len(prompts))]
+            return [
+                {
+                    "prompt_token_ids": [],
+                    "generations": [
+                        {
+                            "text": f"{p['prompt']}|{self.name}|{seed}",
+                            "token_ids": [],
+                            "logprobs": [],
+                            "finish_reason": "stop",
+                        }
+                    ]
+                    * n,
+                }
+                for p, seed in zip(prompts, seeds or [None] * len(prompts))
+            ]
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
@@ -123,11 +151,49 @@ def test_eval_command_passes_every_option_to_run_eval(monkeypatch, tmp_path, cap
         return {"benchmark": options.benchmark, "overall": 0.5, "correct": 1, "evaluated": 2, "macro": 0.5}
 
     monkeypatch.setattr(runner, "run_eval", fake_run_eval)
-    assert run_cli(["eval", "--benchmark", "mm-rlhf-rewardbench", "--data", "d.jsonl", "--image-root", "imgs",
-                    "--model", "m", "--k", "5", "--temperature", "0.7", "--swap", "--workers", "2", "--limit",
-                    "9", "--skip-missing-images", "--max-tokens", "77", "--out", str(tmp_path)]) == 0
-    expected = EvalOptions("mm-rlhf-rewardbench", "d.jsonl", str(tmp_path), model="m", image_root="imgs", k=5,
-                           temperature=0.7, max_tokens=77, swap=True, workers=2, limit=9,
-                           skip_missing_images=True)
+    assert (
+        run_cli(
+            [
+                "eval",
+                "--benchmark",
+                "mm-rlhf-rewardbench",
+                "--data",
+                "d.jsonl",
+                "--image-root",
+                "imgs",
+                "--model",
+                "m",
+                "--k",
+                "5",
+                "--temperature",
+                "0.7",
+                "--swap",
+                "--workers",
+                "2",
+                "--limit",
+                "9",
+                "--skip-missing-images",
+                "--max-tokens",
+                "77",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    expected = EvalOptions(
+        "mm-rlhf-rewardbench",
+        "d.jsonl",
+        str(tmp_path),
+        model="m",
+        image_root="imgs",
+        k=5,
+        temperature=0.7,
+        max_tokens=77,
+        swap=True,
+        workers=2,
+        limit=9,
+        skip_missing_images=True,
+    )
     assert seen["options"] == expected
     assert "mm-rlhf-rewardbench: overall 50.00% (1/2); macro 50.00%" in capsys.readouterr().out

@@ -19,16 +19,40 @@ from r1reward.eval.voting import majority_vote
 def eval_metrics(tmp_path: Path, benchmark: str, data: Path, predictions: list[dict], *extra: str) -> dict:
     preds = write_jsonl(tmp_path / "predictions.jsonl", predictions)
     out = tmp_path / "metrics.json"
-    assert run_cli(["eval-metrics", "--benchmark", benchmark, "--data", str(data), "--predictions", str(preds),
-                    "--out", str(out), *extra]) == 0
+    assert (
+        run_cli(
+            [
+                "eval-metrics",
+                "--benchmark",
+                benchmark,
+                "--data",
+                str(data),
+                "--predictions",
+                str(preds),
+                "--out",
+                str(out),
+                *extra,
+            ]
+        )
+        == 0
+    )
     return json.loads(out.read_text())
 
 
 # --- voting rules -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("votes, expected", [
-    ([1, 2, 2], 2), ([2, 1, 1], 1), ([1, 2], 1), ([2, 1], 2),  # ties go to the earliest parsed vote
-    ([None, 2, 1], 2), ([None, None, 1], 1), ([None, None], None), ([], None),
-])
+@pytest.mark.parametrize(
+    "votes, expected",
+    [
+        ([1, 2, 2], 2),
+        ([2, 1, 1], 1),
+        ([1, 2], 1),
+        ([2, 1], 2),  # ties go to the earliest parsed vote
+        ([None, 2, 1], 2),
+        ([None, None, 1], 1),
+        ([None, None], None),
+        ([], None),
+    ],
+)
 def test_majority_vote(votes, expected):
     assert majority_vote(votes) == expected
 
@@ -39,8 +63,7 @@ def test_vl_rewardbench_category_counts_on_the_real_file(benchmarks_dir):
     assert len(rows) == 1250
     # The benchmark's own split (case-insensitive) and the R1-Reward script's (case-sensitive).
     assert Counter(r.category for r in rows) == {"general": 183, "hallucination": 749, "reasoning": 318}
-    assert Counter(r.category_paper_script for r in rows) == {"general": 484, "hallucination": 448,
-                                                              "reasoning": 318}
+    assert Counter(r.category_paper_script for r in rows) == {"general": 484, "hallucination": 448, "reasoning": 318}
     moved = Counter(r.id.split("-")[0].split("_")[0] for r in rows if r.category != r.category_paper_script)
     assert moved == {"RLAIF": 233, "RLHF": 68}  # upper-case hallucination ids the script calls general
 
@@ -53,8 +76,13 @@ def test_vl_rewardbench_metrics_from_crafted_predictions(tmp_path, benchmarks_di
 
     def split(row_id: str, lower: bool) -> str:
         text = row_id.lower() if lower else row_id
-        return ("reasoning" if any(w in text for w in ("mmmu", "mathverse")) else
-                "hallucination" if any(w in text for w in ("hallucination", "rlhf", "rlaif")) else "general")
+        return (
+            "reasoning"
+            if any(w in text for w in ("mmmu", "mathverse"))
+            else "hallucination"
+            if any(w in text for w in ("hallucination", "rlhf", "rlaif"))
+            else "general"
+        )
 
     for key, lower in (("categories", True), ("categories_paper_script", False)):
         right, total = Counter(), Counter()
@@ -93,8 +121,12 @@ def test_mm_rlhf_accuracy_and_acc_plus(tmp_path, benchmarks_dir):
 def test_mm_rlhf_skipped_video_rows_leave_the_denominators(tmp_path, benchmarks_dir):
     data = benchmarks_dir / "mm_rlhf_rewardbench.jsonl"
     raw = [json.loads(line) for line in data.read_text().splitlines()]
-    preds = [{"id": r["id"], "skipped": "video-unsupported: ...", "correct": None} if r.get("video")
-             else {"id": r["id"], "correct": n != 0} for n, r in enumerate(raw)]
+    preds = [
+        {"id": r["id"], "skipped": "video-unsupported: ...", "correct": None}
+        if r.get("video")
+        else {"id": r["id"], "correct": n != 0}
+        for n, r in enumerate(raw)
+    ]
     metrics = eval_metrics(tmp_path, "mm-rlhf-rewardbench", data, preds)
     video_ids = {r["id"] for r in raw if r.get("video")}
     assert (metrics["evaluated"], metrics["skipped"]) == (145, 25)
@@ -107,26 +139,56 @@ def test_mm_rlhf_skipped_video_rows_leave_the_denominators(tmp_path, benchmarks_
 # --- Multimodal RewardBench ---------------------------------------------------------------------------
 @pytest.fixture
 def mrb_file(tmp_path) -> Path:
-    return write_jsonl(tmp_path / "mrb.jsonl", [
-        {"ID": i, "Text": f"question {n}", "Image": f"images/{n}.png", "Output1": f"first {n}",
-         "Output2": f"second {n}", "Better": better, "Category": category}
-        for n, (i, category, better) in enumerate(MRB_ROWS)])
+    return write_jsonl(
+        tmp_path / "mrb.jsonl",
+        [
+            {
+                "ID": i,
+                "Text": f"question {n}",
+                "Image": f"images/{n}.png",
+                "Output1": f"first {n}",
+                "Output2": f"second {n}",
+                "Better": better,
+                "Category": category,
+            }
+            for n, (i, category, better) in enumerate(MRB_ROWS)
+        ],
+    )
 
 
 def test_multimodal_rewardbench_categories(tmp_path, mrb_file):
     rows = read_benchmark(mrb_file, "multimodal-rewardbench")
-    assert [r.category for r in rows] == ["correctness", "correctness", "preference", "knowledge",
-                                          "reasoning/math", "reasoning/coding", "safety/bias",
-                                          "safety/toxicity", "vqa"]
+    assert [r.category for r in rows] == [
+        "correctness",
+        "correctness",
+        "preference",
+        "knowledge",
+        "reasoning/math",
+        "reasoning/coding",
+        "safety/bias",
+        "safety/toxicity",
+        "vqa",
+    ]
     assert [r.label for r in rows] == [1, 2, 2, 1, 1, 2, 1, 2, 1]
     assert multimodal_rewardbench_category("pairs_x", "Safety") == "safety/bias"
     correct = [True, False, True, True, False, True, True, False, True]
-    metrics = eval_metrics(tmp_path, "multimodal-rewardbench", mrb_file,
-                           [{"id": i, "correct": c} for (i, _, _), c in zip(MRB_ROWS, correct)])
+    metrics = eval_metrics(
+        tmp_path,
+        "multimodal-rewardbench",
+        mrb_file,
+        [{"id": i, "correct": c} for (i, _, _), c in zip(MRB_ROWS, correct)],
+    )
     assert metrics["overall"] == pytest.approx(6 / 9)
-    assert metrics["categories"] == {"correctness": 0.5, "preference": 1.0, "knowledge": 1.0,
-                                     "reasoning/math": 0.0, "reasoning/coding": 1.0, "safety/bias": 1.0,
-                                     "safety/toxicity": 0.0, "vqa": 1.0}
+    assert metrics["categories"] == {
+        "correctness": 0.5,
+        "preference": 1.0,
+        "knowledge": 1.0,
+        "reasoning/math": 0.0,
+        "reasoning/coding": 1.0,
+        "safety/bias": 1.0,
+        "safety/toxicity": 0.0,
+        "vqa": 1.0,
+    }
     assert metrics["macro"] == pytest.approx(5.5 / 8)
 
 
@@ -137,9 +199,12 @@ def test_voting_and_any_at_k_from_crafted_votes(tmp_path, mrb_file):
         2: [2, None, None],  # right at every k
         3: [2, 2, 2],  # never right
     }
-    preds = [{"id": MRB_ROWS[n][0], "votes": votes[n], "correct": majority_vote(votes[n]) == [1, 2, 2, 1][n]}
-             if n in votes else {"id": MRB_ROWS[n][0], "skipped": "image-missing: x", "correct": None}
-             for n in range(len(MRB_ROWS))]
+    preds = [
+        {"id": MRB_ROWS[n][0], "votes": votes[n], "correct": majority_vote(votes[n]) == [1, 2, 2, 1][n]}
+        if n in votes
+        else {"id": MRB_ROWS[n][0], "skipped": "image-missing: x", "correct": None}
+        for n in range(len(MRB_ROWS))
+    ]
     metrics = eval_metrics(tmp_path, "multimodal-rewardbench", mrb_file, preds)
     assert metrics["k"] == 3 and metrics["evaluated"] == 4
     assert metrics["voting_at_k"] == {"1": 0.25, "2": 0.5, "3": 0.75}
@@ -157,9 +222,18 @@ def test_swap_mode_needs_both_orders_right(tmp_path, mrb_file):
     preds = []
     for row, v, s in zip(rows, orig, swapped):
         c_o, c_s = majority_vote(v) == row.label, majority_vote(s) == 3 - row.label
-        preds.append({"id": row.id, "votes": v, "votes_swapped": s, "choice": majority_vote(v),
-                      "choice_swapped": majority_vote(s), "correct_original": c_o, "correct_swapped": c_s,
-                      "correct": c_o and c_s})
+        preds.append(
+            {
+                "id": row.id,
+                "votes": v,
+                "votes_swapped": s,
+                "choice": majority_vote(v),
+                "choice_swapped": majority_vote(s),
+                "correct_original": c_o,
+                "correct_swapped": c_s,
+                "correct": c_o and c_s,
+            }
+        )
     metrics = compute_metrics("multimodal-rewardbench", rows, preds)
     assert metrics["overall"] == pytest.approx(1 / 3)
     assert metrics["orders"]["original"]["overall"] == pytest.approx(2 / 3)
@@ -173,8 +247,16 @@ def test_swap_mode_needs_both_orders_right(tmp_path, mrb_file):
 def test_eval_metrics_rejects_a_count_or_id_mismatch(tmp_path, mrb_file, capsys):
     preds = [{"id": i, "correct": True} for i, _, _ in MRB_ROWS]
     write_jsonl(tmp_path / "short.jsonl", preds[:-1])
-    args = ["eval-metrics", "--benchmark", "multimodal-rewardbench", "--data", str(mrb_file), "--out",
-            str(tmp_path / "m.json"), "--predictions"]
+    args = [
+        "eval-metrics",
+        "--benchmark",
+        "multimodal-rewardbench",
+        "--data",
+        str(mrb_file),
+        "--out",
+        str(tmp_path / "m.json"),
+        "--predictions",
+    ]
     assert run_cli(args + [str(tmp_path / "short.jsonl")]) == 2
     err = capsys.readouterr()
     message = (err.out + err.err).strip()
@@ -183,13 +265,17 @@ def test_eval_metrics_rejects_a_count_or_id_mismatch(tmp_path, mrb_file, capsys)
     swapped[2], swapped[3] = swapped[3], swapped[2]
     write_jsonl(tmp_path / "order.jsonl", swapped)
     assert run_cli(args + [str(tmp_path / "order.jsonl")]) == 2
-    assert "prediction line 3 has id 'mmmu-pro_4' but benchmark row 3 has id 'wildvision_3'" in \
-        "".join(capsys.readouterr())
+    assert "prediction line 3 has id 'mmmu-pro_4' but benchmark row 3 has id 'wildvision_3'" in "".join(
+        capsys.readouterr()
+    )
     assert not (tmp_path / "m.json").exists()
     # --limit joins a limited eval to the file's first N rows.
     write_jsonl(tmp_path / "limited.jsonl", preds[:4])
     assert run_cli(args + [str(tmp_path / "limited.jsonl"), "--limit", "4"]) == 0
     assert json.loads((tmp_path / "m.json").read_text())["rows"] == 4
     with pytest.raises(UserError, match="'correct' must be true or false"):
-        compute_metrics("multimodal-rewardbench", read_benchmark(mrb_file, "multimodal-rewardbench"),
-                        [{"id": i, "correct": "yes"} for i, _, _ in MRB_ROWS])
+        compute_metrics(
+            "multimodal-rewardbench",
+            read_benchmark(mrb_file, "multimodal-rewardbench"),
+            [{"id": i, "correct": "yes"} for i, _, _ in MRB_ROWS],
+        )

@@ -23,22 +23,25 @@ def checkpoint(tmp_path, generation_config: dict | str | None):
 
 
 def test_default_is_todays_settings_and_flags_win(tmp_path):
-    assert resolve_protocol("default", None) == EvalSettings(1.0, 1.0, 0, 1024, False, chosen_first=False,
-                                                             image_first=False)
+    assert resolve_protocol("default", None) == EvalSettings(
+        1.0, 1.0, 0, 1024, False, chosen_first=False, image_first=False
+    )
     settings = resolve_protocol("default", None, temperature=0.0, max_tokens=77, swap=True)
     assert (settings.temperature, settings.max_tokens, settings.swap) == (0.0, 77, True)
 
 
 def test_released_is_greedy_when_the_checkpoint_does_not_sample(tmp_path):
     model = checkpoint(tmp_path, {"do_sample": False, "temperature": 0.7, "top_p": 0.8})
-    assert resolve_protocol("released", model) == EvalSettings(0.0, 1.0, 0, 4096, False, chosen_first=True,
-                                                               image_first=True)
+    assert resolve_protocol("released", model) == EvalSettings(
+        0.0, 1.0, 0, 4096, False, chosen_first=True, image_first=True
+    )
 
 
 def test_released_takes_the_checkpoints_sampling_values(tmp_path):
     # Qwen2.5-VL-7B-Instruct's own file samples with a near-greedy configuration like this one.
-    model = checkpoint(tmp_path, {"do_sample": True, "temperature": 0.1, "top_p": 0.001, "top_k": 1,
-                                  "repetition_penalty": 1.05})
+    model = checkpoint(
+        tmp_path, {"do_sample": True, "temperature": 0.1, "top_p": 0.001, "top_k": 1, "repetition_penalty": 1.05}
+    )
     settings = resolve_protocol("released", model)
     assert (settings.temperature, settings.top_p, settings.top_k, settings.max_tokens) == (0.1, 0.001, 1, 4096)
     assert settings.chosen_first and settings.image_first and not settings.swap
@@ -54,11 +57,14 @@ def test_released_without_a_generation_config_is_greedy(tmp_path):
     assert resolve_protocol("released", checkpoint(tmp_path, None)).temperature == 0.0
 
 
-@pytest.mark.parametrize("model, message", [
-    (None, "pass --model"),
-    ("bad-json", "cannot read"),
-    ("bad-value", "bad sampling value"),
-])
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        (None, "pass --model"),
+        ("bad-json", "cannot read"),
+        ("bad-value", "bad sampling value"),
+    ],
+)
 def test_released_errors_are_one_line(tmp_path, model, message):
     if model == "bad-json":
         model = checkpoint(tmp_path, "{not json")
@@ -73,11 +79,17 @@ def test_released_errors_are_one_line(tmp_path, model, message):
 
 def test_chosen_first_reorders_label_2_pairs():
     record = PreferenceRecord("a", "q", [], "worse", "better", 2)
-    rows = [BenchmarkRow(0, "a", "general", 2, record), BenchmarkRow(1, "b", "general", 1, record.swapped()),
-            BenchmarkRow(2, "c", "other", 0, None, "bad-label: x")]
+    rows = [
+        BenchmarkRow(0, "a", "general", 2, record),
+        BenchmarkRow(1, "b", "general", 1, record.swapped()),
+        BenchmarkRow(2, "c", "other", 0, None, "bad-label: x"),
+    ]
     out = chosen_first(rows)
     assert [(r.label, r.record.response_1 if r.record else None) for r in out] == [
-        (1, "better"), (1, "better"), (0, None)]
+        (1, "better"),
+        (1, "better"),
+        (0, None),
+    ]
     assert out[0].index == 0 and out[0].category == "general"
 
 
@@ -85,8 +97,21 @@ def test_eval_command_stops_on_a_bad_generation_config_in_one_line(tmp_path, cap
     model = checkpoint(tmp_path, "{broken")
     data = tmp_path / "data.jsonl"
     data.write_text("")
-    code = main(["eval", "--benchmark", "vl-rewardbench", "--data", str(data), "--model", str(model),
-                 "--protocol", "released", "--out", str(tmp_path / "out")])
+    code = main(
+        [
+            "eval",
+            "--benchmark",
+            "vl-rewardbench",
+            "--data",
+            str(data),
+            "--model",
+            str(model),
+            "--protocol",
+            "released",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and "generation_config.json" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "out").exists()  # refused before anything was written
@@ -102,7 +127,23 @@ def test_eval_command_passes_the_protocol_and_leaves_unset_flags_to_it(monkeypat
         return {"benchmark": options.benchmark, "overall": 1.0, "correct": 1, "evaluated": 1, "macro": 1.0}
 
     monkeypatch.setattr(runner, "run_eval", fake_run_eval)
-    assert main(["eval", "--benchmark", "multimodal-rewardbench", "--data", "d.json", "--model", "m",
-                 "--protocol", "released", "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--benchmark",
+                "multimodal-rewardbench",
+                "--data",
+                "d.json",
+                "--model",
+                "m",
+                "--protocol",
+                "released",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     options = seen["options"]
     assert options.protocol == "released" and options.temperature is None and options.max_tokens is None

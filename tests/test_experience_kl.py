@@ -41,8 +41,9 @@ def test_zero_kl_coef_reports_no_kl_and_gives_flat_advantages_per_sequence():
 @pytest.mark.parametrize("estimator", ["k1", "k3"])
 def test_kl_is_folded_into_the_token_rewards_and_logged(estimator):
     batch = samples(OLD, REF)
-    metrics = assign_advantages(batch, REWARDS, AlgoConfig(kl_coef=0.1, kl_estimator=estimator,
-                                                           advantage_filter="none"), 1)
+    metrics = assign_advantages(
+        batch, REWARDS, AlgoConfig(kl_coef=0.1, kl_estimator=estimator, advantage_filter="none"), 1
+    )
     diffs = [[o - r for o, r in zip(os, rs)] for os, rs in zip(OLD, REF)]
     if estimator == "k1":
         per_token = diffs
@@ -55,8 +56,9 @@ def test_kl_is_folded_into_the_token_rewards_and_logged(estimator):
     assert len(set(round(a, 6) for a in batch[0].advantages)) > 1
     # Equal policy and reference: KL 0, and the result equals the run without KL.
     same = samples(OLD, OLD)
-    metrics = assign_advantages(same, REWARDS, AlgoConfig(kl_coef=0.1, kl_estimator=estimator,
-                                                          advantage_filter="none"), 1)
+    metrics = assign_advantages(
+        same, REWARDS, AlgoConfig(kl_coef=0.1, kl_estimator=estimator, advantage_filter="none"), 1
+    )
     plain = samples(OLD, None)
     assign_advantages(plain, REWARDS, AlgoConfig(advantage_filter="none"), 1)
     assert metrics["kl/mean"] == 0.0

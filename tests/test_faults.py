@@ -34,19 +34,33 @@ ORPHAN_DEADLINE_S = 60.0
 
 
 def _command(model: Path, data: Path, out: Path, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "r1reward", "train", "--config", str(ROOT / "configs" / "tiny-cpu.yaml"),
-            f"model.path={model}", f"data.train_path={data / 'train.parquet'}", f"trainer.output_dir={out}",
-            f"trainer.num_steps={STEPS}", "trainer.rollout_batch_size=4", "learner.train_batch_size=4",
-            "learner.micro_batch_size=2", "rollout.max_new_tokens=64",
-            f"trainer.debug_nan_loss_step={NAN_LOSS_STEP}", f"trainer.debug_nan_advantages_step={NAN_ADVANTAGES_STEP}",
-            *overrides]
+    return [
+        sys.executable,
+        "-m",
+        "r1reward",
+        "train",
+        "--config",
+        str(ROOT / "configs" / "tiny-cpu.yaml"),
+        f"model.path={model}",
+        f"data.train_path={data / 'train.parquet'}",
+        f"trainer.output_dir={out}",
+        f"trainer.num_steps={STEPS}",
+        "trainer.rollout_batch_size=4",
+        "learner.train_batch_size=4",
+        "learner.micro_batch_size=2",
+        "rollout.max_new_tokens=64",
+        f"trainer.debug_nan_loss_step={NAN_LOSS_STEP}",
+        f"trainer.debug_nan_advantages_step={NAN_ADVANTAGES_STEP}",
+        *overrides,
+    ]
 
 
 def _start(command: list[str], log: Path) -> subprocess.Popen:
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     env.pop("RAY_ADDRESS", None)  # a local Ray, started (and owned) by the driver
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def _finish(proc: subprocess.Popen, log: Path, timeout: float = 900) -> str:
@@ -127,16 +141,23 @@ def runs(sft_model_dir, synthetic_dir, tmp_path_factory):
         if len(gone) == len(tree):
             break
         time.sleep(0.1)
-    result.update(tree=tree, gone=gone, steps_at_kill=_steps(b),
-                  checkpoints_at_kill=sorted(p.name for p in (b / "checkpoints").iterdir()))
+    result.update(
+        tree=tree,
+        gone=gone,
+        steps_at_kill=_steps(b),
+        checkpoints_at_kill=sorted(p.name for p in (b / "checkpoints").iterdir()),
+    )
     # Independent of the snapshot: no vLLM engine process started since B began may outlive B's driver
     # (nothing else starts vLLM while this module runs).
     vllm_deadline = time.monotonic() + 10
     while True:
         result["vllm_left"] = {
-            p.pid: p.info["name"] for p in psutil.process_iter(["name", "create_time", "status"])
-            if (p.info["name"] or "").startswith("VLLM::") and p.info["create_time"] >= b_started
-            and p.info["status"] != psutil.STATUS_ZOMBIE}
+            p.pid: p.info["name"]
+            for p in psutil.process_iter(["name", "create_time", "status"])
+            if (p.info["name"] or "").startswith("VLLM::")
+            and p.info["create_time"] >= b_started
+            and p.info["status"] != psutil.STATUS_ZOMBIE
+        }
         if not result["vllm_left"] or time.monotonic() > vllm_deadline:
             break
         time.sleep(0.2)
@@ -150,8 +171,10 @@ def runs(sft_model_dir, synthetic_dir, tmp_path_factory):
     start = time.monotonic()
     result["log_C"] = _finish(_start(command_b + ["trainer.resume=true"], root / "C.log"), root / "C.log")
     result["time_C"] = time.monotonic() - start
-    print(f"\nfaults: A {result['time_A']:.0f} s, C {result['time_C']:.0f} s, "
-          f"run B's {len(tree)} processes gone {max(gone.values(), default=0):.2f} s after SIGKILL")
+    print(
+        f"\nfaults: A {result['time_A']:.0f} s, C {result['time_C']:.0f} s, "
+        f"run B's {len(tree)} processes gone {max(gone.values(), default=0):.2f} s after SIGKILL"
+    )
     return result
 
 
@@ -267,10 +290,24 @@ class _BadJudge:
 
 
 def _fault_command(model: Path, train_path: Path, out: Path, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "r1reward", "train", "--config", str(ROOT / "configs" / "tiny-cpu.yaml"),
-            f"model.path={model}", f"data.train_path={train_path}", f"trainer.output_dir={out}",
-            f"trainer.num_steps={FAULT_STEPS}", "trainer.save_every=2", "trainer.rollout_batch_size=4",
-            "learner.train_batch_size=4", "learner.micro_batch_size=2", "rollout.max_new_tokens=64", *overrides]
+    return [
+        sys.executable,
+        "-m",
+        "r1reward",
+        "train",
+        "--config",
+        str(ROOT / "configs" / "tiny-cpu.yaml"),
+        f"model.path={model}",
+        f"data.train_path={train_path}",
+        f"trainer.output_dir={out}",
+        f"trainer.num_steps={FAULT_STEPS}",
+        "trainer.save_every=2",
+        "trainer.rollout_batch_size=4",
+        "learner.train_batch_size=4",
+        "learner.micro_batch_size=2",
+        "rollout.max_new_tokens=64",
+        *overrides,
+    ]
 
 
 def _checkpoint_done(out: Path, step: int) -> bool:
@@ -310,11 +347,22 @@ def fault_runs(sft_model_dir, synthetic_dir, tmp_path_factory):
     corpus, result["good_ids"] = write_bad_corpus(synthetic_dir, root / "corpus")
     judge = _BadJudge()
     try:
-        proc = _start(_fault_command(
-            sft_model_dir, corpus, d, f"data.image_root={synthetic_dir}", "reward.judge=openai",
-            f"reward.judge_url={judge.url}", "reward.judge_model=judge", "reward.judge_retries=0",
-            f"timeouts.judge_request_s={JUDGE_TIMEOUT_S}", f"timeouts.weight_sync_s={SYNC_TIMEOUT_S}",
-            "trainer.debug_stall_sync_step=3"), root / "D.log")
+        proc = _start(
+            _fault_command(
+                sft_model_dir,
+                corpus,
+                d,
+                f"data.image_root={synthetic_dir}",
+                "reward.judge=openai",
+                f"reward.judge_url={judge.url}",
+                "reward.judge_model=judge",
+                "reward.judge_retries=0",
+                f"timeouts.judge_request_s={JUDGE_TIMEOUT_S}",
+                f"timeouts.weight_sync_s={SYNC_TIMEOUT_S}",
+                "trainer.debug_stall_sync_step=3",
+            ),
+            root / "D.log",
+        )
         deadline = time.monotonic() + 900
         while not _checkpoint_done(d, 2) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -326,15 +374,18 @@ def fault_runs(sft_model_dir, synthetic_dir, tmp_path_factory):
     finally:
         judge.close()
 
-    proc = _start(_fault_command(sft_model_dir, synthetic_dir / "train.parquet", e, "timeouts.collective_s=60"),
-                  root / "E.log")
+    proc = _start(
+        _fault_command(sft_model_dir, synthetic_dir / "train.parquet", e, "timeouts.collective_s=60"), root / "E.log"
+    )
     _kill_a_learner_rank_after_step_2(proc, e, root / "E.log")
     killed_at = time.monotonic()
     proc.wait(timeout=600)
     result["E_detect_s"] = time.monotonic() - killed_at
     result["E_rc"], result["E_log"] = proc.returncode, (root / "E.log").read_text(errors="replace")
-    print(f"\nfaults: D ended {result['D_after_step_2_s']:.0f} s after its step_2 checkpoint (sync timeout "
-          f"{SYNC_TIMEOUT_S:.0f} s); E ended {result['E_detect_s']:.1f} s after a learner rank's SIGKILL")
+    print(
+        f"\nfaults: D ended {result['D_after_step_2_s']:.0f} s after its step_2 checkpoint (sync timeout "
+        f"{SYNC_TIMEOUT_S:.0f} s); E ended {result['E_detect_s']:.1f} s after a learner rank's SIGKILL"
+    )
     return result
 
 
@@ -375,11 +426,16 @@ def test_a_killed_learner_rank_ends_the_run_naming_role_step_and_checkpoint(faul
     assert fault_runs["E_detect_s"] < 120, fault_runs["E_detect_s"]
 
 
-def test_max_restarts_starts_again_from_the_last_checkpoint_after_a_killed_learner_rank(sft_model_dir, synthetic_dir,
-                                                                                        tmp_path):
+def test_max_restarts_starts_again_from_the_last_checkpoint_after_a_killed_learner_rank(
+    sft_model_dir, synthetic_dir, tmp_path
+):
     out = tmp_path / "F"
-    proc = _start(_fault_command(sft_model_dir, synthetic_dir / "train.parquet", out, "timeouts.collective_s=60",
-                                 "trainer.max_restarts=1"), tmp_path / "F.log")
+    proc = _start(
+        _fault_command(
+            sft_model_dir, synthetic_dir / "train.parquet", out, "timeouts.collective_s=60", "trainer.max_restarts=1"
+        ),
+        tmp_path / "F.log",
+    )
     _kill_a_learner_rank_after_step_2(proc, out, tmp_path / "F.log")
     log = _finish(proc, tmp_path / "F.log", timeout=600)
     assert "training stopped at step 3" in log and "learner rank" in log and "restart 1 of 1" in log, log[-4000:]

@@ -140,8 +140,14 @@ def test_a_resumed_logger_keeps_each_step_once_in_jsonl_and_tensorboard(tmp_path
     rows = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert [r["loss"] for r in rows] == [1.0, 2.0, 3.0, 4.0, 50.0, 60.0]  # the resumed run's step 5
-    assert _scalar_steps(tmp_path / "tensorboard", "loss") == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0),
-                                                                (5, 50.0), (6, 60.0)]
+    assert _scalar_steps(tmp_path / "tensorboard", "loss") == [
+        (1, 1.0),
+        (2, 2.0),
+        (3, 3.0),
+        (4, 4.0),
+        (5, 50.0),
+        (6, 60.0),
+    ]
 
 
 def test_truncate_metrics_keeps_rows_up_to_the_step(tmp_path):
@@ -163,11 +169,13 @@ def test_a_stale_build_lock_fails_with_the_lock_file_named_instead_of_waiting_fo
     lock = tmp_path / "deepspeed_shm_comm" / "lock"
     lock.parent.mkdir()
     lock.write_text("")  # what a build killed mid-way leaves behind
-    code = ("import os; os.environ['DS_ACCELERATOR'] = 'cpu'\n"
-            "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder\n"
-            "from r1reward.learner.ops import bounded_extension_lock\n"
-            "with bounded_extension_lock(2.0):\n"
-            "    ShareMemCommBuilder().load()\n")
+    code = (
+        "import os; os.environ['DS_ACCELERATOR'] = 'cpu'\n"
+        "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder\n"
+        "from r1reward.learner.ops import bounded_extension_lock\n"
+        "with bounded_extension_lock(2.0):\n"
+        "    ShareMemCommBuilder().load()\n"
+    )
     env = {**__import__("os").environ, "TORCH_EXTENSIONS_DIR": str(tmp_path), "DS_ACCELERATOR": "cpu"}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
@@ -236,9 +244,9 @@ def test_every_torch_load_is_weights_only():
 
 
 def test_the_judge_url_comes_from_the_config_only(monkeypatch):
+    from r1reward.algo.judges import OpenAIJudge
     from r1reward.config.schema import RewardConfig
     from r1reward.errors import UserError
-    from r1reward.algo.judges import OpenAIJudge
 
     for var in ("OPENAI_BASE_URL", "OPENAI_API_BASE", "JUDGE_URL", "R1REWARD_JUDGE_URL"):
         monkeypatch.setenv(var, "http://attacker.invalid:1/v1")
@@ -262,8 +270,9 @@ def test_shipped_cluster_files_keep_the_dashboard_local_or_behind_token_auth():
     assert host == "127.0.0.1" or job.get("authOptions", {}).get("mode") == "token"
     slurm = (cluster / "slurm.sbatch").read_text()
     start = slurm.index("ray start --head")
-    assert "--dashboard-host=127.0.0.1" in slurm[start:start + 400] or (
-        "export RAY_AUTH_MODE=token" in slurm[:start] and "export RAY_AUTH_TOKEN" in slurm[:start])
+    assert "--dashboard-host=127.0.0.1" in slurm[start : start + 400] or (
+        "export RAY_AUTH_MODE=token" in slurm[:start] and "export RAY_AUTH_TOKEN" in slurm[:start]
+    )
 
 
 # --- timeouts from the config ---------------------------------------------------------------------
@@ -294,14 +303,25 @@ def test_a_failed_remote_call_is_named_in_one_line_without_rays_traceback():
             self.cause = cause
 
     error = TaskError(TimeoutError("weight sync update: rollout worker 0 (sync rank 1) did not answer within 5 s"))
-    assert error_line(error) == "TimeoutError: weight sync update: rollout worker 0 (sync rank 1) did not answer within 5 s"
+    assert (
+        error_line(error)
+        == "TimeoutError: weight sync update: rollout worker 0 (sync rank 1) did not answer within 5 s"
+    )
     assert error_line(RuntimeError("first line\nsecond")) == "RuntimeError: first line"
 
 
 # --- bad input, counted ---------------------------------------------------------------------------
 GOOD_ROWS = 8
-BAD_KINDS = ("image-missing", "image-undecodable", "unparseable-prompt", "bad-label", "empty-response",
-             "prompt-too-long", "duplicate-id", "video-unsupported")
+BAD_KINDS = (
+    "image-missing",
+    "image-undecodable",
+    "unparseable-prompt",
+    "bad-label",
+    "empty-response",
+    "prompt-too-long",
+    "duplicate-id",
+    "video-unsupported",
+)
 
 
 def write_bad_corpus(synthetic_dir: Path, out: Path) -> tuple[Path, list[str]]:
@@ -326,13 +346,21 @@ def write_bad_corpus(synthetic_dir: Path, out: Path) -> tuple[Path, list[str]]:
 
     base = good[0]
     filled = lambda q, r1, r2: format_prompt(q, r1, r2)  # noqa: E731
-    video_chat = [{"role": "user", "content": [{"type": "text", "text": base["question"]},
-                                               {"type": "video", "video": "clip.mp4"}]}]
+    video_chat = [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": base["question"]}, {"type": "video", "video": "clip.mp4"}],
+        }
+    ]
     bad = {
         "image-missing": with_image({**base, "id": "bad-1"}, "absent.png"),
         "image-undecodable": with_image({**base, "id": "bad-2"}, str(out / "broken.png")),
-        "unparseable-prompt": {**base, "id": "bad-3", "question": "What is shown?",
-                               "message": json.dumps([{"role": "user", "content": "What is shown?"}])},
+        "unparseable-prompt": {
+            **base,
+            "id": "bad-3",
+            "question": "What is shown?",
+            "message": json.dumps([{"role": "user", "content": "What is shown?"}]),
+        },
         "bad-label": {**base, "id": "bad-4", "answer": ["<answer>3</answer>"]},
         "empty-response": {**base, "id": "bad-5", "question": filled("Which is better?", "A cat.", "  ")},
         "prompt-too-long": {**base, "id": "bad-6", "question": filled("word " * 3000, "A cat.", "A dog.")},
@@ -349,8 +377,16 @@ def test_a_corpus_of_every_bad_row_kind_keeps_exactly_the_good_rows_and_counts_t
 
     path, good_ids = write_bad_corpus(synthetic_dir, tmp_path)
     words = lambda record: len((record.question + record.response_1 + record.response_2).split())  # noqa: E731
-    records, report = load_preferences(path, "r1reward-rl", image_root=synthetic_dir, swap_seed=None,
-                                       max_prompt_tokens=2048, token_counter=words, verbose=False, unique_ids=True)
+    records, report = load_preferences(
+        path,
+        "r1reward-rl",
+        image_root=synthetic_dir,
+        swap_seed=None,
+        max_prompt_tokens=2048,
+        token_counter=words,
+        verbose=False,
+        unique_ids=True,
+    )
     assert [r.id for r in records] == good_ids
     assert dict(report.counts) == {kind: 1 for kind in BAD_KINDS}
     assert (report.rows, report.kept) == (GOOD_ROWS + len(BAD_KINDS), GOOD_ROWS)

@@ -23,15 +23,23 @@ def _batch(processor, synthetic_dir, n: int = 4):
 def test_learner_logprobs_in_bf16_stay_close_to_fp32(sft_model_dir, synthetic_dir):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    batch = {k: v.cuda() if torch.is_tensor(v) else v for k, v in
-             _batch(AutoProcessor.from_pretrained(sft_model_dir), synthetic_dir).items()}
+    batch = {
+        k: v.cuda() if torch.is_tensor(v) else v
+        for k, v in _batch(AutoProcessor.from_pretrained(sft_model_dir), synthetic_dir).items()
+    }
     logps = {}
     for dtype in (torch.float32, torch.bfloat16):
         model = AutoModelForImageTextToText.from_pretrained(sft_model_dir, dtype=dtype).cuda().eval()
         with torch.no_grad():
-            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                           pixel_values=batch.pixel_values.to(dtype), image_grid_thw=batch.image_grid_thw).logits
-        logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, batch.input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+            logits = model(
+                input_ids=batch.input_ids,
+                attention_mask=batch.attention_mask,
+                pixel_values=batch.pixel_values.to(dtype),
+                image_grid_thw=batch.image_grid_thw,
+            ).logits
+        logp = (
+            torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, batch.input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+        )
         logps[dtype] = logp[batch.action_mask]
     gap = (logps[torch.float32] - logps[torch.bfloat16]).abs()
     print(f"bf16 vs fp32 learner log-prob gap: mean {gap.mean():.4f}, max {gap.max():.4f} nats")
@@ -45,11 +53,24 @@ def test_deepspeed_learner_trains_over_nccl(sft_model_dir, synthetic_dir):
     from r1reward.learner.sft_local import sft_examples
     from r1reward.learner.worker import LearnerRank
 
-    config = load_config("configs/tiny-cpu.yaml", [f"model.path={sft_model_dir}", "learner.num_ranks=1",
-                                                   "learner.backend=nccl", "model.dtype=bfloat16"])
-    learner = LearnerRank(0, 1, "127.0.0.1", 29533, str(sft_model_dir), asdict(config.model),
-                          asdict(config.learner), asdict(config.algo), 4)
-    examples = sft_examples(AutoProcessor.from_pretrained(sft_model_dir), synthetic_dir / "sft.jsonl", 56 * 56, 28 * 28 * 64)
+    config = load_config(
+        "configs/tiny-cpu.yaml",
+        [f"model.path={sft_model_dir}", "learner.num_ranks=1", "learner.backend=nccl", "model.dtype=bfloat16"],
+    )
+    learner = LearnerRank(
+        0,
+        1,
+        "127.0.0.1",
+        29533,
+        str(sft_model_dir),
+        asdict(config.model),
+        asdict(config.learner),
+        asdict(config.algo),
+        4,
+    )
+    examples = sft_examples(
+        AutoProcessor.from_pretrained(sft_model_dir), synthetic_dir / "sft.jsonl", 56 * 56, 28 * 28 * 64
+    )
     first = learner.sft_train(examples[:8])["sft_loss"]
     for _ in range(3):
         last = learner.sft_train(examples[:8])["sft_loss"]
@@ -75,11 +96,17 @@ def test_nccl_weight_sync_matches_a_fresh_engine(sft_model_dir, synthetic_dir, t
     with torch.no_grad():
         for p in model.model.language_model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
-    engine = connect_trainer(RayRolloutClient([worker]), TrainableSource(model), 0, "127.0.0.1", get_open_port(), "nccl")
+    engine = connect_trainer(
+        RayRolloutClient([worker]), TrainableSource(model), 0, "127.0.0.1", get_open_port(), "nccl"
+    )
     engine.send_weights()
     model.save_pretrained(tmp_path)
     AutoProcessor.from_pretrained(sft_model_dir).save_pretrained(tmp_path)
     fresh = ray.remote(num_gpus=0.4)(RolloutWorker).remote(str(tmp_path), cfg, pixels)
-    prompt = [{"prompt": "<|im_start|>user\nWhich response is better?<|im_end|>\n<|im_start|>assistant\n", "images": []}]
-    synced_out, fresh_out = ray.get([worker.generate.remote(prompt, seeds=[3]), fresh.generate.remote(prompt, seeds=[3])])
+    prompt = [
+        {"prompt": "<|im_start|>user\nWhich response is better?<|im_end|>\n<|im_start|>assistant\n", "images": []}
+    ]
+    synced_out, fresh_out = ray.get(
+        [worker.generate.remote(prompt, seeds=[3]), fresh.generate.remote(prompt, seeds=[3])]
+    )
     assert synced_out[0]["generations"][0]["token_ids"] == fresh_out[0]["generations"][0]["token_ids"]

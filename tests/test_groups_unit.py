@@ -61,8 +61,10 @@ def test_learner_group_splits_samples_and_sends_the_nan_loss_fault_to_rank_0_onl
     group = LearnerGroup([_Handle(log, 0), _Handle(log, 1)], timeouts=TimeoutsConfig(remote_call_s=7.0))
     out = group.train(list(range(5)), debug_nan_loss=True)
     assert waits[-1] == (["learner rank 0", "learner rank 1"], "train", 7.0)  # roles named, config's deadline
-    assert [(r, a, k) for r, _, a, k in log] == [(0, ([0, 1, 2],), {"debug_nan_loss": True}),
-                                                 (1, ([3, 4],), {"debug_nan_loss": False})]
+    assert [(r, a, k) for r, _, a, k in log] == [
+        (0, ([0, 1, 2],), {"debug_nan_loss": True}),
+        (1, ([3, 4],), {"debug_nan_loss": False}),
+    ]
     assert [o["rank"] for o in out] == [0, 1]
     log.clear()
     group.save("d", "step_1", "hf")
@@ -77,8 +79,10 @@ def test_rollout_group_keeps_the_order_and_gives_each_worker_its_seeds(monkeypat
 
     def wait_all(refs, roles, call, timeout_s):  # each fake worker: one result per prompt, with rank and seed
         roles_seen.append(list(roles))
-        return [[{"rank": r["rank"], "prompt": p, "seed": s} for p, s in zip(r["args"][0], r["kwargs"]["seeds"])]
-                for r in refs]
+        return [
+            [{"rank": r["rank"], "prompt": p, "seed": s} for p, s in zip(r["args"][0], r["kwargs"]["seeds"])]
+            for r in refs
+        ]
 
     monkeypatch.setattr(rollout_group, "wait_all", wait_all)
     group = rollout_group.RolloutGroup([_Handle(log, 0), _Handle(log, 1)])

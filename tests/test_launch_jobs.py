@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def launch(*args: str, **env: str) -> subprocess.CompletedProcess:
     code = "import sys; from r1reward.launch.cli import main; sys.exit(main(sys.argv[1:]))"
     base = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120,
-                          cwd=ROOT, env={**base, **env})
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120, cwd=ROOT, env={**base, **env}
+    )
 
 
 def closed_port() -> int:
@@ -37,8 +38,16 @@ def closed_port() -> int:
 def test_job_runs_the_config_from_the_uploaded_repo(monkeypatch):
     monkeypatch.chdir(ROOT)
     spec = jobs.build_job("configs/tiny-cpu.yaml", ["trainer.output_dir=/shared/my run", "x=1"], ROOT)
-    assert shlex.split(spec.entrypoint) == ["python", "-m", "r1reward", "train", "--config", "configs/tiny-cpu.yaml",
-                                            "trainer.output_dir=/shared/my run", "x=1"]
+    assert shlex.split(spec.entrypoint) == [
+        "python",
+        "-m",
+        "r1reward",
+        "train",
+        "--config",
+        "configs/tiny-cpu.yaml",
+        "trainer.output_dir=/shared/my run",
+        "x=1",
+    ]
     assert spec.runtime_env["working_dir"] == str(ROOT)
     assert {".venv", "runs", ".git"} <= set(spec.runtime_env["excludes"])
     assert spec.runtime_env["env_vars"] == {"TOKENIZERS_PARALLELISM": "false"}
@@ -49,8 +58,14 @@ def test_config_outside_the_working_dir_keeps_its_absolute_path(tmp_path):
     config = tmp_path / "mine.yaml"
     config.write_text("trainer: {num_steps: 1}\n")
     spec = jobs.build_job(str(config), [], ROOT, python="/opt/venv/bin/python")
-    assert shlex.split(spec.entrypoint)[:6] == ["/opt/venv/bin/python", "-m", "r1reward", "train", "--config",
-                                                str(config)]
+    assert shlex.split(spec.entrypoint)[:6] == [
+        "/opt/venv/bin/python",
+        "-m",
+        "r1reward",
+        "train",
+        "--config",
+        str(config),
+    ]
 
 
 def test_describe_gives_a_ray_job_submit_line_that_round_trips():
@@ -59,7 +74,7 @@ def test_describe_gives_a_ray_job_submit_line_that_round_trips():
     argv = shlex.split(line)
     assert argv[:5] == ["ray", "job", "submit", "--address", "http://h:8265"]
     assert json.loads(argv[argv.index("--runtime-env-json") + 1]) == spec.runtime_env
-    assert shlex.join(argv[argv.index("--") + 1:]) == spec.entrypoint
+    assert shlex.join(argv[argv.index("--") + 1 :]) == spec.entrypoint
 
 
 def test_path_notes_flag_paths_the_cluster_will_not_see():

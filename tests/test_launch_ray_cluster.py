@@ -31,8 +31,14 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's bin: ray, r1reward-launch, python
-NODE_PORT_FLAGS = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
-                   "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port"]
+NODE_PORT_FLAGS = [
+    "--node-manager-port",
+    "--object-manager-port",
+    "--dashboard-agent-listen-port",
+    "--dashboard-agent-grpc-port",
+    "--runtime-env-agent-port",
+    "--metrics-export-port",
+]
 HEAD_CPUS, WORKER_CPUS, WORKERS = 1, 2, 3
 JOB_ID = re.compile(r"raysubmit_\w+")
 # How long a test waits for one event (a line, an exit, a status) before failing: generous, because
@@ -71,8 +77,12 @@ def _api(cluster: dict, path: str, **params):
     token of whichever cluster this pytest process met first.)"""
     import requests
 
-    r = requests.get(cluster["dashboard"] + path, params=params, timeout=30,
-                     headers={"Authorization": f"Bearer {cluster['env']['RAY_AUTH_TOKEN']}"})
+    r = requests.get(
+        cluster["dashboard"] + path,
+        params=params,
+        timeout=30,
+        headers={"Authorization": f"Bearer {cluster['env']['RAY_AUTH_TOKEN']}"},
+    )
     r.raise_for_status()
     return r.json()
 
@@ -126,16 +136,31 @@ def cluster():
     # PATH starts with the venv, as on a cluster whose image (or activated venv) provides `python`.
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
     # Token auth (Ray's default once a token exists), with a token of this cluster's own.
-    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", TOKENIZERS_PARALLELISM="false",
-               RAY_USAGE_STATS_ENABLED="0", RAY_raylet_start_wait_time_s="120", RAY_AUTH_MODE="token",
-               RAY_AUTH_TOKEN=uuid.uuid4().hex)
+    env.update(
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        TOKENIZERS_PARALLELISM="false",
+        RAY_USAGE_STATS_ENABLED="0",
+        RAY_raylet_start_wait_time_s="120",
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=uuid.uuid4().hex,
+    )
     gcs, dash, client_port, *ports = _free_ports(3 + len(NODE_PORT_FLAGS) * (1 + WORKERS))
     # Worker ports 0: random, so nothing collides with another Ray on this machine.
-    common = ["--block", "--num-gpus", "0", "--object-store-memory", str(100 * 2**20), "--min-worker-port", "0",
-              "--max-worker-port", "0", "--disable-usage-stats"]
+    common = [
+        "--block",
+        "--num-gpus",
+        "0",
+        "--object-store-memory",
+        str(100 * 2**20),
+        "--min-worker-port",
+        "0",
+        "--max-worker-port",
+        "0",
+        "--disable-usage-stats",
+    ]
 
     def node(i: int) -> list[str]:
-        return [x for flag, port in zip(NODE_PORT_FLAGS, ports[i * 6:(i + 1) * 6]) for x in (flag, str(port))]
+        return [x for flag, port in zip(NODE_PORT_FLAGS, ports[i * 6 : (i + 1) * 6]) for x in (flag, str(port))]
 
     procs: list[subprocess.Popen] = []
 
@@ -143,15 +168,36 @@ def cluster():
         # A temp dir per node: nodes sharing one would each forward every node's worker logs.
         path = Path(temp) / f"{name}.log"
         with open(path, "w") as log:
-            procs.append(subprocess.Popen(
-                [str(BIN / "ray"), "start", *args, *common, "--temp-dir", str(Path(temp) / name)], env=env,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    [str(BIN / "ray"), "start", *args, *common, "--temp-dir", str(Path(temp) / name)],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
         procs[-1].log_path = path
 
     info = {"gcs": f"127.0.0.1:{gcs}", "dashboard": f"http://127.0.0.1:{dash}", "env": env, "temp": temp}
     try:
-        start(["--head", "--port", str(gcs), "--include-dashboard", "true", "--dashboard-port", str(dash),
-               "--ray-client-server-port", str(client_port), "--num-cpus", str(HEAD_CPUS), *node(0)], "h")
+        start(
+            [
+                "--head",
+                "--port",
+                str(gcs),
+                "--include-dashboard",
+                "true",
+                "--dashboard-port",
+                str(dash),
+                "--ray-client-server-port",
+                str(client_port),
+                "--num-cpus",
+                str(HEAD_CPUS),
+                *node(0),
+            ],
+            "h",
+        )
         _wait("the head's Jobs API", lambda: _api(info, "/api/jobs/") is not None, 180, procs)
         for i in range(1, WORKERS + 1):  # one at a time: together they outrun the GCS on 2 cores
             start([f"--address=127.0.0.1:{gcs}", "--num-cpus", str(WORKER_CPUS), *node(i)], f"w{i}")
@@ -170,15 +216,23 @@ def _launch(cluster, *args: str, address: str | None = None, timeout: float = 12
         env["RAY_ADDRESS"] = cluster["gcs"]  # the GCS address, through the environment
     else:
         args = ("--address", address, *args)
-    return subprocess.run([str(BIN / "r1reward-launch"), *args], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [str(BIN / "r1reward-launch"), *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _tiny(model_dir: Path, data_dir: Path, output_dir: Path) -> list[str]:
-    return ["--config", "configs/tiny-cpu.yaml", f"model.path={model_dir}",
-            f"data.train_path={data_dir / 'train.parquet'}", f"trainer.output_dir={output_dir}",
-            "trainer.num_steps=1", "trainer.rollout_batch_size=4", "learner.train_batch_size=4",
-            "rollout.max_new_tokens=16"]
+    return [
+        "--config",
+        "configs/tiny-cpu.yaml",
+        f"model.path={model_dir}",
+        f"data.train_path={data_dir / 'train.parquet'}",
+        f"trainer.output_dir={output_dir}",
+        "trainer.num_steps=1",
+        "trainer.rollout_batch_size=4",
+        "learner.train_batch_size=4",
+        "rollout.max_new_tokens=16",
+    ]
 
 
 def _rows(stdout: str) -> list[list[str]]:
@@ -191,10 +245,15 @@ def test_dry_run_plans_on_the_live_nodes_and_submits_nothing(cluster, tiny_model
     assert f"placement on the live cluster at {cluster['dashboard']}" in proc.stdout
     # First fit over the live nodes, head (1 CPU) first, then the 2-CPU workers.
     assert _rows(proc.stdout) == [
-        ["0", "rollout", "1", "0", "1"], ["0", "(free)", "0", "0"],
-        ["1", "learner", "2", "0", "2"], ["1", "(free)", "0", "0"],
-        ["2", "reward", "1", "0", "1"], ["2", "(free)", "0", "1"],
-        ["3", "(free)", "0", "2"], ["total", "4", "0", "4"]]
+        ["0", "rollout", "1", "0", "1"],
+        ["0", "(free)", "0", "0"],
+        ["1", "learner", "2", "0", "2"],
+        ["1", "(free)", "0", "0"],
+        ["2", "reward", "1", "0", "1"],
+        ["2", "(free)", "0", "1"],
+        ["3", "(free)", "0", "2"],
+        ["total", "4", "0", "4"],
+    ]
     entry = next(line for line in proc.stdout.splitlines() if line.strip().startswith("entrypoint:"))
     assert entry.split("entrypoint:")[1].strip().startswith("python -m r1reward train --config configs/tiny-cpu.yaml ")
     assert entry.endswith("rollout.num_workers=1 learner.num_ranks=2")
@@ -224,8 +283,14 @@ def test_live_cluster_too_small_is_one_line(cluster):
 
 def test_submitted_tiny_training_succeeds(cluster, tiny_model_dir, synthetic_dir, tmp_path):
     start = time.monotonic()
-    proc = _launch(cluster, "--nodes", "4", *_tiny(tiny_model_dir, synthetic_dir, tmp_path / "run"),
-                   address=cluster["dashboard"], timeout=1200)
+    proc = _launch(
+        cluster,
+        "--nodes",
+        "4",
+        *_tiny(tiny_model_dir, synthetic_dir, tmp_path / "run"),
+        address=cluster["dashboard"],
+        timeout=1200,
+    )
     print(f"submitted training took {time.monotonic() - start:.0f} s")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     job_id = JOB_ID.search(proc.stdout).group(0)
@@ -237,8 +302,12 @@ def test_submitted_tiny_training_succeeds(cluster, tiny_model_dir, synthetic_dir
 
 
 def test_failed_job_returns_nonzero(cluster, synthetic_dir, tmp_path):
-    proc = _launch(cluster, *_tiny(tmp_path / "no-such-model", synthetic_dir, tmp_path / "run"),
-                   address=cluster["dashboard"], timeout=600)
+    proc = _launch(
+        cluster,
+        *_tiny(tmp_path / "no-such-model", synthetic_dir, tmp_path / "run"),
+        address=cluster["dashboard"],
+        timeout=600,
+    )
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "FAILED" in proc.stderr
     assert "model.path does not exist" in proc.stdout  # the job's error, in its followed log
@@ -246,9 +315,19 @@ def test_failed_job_returns_nonzero(cluster, synthetic_dir, tmp_path):
 
 def test_ctrl_c_leaves_the_job_running_and_says_how_to_stop_it(cluster, tiny_model_dir, synthetic_dir, tmp_path):
     env = {**cluster["env"]}
-    proc = subprocess.Popen([str(BIN / "r1reward-launch"), "--address", cluster["dashboard"],
-                             *_tiny(tiny_model_dir, synthetic_dir, tmp_path / "run")],
-                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            str(BIN / "r1reward-launch"),
+            "--address",
+            cluster["dashboard"],
+            *_tiny(tiny_model_dir, synthetic_dir, tmp_path / "run"),
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     out = StreamLines(proc.stdout, "r1reward-launch's stdout")
     err = StreamLines(proc.stderr, "r1reward-launch's stderr")
     try:
@@ -268,9 +347,14 @@ def test_ctrl_c_leaves_the_job_running_and_says_how_to_stop_it(cluster, tiny_mod
     assert _job_status(cluster, job_id) in ("PENDING", "RUNNING")
     stop = stderr.split("Stop it with: ")[1].split()
     assert stop[:4] == ["ray", "job", "stop", job_id]
-    done = subprocess.run([str(BIN / "ray"), *stop[1:]], env=env, capture_output=True, text=True,
-                          timeout=EVENT_DEADLINE_S)
+    done = subprocess.run(
+        [str(BIN / "ray"), *stop[1:]], env=env, capture_output=True, text=True, timeout=EVENT_DEADLINE_S
+    )
     assert done.returncode == 0, done.stderr
-    _wait("the job to stop", lambda: _job_status(cluster, job_id) in ("STOPPED", "FAILED", "SUCCEEDED"),
-          EVENT_DEADLINE_S, [])
+    _wait(
+        "the job to stop",
+        lambda: _job_status(cluster, job_id) in ("STOPPED", "FAILED", "SUCCEEDED"),
+        EVENT_DEADLINE_S,
+        [],
+    )
     assert _job_status(cluster, job_id) == "STOPPED"

@@ -25,16 +25,21 @@ def test_model_inputs_give_mrope_positions(tiny_model_dir, synthetic_dir):
 
     types = inputs["mm_token_type_ids"][0]
     assert int(types.sum()) == int(batch.image_grid_thw.prod(-1).sum()) // 4  # merged 2x2 patches
-    positions, _ = model.model.get_rope_index(inputs["input_ids"], inputs["mm_token_type_ids"],
-                                              image_grid_thw=inputs["image_grid_thw"])
+    positions, _ = model.model.get_rope_index(
+        inputs["input_ids"], inputs["mm_token_type_ids"], image_grid_thw=inputs["image_grid_thw"]
+    )
     # After the picture the text positions fall behind the token index (4 tokens take 2 positions).
     assert int(positions[0, 0, -1]) < inputs["input_ids"].shape[1] - 1
 
     with torch.no_grad():
         with_types = model(**inputs).logits
         explicit = model(**inputs, position_ids=positions).logits
-        plain = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                      pixel_values=inputs["pixel_values"], image_grid_thw=inputs["image_grid_thw"]).logits
+        plain = model(
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs["attention_mask"],
+            pixel_values=inputs["pixel_values"],
+            image_grid_thw=inputs["image_grid_thw"],
+        ).logits
     assert torch.allclose(with_types, explicit, atol=1e-6)
     first_image = int(types.nonzero()[0])
     # 1D positions change everything from the picture on: the gap this helper closes.
@@ -43,6 +48,15 @@ def test_model_inputs_give_mrope_positions(tiny_model_dir, synthetic_dir):
 
 
 def test_text_only_batches_need_no_token_types():
-    batch = collate_for_learner([{"prompt_ids": [1, 2], "completion_ids": [3],
-                                  "pixel_values": torch.zeros(0, 1176), "image_grid_thw": torch.zeros(0, 3)}], 0)
+    batch = collate_for_learner(
+        [
+            {
+                "prompt_ids": [1, 2],
+                "completion_ids": [3],
+                "pixel_values": torch.zeros(0, 1176),
+                "image_grid_thw": torch.zeros(0, 3),
+            }
+        ],
+        0,
+    )
     assert "mm_token_type_ids" not in model_inputs(batch, 9, 10)

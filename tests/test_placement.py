@@ -10,7 +10,12 @@ import pytest
 from r1reward.config import ConfigError, load_config
 from r1reward.errors import UserError
 from r1reward.placement.plan import (
-    PlacementError, apply_ratio, fit_to_nodes, format_plan, make_plan, parse_ratio,
+    PlacementError,
+    apply_ratio,
+    fit_to_nodes,
+    format_plan,
+    make_plan,
+    parse_ratio,
 )
 
 PAPER = Path(__file__).resolve().parents[1] / "configs" / "paper-qwen2.5-vl-7b.yaml"
@@ -24,8 +29,17 @@ def nodes(n: int, gpus: float, cpus: float = 64) -> list[dict[str, float]]:
 def paper(*overrides: str):
     # The 8 rollout + 24 learner layout these tests reason about (the shipped file has 15 rollout workers,
     # 16 learner ranks and a judge GPU); 24 ranks x micro 2 need a train batch of 144 (the paper's is 128).
-    return load_config(PAPER, ["reward.judge=rule", "rollout.num_workers=8", "learner.num_ranks=24",
-                               "learner.train_batch_size=144", "trainer.rollout_batch_size=288", *overrides])
+    return load_config(
+        PAPER,
+        [
+            "reward.judge=rule",
+            "rollout.num_workers=8",
+            "learner.num_ranks=24",
+            "learner.train_batch_size=144",
+            "trainer.rollout_batch_size=288",
+            *overrides,
+        ],
+    )
 
 
 def test_paper_plan_fits_4x8_one_rollout_node_and_three_learner_nodes():
@@ -46,7 +60,8 @@ def test_paper_plan_on_2x8_fails_with_one_line_and_a_suggestion_that_works():
         fit_to_nodes(make_plan(paper()), nodes(2, 8))
     assert str(err.value) == (
         "the plan needs 32 GPUs (8 rollout workers x TP 1 + 24 learner ranks) but the cluster has 16 GPUs on "
-        "2 nodes; with 16 GPUs try --ratio 4:12 or learner.num_ranks=8")
+        "2 nodes; with 16 GPUs try --ratio 4:12 or learner.num_ranks=8"
+    )
     assert isinstance(err.value, UserError)
     fixed = apply_ratio(paper(), 16, parse_ratio("4:12"))
     assert fit_to_nodes(make_plan(fixed), nodes(2, 8))
@@ -70,7 +85,9 @@ def test_tp2_group_stays_on_one_node_even_when_total_gpus_suffice():
     assert plan.bundles[0] == {"GPU": 2, "CPU": 1} and plan.totals[0] == 6
     assignment = fit_to_nodes(plan, [{"GPU": 3, "CPU": 4}, {"GPU": 3, "CPU": 4}])
     assert [sorted(plan.labels[b] for b in node) for node in assignment] == [
-        ["learner", "reward", "rollout"], ["learner", "rollout"]]
+        ["learner", "reward", "rollout"],
+        ["learner", "rollout"],
+    ]
     with pytest.raises(PlacementError, match=r"^rollout worker \d \(TP 2\) needs 2 GPUs and 1 CPUs on one node"):
         fit_to_nodes(plan, nodes(6, 1, 4))  # 6 GPUs in all, but never 2 on one node
 
@@ -81,15 +98,25 @@ def test_colocated_totals_and_tp_groups():
     rollout, learner = plan.role_slots("rollout"), plan.role_slots("learner")
     assert [s.bundle for s in rollout] == list(range(8)) and {s.num_gpus for s in rollout} == {0.5}
     assert [s.num_gpus for s in learner[7:9]] == [0.5, 1.0] and plan.bundles[0] == {"GPU": 1, "CPU": 2}
-    cfg = load_config(None, [*GPU_ON, "resources.colocate=true", "rollout.num_workers=2",
-                             "rollout.tensor_parallel_size=2", "learner.num_ranks=4", "learner.train_batch_size=8"])
+    cfg = load_config(
+        None,
+        [
+            *GPU_ON,
+            "resources.colocate=true",
+            "rollout.num_workers=2",
+            "rollout.tensor_parallel_size=2",
+            "learner.num_ranks=4",
+            "learner.train_batch_size=8",
+        ],
+    )
     plan = make_plan(cfg)
     assert plan.groups[:2] == [(0, 1), (2, 3)] and plan.totals[0] == 4
     assignment = fit_to_nodes(plan, [{"GPU": 3, "CPU": 8}, {"GPU": 3, "CPU": 8}])
     assert [b for b in assignment[0] if b < 4] == [0, 1] and [b for b in assignment[1] if b < 4] == [2, 3]
     with pytest.raises(PlacementError, match=r"colocate needs .* \(2 x 2 = 4\) <= learner.num_ranks \(2\)"):
-        make_plan(load_config(None, ["resources.colocate=true", "rollout.num_workers=2",
-                                     "rollout.tensor_parallel_size=2"]))
+        make_plan(
+            load_config(None, ["resources.colocate=true", "rollout.num_workers=2", "rollout.tensor_parallel_size=2"])
+        )
 
 
 def test_cpu_shortage_and_strict_strategies():
@@ -165,6 +192,7 @@ def test_apply_ratio():
 
 # ---- Ray: head (1 CPU, no GPU) + 2 workers (2 declared GPUs, 3 CPUs each) ----
 
+
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray = pytest.importorskip("ray")
@@ -195,6 +223,7 @@ def test_validate_cluster_accepts_a_fitting_plan(ray_cluster):
 
 def test_too_large_plan_is_rejected_before_anything_is_reserved(ray_cluster):
     import ray
+
     from r1reward.placement.groups import create_placement_group, validate_cluster
 
     before = len(ray.util.placement_group_table())
@@ -203,7 +232,8 @@ def test_too_large_plan_is_rejected_before_anything_is_reserved(ray_cluster):
         with pytest.raises(PlacementError) as err:
             attempt(plan)
         assert str(err.value).startswith(
-            "the plan needs 6 GPUs (2 rollout workers x TP 2 + 2 learner ranks) but the cluster has 4 GPUs on 3 nodes")
+            "the plan needs 6 GPUs (2 rollout workers x TP 2 + 2 learner ranks) but the cluster has 4 GPUs on 3 nodes"
+        )
         assert "\n" not in str(err.value)
     assert len(ray.util.placement_group_table()) == before
 

@@ -6,14 +6,20 @@ import pytest
 import torch
 
 from r1reward.algo import (
-    ADVANTAGE_ESTIMATOR_REGISTRY, ADVANTAGE_FILTER_REGISTRY, KL_ESTIMATOR_REGISTRY, POLICY_LOSS_REGISTRY,
-    Registry, UnknownName, register_advantage_estimator, reinforce_returns,
+    ADVANTAGE_ESTIMATOR_REGISTRY,
+    ADVANTAGE_FILTER_REGISTRY,
+    KL_ESTIMATOR_REGISTRY,
+    POLICY_LOSS_REGISTRY,
+    Registry,
+    UnknownName,
+    register_advantage_estimator,
+    reinforce_returns,
 )
+from r1reward.algo.judges import JUDGE_PROMPTS, JUDGES, needs_model_actor
 from r1reward.config import ConfigError, load_config
 from r1reward.config.load import registered_names
 from r1reward.config.schema import AlgoConfig
 from r1reward.data.samples import Sample
-from r1reward.algo.judges import JUDGE_PROMPTS, JUDGES, needs_model_actor
 from r1reward.trainer.experience import assign_advantages
 
 
@@ -53,15 +59,21 @@ def _grouped_mean(rewards, action_mask, config, *, n_samples_per_prompt, logp=No
 def test_a_new_estimator_declares_its_grouping_and_runs_through_the_experience_step():
     with pytest.raises(ConfigError, match="test_grouped_mean needs rollout.n_samples_per_prompt > 1"):
         load_config(overrides=["algo.advantage_estimator=test_grouped_mean"])
-    config = load_config(overrides=["algo.advantage_estimator=test_grouped_mean", "rollout.n_samples_per_prompt=2",
-                                    "algo.advantage_filter=none"])
+    config = load_config(
+        overrides=[
+            "algo.advantage_estimator=test_grouped_mean",
+            "rollout.n_samples_per_prompt=2",
+            "algo.advantage_filter=none",
+        ]
+    )
     samples = [Sample(prompt_ids=[1], completion_ids=[2, 3]) for _ in range(4)]
     assign_advantages(samples, [1.0, 0.0, 2.0, 2.0], config.algo, config.rollout.n_samples_per_prompt)
     # Group means 0.5 and 2.0: shaped rewards +0.5, -0.5, 0, 0; then standardised over the batch.
     first = [s.advantages[0] for s in samples]
     assert first[0] > 0 > first[1] and first[2] == pytest.approx(first[3])
-    assert ADVANTAGE_ESTIMATOR_REGISTRY.declared("grpo", "grouped") and not \
-        ADVANTAGE_ESTIMATOR_REGISTRY.declared("reinforce++", "grouped")
+    assert ADVANTAGE_ESTIMATOR_REGISTRY.declared("grpo", "grouped") and not ADVANTAGE_ESTIMATOR_REGISTRY.declared(
+        "reinforce++", "grouped"
+    )
 
 
 def test_losses_read_their_settings_from_the_config():
@@ -73,4 +85,6 @@ def test_losses_read_their_settings_from_the_config():
         assert loss_fn(*args, AlgoConfig(eps_clip=0.5))[0].item() == pytest.approx(-1.3)
     huge = (torch.tensor([[0.0]]), torch.tensor([[-20.0]]), torch.tensor([[-1.0]]), torch.ones(1, 1))
     # Pre-CLIP bounds come from algo.delta_max: ratio capped at 10 instead of e^20.
-    assert POLICY_LOSS_REGISTRY.get("stable_reinforce")(*huge, AlgoConfig(delta_max=10.0))[0].item() == pytest.approx(10.0)
+    assert POLICY_LOSS_REGISTRY.get("stable_reinforce")(*huge, AlgoConfig(delta_max=10.0))[0].item() == pytest.approx(
+        10.0
+    )

@@ -12,11 +12,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from r1reward.algo.judges import (
+    JUDGE_PROMPT,
+    OpenAIJudge,
+    VLLMJudge,
+    build_judge_prompt,
+    make_judge,
+    parse_judge_output,
+)
 from r1reward.config.schema import RewardConfig
 from r1reward.reward import actor as actor_mod
 from r1reward.reward.actor import RayJudgeClient, RewardActor
-from r1reward.algo.judges import (JUDGE_PROMPT, OpenAIJudge, VLLMJudge, build_judge_prompt, make_judge,
-                                    parse_judge_output)
 
 GOOD = "<think>Response 1 misreads the chart.\nOverall, Response 2 is better.</think><answer>2</answer>"
 INCONSISTENT = "<think>Response 2 misreads the chart.\nOverall, Response 1 is better.</think><answer>2</answer>"
@@ -90,6 +96,7 @@ class _BrokenJudge:
         if self.values is None:
             raise RuntimeError("judge down")
         from r1reward.algo.judges import JudgeResult
+
         return JudgeResult(list(self.values))
 
 
@@ -124,8 +131,15 @@ def test_prompt_and_output_parsing() -> None:
     for style in ("released", "concise"):
         assert build_judge_prompt(GARBAGE, style) is None
         assert build_judge_prompt("<think></think><answer>2</answer>", style) is None
-    assert [parse_judge_output(s) for s in ("1", " 0\n", "'1'.", "<answer>0</answer>", "yes", "10", "")] == \
-        [1, -1, 1, -1, None, None, None]
+    assert [parse_judge_output(s) for s in ("1", " 0\n", "'1'.", "<answer>0</answer>", "yes", "10", "")] == [
+        1,
+        -1,
+        1,
+        -1,
+        None,
+        None,
+        None,
+    ]
 
 
 # --- the OpenAI-compatible judge against a local mock server ---------------------------------------
@@ -178,8 +192,13 @@ def server():
 
 
 def openai_judge(server: MockServer, **kw) -> OpenAIJudge:
-    cfg = RewardConfig(judge="openai", judge_url=server.url, judge_model="judge-x", judge_api_key_env="R1R_TEST_KEY",
-                       **{"judge_timeout_s": 5.0, "judge_retries": 2, **kw})  # generous: the machine may be busy
+    cfg = RewardConfig(
+        judge="openai",
+        judge_url=server.url,
+        judge_model="judge-x",
+        judge_api_key_env="R1R_TEST_KEY",
+        **{"judge_timeout_s": 5.0, "judge_retries": 2, **kw},
+    )  # generous: the machine may be busy
     return OpenAIJudge(cfg, backoff_s=0.01)
 
 
@@ -253,8 +272,9 @@ def test_openai_concurrency_is_bounded(server) -> None:
 
 def test_openai_through_reward_actor(server) -> None:
     server.reply = "0"
-    cfg = asdict(RewardConfig(judge="openai", judge_url=server.url + "/chat/completions", judge_model="m",
-                              judge_timeout_s=2.0))
+    cfg = asdict(
+        RewardConfig(judge="openai", judge_url=server.url + "/chat/completions", judge_model="m", judge_timeout_s=2.0)
+    )
     out = RewardActor(cfg).score([GOOD, WRONG, GARBAGE], [2, 2, 1])
     assert out["reward"] == [1.0, 0.5, 0.0] and out["consistency"] == [-1, -1, 0]
     assert out["judge_skipped"] == 1 and server.requests[0]["path"] == "/custom/v1/chat/completions"
@@ -300,8 +320,9 @@ def test_vllm_judge_with_fake_engine(ray_local) -> None:
 def test_vllm_judge_timeout(ray_local) -> None:
     engine = ray_local.remote(num_cpus=0)(FakeEngine).remote("1", sleep_s=0.6)
     assert ray_local.get(engine.num_calls.remote(), timeout=60) == 0  # started, so the first call runs
-    judge = VLLMJudge(RewardConfig(judge="vllm", judge_timeout_s=0.2, judge_retries=1), RayJudgeClient(engine),
-                      backoff_s=0.01)
+    judge = VLLMJudge(
+        RewardConfig(judge="vllm", judge_timeout_s=0.2, judge_retries=1), RayJudgeClient(engine), backoff_s=0.01
+    )
     res = judge.judge([GOOD, GARBAGE, GOOD])
     assert res.values == [0, 0, 0] and res.failures == 2 and res.skipped == 1
     # The first call was running and finishes unread; the queued retry was cancelled or also ran.
@@ -316,6 +337,7 @@ def test_vllm_judge_with_tiny_model(ray_local, tiny_model_dir) -> None:
     res = VLLMJudge(RewardConfig(judge="vllm", judge_timeout_s=120), RayJudgeClient(engine)).judge(texts)
     assert set(res.values) <= {-1, 0, 1} and res.values[2] == 0 and res.skipped == 1 and res.failures == 0
     assert res.invalid == sum(v == 0 for k, v in enumerate(res.values) if k != 2)  # a random model: 0s are invalid
-    res = VLLMJudge(RewardConfig(judge="vllm", judge_timeout_s=0.001, judge_retries=1), RayJudgeClient(engine),
-                    backoff_s=0.01).judge(texts)
+    res = VLLMJudge(
+        RewardConfig(judge="vllm", judge_timeout_s=0.001, judge_retries=1), RayJudgeClient(engine), backoff_s=0.01
+    ).judge(texts)
     assert res.values == [0, 0, 0, 0] and res.failures == 3

@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import pytest
 
+from r1reward.algo.judges import (
+    JUDGE_PROMPTS,
+    RELEASED_JUDGE_PROMPT,
+    VLLMJudge,
+    _ask,
+    build_judge_prompt,
+    judge_max_tokens,
+    judge_view,
+    parse_judge_output,
+)
 from r1reward.config.schema import RewardConfig
-from r1reward.algo.judges import (JUDGE_PROMPTS, RELEASED_JUDGE_PROMPT, VLLMJudge, _ask, build_judge_prompt,
-                                    judge_max_tokens, judge_view, parse_judge_output)
 
 CONSISTENT = "<think>R1 misses the dog.\nR2 names both animals.\nSo Response 2 is better.</think><answer>2</answer>"
 NO_TAGS = "first\n\nsecond\nthird\nfourth\n<answer>1</answer>"
@@ -15,7 +23,9 @@ NO_TAGS = "first\n\nsecond\nthird\nfourth\n<answer>1</answer>"
 
 def test_released_view_is_the_last_three_lines_before_the_answer_joined_with_semicolons():
     assert judge_view(CONSISTENT) == (
-        "R1 misses the dog.;R2 names both animals.;So Response 2 is better.", "response 2 is better")
+        "R1 misses the dog.;R2 names both animals.;So Response 2 is better.",
+        "response 2 is better",
+    )
     assert judge_view(NO_TAGS) == ("second;third;fourth", "response 1 is better")  # blank lines skipped
     prompt = build_judge_prompt(CONSISTENT)
     assert prompt.startswith(RELEASED_JUDGE_PROMPT.split("{")[0])
@@ -25,15 +35,29 @@ def test_released_view_is_the_last_three_lines_before_the_answer_joined_with_sem
 
 def test_concise_view_keeps_lines_and_capitalised_answer():
     assert judge_view(CONSISTENT, prompt="concise") == (
-        "R1 misses the dog.\nR2 names both animals.\nSo Response 2 is better.", "Response 2 is better")
+        "R1 misses the dog.\nR2 names both animals.\nSo Response 2 is better.",
+        "Response 2 is better",
+    )
 
 
-@pytest.mark.parametrize("reply, value", [
-    ("1", 1), ("0", -1), ("Output: 0", -1), ("'1'.", 1), ("<answer>0</answer>", -1),
-    ("Rule 1 does not hold here, so: 0", -1),  # the last standalone digit is the verdict
-    ("The reasoning picks response 2 and so does the answer.\n\n**1**", 1),
-    ("10", None), ("0.5", None), ("v1", None), ("yes", None), ("", None), ("response 2", None),
-])
+@pytest.mark.parametrize(
+    "reply, value",
+    [
+        ("1", 1),
+        ("0", -1),
+        ("Output: 0", -1),
+        ("'1'.", 1),
+        ("<answer>0</answer>", -1),
+        ("Rule 1 does not hold here, so: 0", -1),  # the last standalone digit is the verdict
+        ("The reasoning picks response 2 and so does the answer.\n\n**1**", 1),
+        ("10", None),
+        ("0.5", None),
+        ("v1", None),
+        ("yes", None),
+        ("", None),
+        ("response 2", None),
+    ],
+)
 def test_verdict_is_the_last_standalone_0_or_1(reply, value):
     assert parse_judge_output(reply) == value
 
@@ -65,8 +89,9 @@ class ScriptedVLLMJudge(VLLMJudge):
     """The batched judge with its actor call replaced by scripted rounds of replies."""
 
     def __init__(self, rounds: list, retries: int = 2) -> None:
-        super().__init__(RewardConfig(judge="vllm", judge_model="m", judge_retries=retries), judge_client=object(),
-                         backoff_s=0.0)
+        super().__init__(
+            RewardConfig(judge="vllm", judge_model="m", judge_retries=retries), judge_client=object(), backoff_s=0.0
+        )
         self.rounds, self.asked = list(rounds), []
 
     def _request(self, prompts: list[str]) -> list[str]:

@@ -46,9 +46,29 @@ def served(sft_model_dir, tmp_path_factory):
     port = free_port()
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "r1reward", "serve", "--model", str(sft_model_dir), "--port", str(port),
-             "--k", str(SERVER_K), "--max-tokens", str(MAX_TOKENS), "--max-batch", "64", "--batch-wait-ms", "50",
-             "--timeout", "120"], stdout=out, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "r1reward",
+                "serve",
+                "--model",
+                str(sft_model_dir),
+                "--port",
+                str(port),
+                "--k",
+                str(SERVER_K),
+                "--max-tokens",
+                str(MAX_TOKENS),
+                "--max-batch",
+                "64",
+                "--batch-wait-ms",
+                "50",
+                "--timeout",
+                "120",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     model = None
     try:
@@ -100,29 +120,61 @@ def test_concurrent_clients_get_the_python_apis_answers(served, pairs):
     for i, row in enumerate(pairs[:6]):
         path = row["images"][0]  # as a path, a data URI and bare base64
         images = [[path], [as_data_uri(path)], [base64.b64encode(Path(path).read_bytes()).decode()]][i % 3]
-        body = {"question": row["question"], "images": images, "response_1": row["response_1"],
-                "response_2": row["response_2"], "k": 1 + i % 3, "seed": 10 + i, "swap": i % 2 == 1}
+        body = {
+            "question": row["question"],
+            "images": images,
+            "response_1": row["response_1"],
+            "response_2": row["response_2"],
+            "k": 1 + i % 3,
+            "seed": 10 + i,
+            "swap": i % 2 == 1,
+        }
         calls.append(("/v1/compare", body))
-        both = model.compare_pairs([Pair(row["question"], images, row["response_1"], row["response_2"]),
-                                    Pair(row["question"], images, row["response_2"], row["response_1"])],
-                                   k=body["k"], seed=body["seed"])
-        one = model.compare(row["question"], images, row["response_1"], row["response_2"], k=body["k"],
-                            seed=body["seed"])
+        both = model.compare_pairs(
+            [
+                Pair(row["question"], images, row["response_1"], row["response_2"]),
+                Pair(row["question"], images, row["response_2"], row["response_1"]),
+            ],
+            k=body["k"],
+            seed=body["seed"],
+        )
+        one = model.compare(
+            row["question"], images, row["response_1"], row["response_2"], k=body["k"], seed=body["seed"]
+        )
         answer = compare_answer(*both) if body["swap"] else compare_answer(one)
         expected.append({**answer, "k": body["k"], "seed": body["seed"], "swap": body["swap"]})
     for row in pairs[6:8]:
         responses = [row["response_1"], row["response_2"], "I cannot tell."]
         calls.append(("/v1/rank", {"question": row["question"], "images": row["images"], "responses": responses}))
         ranking = model.rank(row["question"], row["images"], responses, k=SERVER_K, seed=0)
-        expected.append({"order": ranking.order, "scores": [w / 4 for w in ranking.wins], "wins": ranking.wins,
-                         "k": SERVER_K, "seed": 0, "both_orders": True})
+        expected.append(
+            {
+                "order": ranking.order,
+                "scores": [w / 4 for w in ranking.wins],
+                "wins": ranking.wins,
+                "k": SERVER_K,
+                "seed": 0,
+                "both_orders": True,
+            }
+        )
     rows = pairs[8:12]
-    labels = [json.dumps({"question": r["question"], "images": r["images"], "reference": r["response_2"]})
-              for r in rows]
-    calls.append(("/get_reward", {"query": [f"Q: {r['response_1']}" for r in rows], "prompts": ["Q:"] * len(rows),
-                                  "labels": labels, "seed": 7}))
-    results = model.compare_pairs([Pair(r["question"], r["images"], r["response_1"], r["response_2"])
-                                   for r in rows], k=SERVER_K, seed=7)
+    labels = [
+        json.dumps({"question": r["question"], "images": r["images"], "reference": r["response_2"]}) for r in rows
+    ]
+    calls.append(
+        (
+            "/get_reward",
+            {
+                "query": [f"Q: {r['response_1']}" for r in rows],
+                "prompts": ["Q:"] * len(rows),
+                "labels": labels,
+                "seed": 7,
+            },
+        )
+    )
+    results = model.compare_pairs(
+        [Pair(r["question"], r["images"], r["response_1"], r["response_2"]) for r in rows], k=SERVER_K, seed=7
+    )
     expected.append({"rewards": [reward_of(c) for c in results], "scores": [reward_of(c) for c in results]})
 
     with ThreadPoolExecutor(max_workers=6) as pool:  # every call twice, from 6 client threads at once
@@ -155,43 +207,67 @@ def test_openrlhf_verl_and_trl_snippets(served, pairs):
     command = (SNIPPETS / "openrlhf.sh").read_text().replace("http://127.0.0.1:8000", url)
     rm_url = re.search(r"--remote_rm_url (\S+)", command).group(1)
     assert re.search(r"--label_key (\S+)", command).group(1) == "label"
-    prompts = [f"<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>{r['question']}<|im_end|>\n"
-               "<|im_start|>assistant\n" for r in rows]
+    prompts = [
+        f"<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>{r['question']}<|im_end|>\n"
+        "<|im_start|>assistant\n"
+        for r in rows
+    ]
     queries = [p + r["response_1"] + "<|im_end|>" for p, r in zip(prompts, rows)]
     labels = [json.dumps({"images": r["images"], "reference": r["response_2"]}) for r in rows]
-    response = requests.post(url=rm_url, json={"query": queries, "prompts": prompts, "labels": labels},
-                             headers={"Content-Type": "application/json"}, timeout=180)
+    response = requests.post(
+        url=rm_url,
+        json={"query": queries, "prompts": prompts, "labels": labels},
+        headers={"Content-Type": "application/json"},
+        timeout=180,
+    )
     response.raise_for_status()
-    results = model.compare_pairs([Pair(r["question"], r["images"], r["response_1"], r["response_2"]) for r in rows],
-                                  k=SERVER_K, seed=0)  # the server's --k and --seed, no --swap
+    results = model.compare_pairs(
+        [Pair(r["question"], r["images"], r["response_1"], r["response_2"]) for r in rows], k=SERVER_K, seed=0
+    )  # the server's --k and --seed, no --swap
     assert response.json() == {"rewards": [reward_of(c) for c in results], "scores": [reward_of(c) for c in results]}
 
     # verl: compute_score per rollout.
     compute_score = load_snippet("verl_reward.py", url)["compute_score"]
     row = rows[0]
-    score = compute_score("synthetic", row["response_1"], row["response_2"],
-                          extra_info={"question": row["question"], "images": row["images"], "index": 0})
+    score = compute_score(
+        "synthetic",
+        row["response_1"],
+        row["response_2"],
+        extra_info={"question": row["question"], "images": row["images"], "index": 0},
+    )
     q, images = row["question"], row["images"]
-    original, swapped = model.compare_pairs([Pair(q, images, row["response_1"], row["response_2"]),
-                                             Pair(q, images, row["response_2"], row["response_1"])], k=5, seed=0)
+    original, swapped = model.compare_pairs(
+        [Pair(q, images, row["response_1"], row["response_2"]), Pair(q, images, row["response_2"], row["response_1"])],
+        k=5,
+        seed=0,
+    )
     assert score == reward_of(original, swapped)
 
     # TRL: a reward function over a batch of completions, plain and conversational.
     r1reward = load_snippet("trl_reward.py", url)["r1reward"]
     completions = [rows[0]["response_1"], [{"role": "assistant", "content": rows[1]["response_1"]}]]
-    rewards = r1reward(completions, question=[r["question"] for r in rows[:2]],
-                       images=[r["images"] for r in rows[:2]], reference=[r["response_2"] for r in rows[:2]],
-                       prompts=["p", "p"])
-    results = model.compare_pairs([Pair(r["question"], r["images"], r["response_1"], r["response_2"])
-                                   for r in rows[:2]], k=SERVER_K, seed=0)
+    rewards = r1reward(
+        completions,
+        question=[r["question"] for r in rows[:2]],
+        images=[r["images"] for r in rows[:2]],
+        reference=[r["response_2"] for r in rows[:2]],
+        prompts=["p", "p"],
+    )
+    results = model.compare_pairs(
+        [Pair(r["question"], r["images"], r["response_1"], r["response_2"]) for r in rows[:2]], k=SERVER_K, seed=0
+    )
     assert rewards == [reward_of(c) for c in results]
 
 
 def test_malformed_requests_get_4xx_and_the_server_lives(served, pairs, tmp_path):
     url, proc, log, _ = served
     row = pairs[0]
-    good = {"question": row["question"], "images": row["images"], "response_1": row["response_1"],
-            "response_2": row["response_2"]}
+    good = {
+        "question": row["question"],
+        "images": row["images"],
+        "response_1": row["response_1"],
+        "response_2": row["response_2"],
+    }
     (tmp_path / "text.png").write_text("not an image")
     cases = {
         "missing field": ("/v1/compare", {k: v for k, v in good.items() if k != "question"}, 400),
@@ -200,8 +276,11 @@ def test_malformed_requests_get_4xx_and_the_server_lives(served, pairs, tmp_path
         "bad base64": ("/v1/compare", {**good, "images": ["data:image/png;base64,***"]}, 400),
         "k < 1": ("/v1/compare", {**good, "k": 0}, 400),
         "N < 2 responses": ("/v1/rank", {**{k: good[k] for k in ("question", "images")}, "responses": ["one"]}, 400),
-        "oversized batch": ("/v1/rank", {**{k: good[k] for k in ("question", "images")},
-                                         "responses": [f"answer {i}" for i in range(9)]}, 413),  # 72 > 64 prompts
+        "oversized batch": (
+            "/v1/rank",
+            {**{k: good[k] for k in ("question", "images")}, "responses": [f"answer {i}" for i in range(9)]},
+            413,
+        ),  # 72 > 64 prompts
         "no reference": ("/get_reward", {"query": ["Q: a"], "prompts": ["Q:"]}, 400),
         "not a list": ("/get_reward", {"query": "Q: a"}, 400),
     }

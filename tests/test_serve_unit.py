@@ -46,10 +46,18 @@ class FakeEngine:
         out = []
         for prompt, seed in zip(prompts, seeds):
             base = zlib.crc32(prompt["prompt"].encode()) + seed
-            texts = [f"<think>t{base + j}</think><answer>{1 + (base + j) % 2}</answer>"
-                     if (base + j) % 7 else "no answer" for j in range(n)]
-            out.append({"prompt_token_ids": [], "generations": [
-                {"text": t, "token_ids": [], "logprobs": [], "finish_reason": "stop"} for t in texts]})
+            texts = [
+                f"<think>t{base + j}</think><answer>{1 + (base + j) % 2}</answer>" if (base + j) % 7 else "no answer"
+                for j in range(n)
+            ]
+            out.append(
+                {
+                    "prompt_token_ids": [],
+                    "generations": [
+                        {"text": t, "token_ids": [], "logprobs": [], "finish_reason": "stop"} for t in texts
+                    ],
+                }
+            )
         return out
 
 
@@ -82,30 +90,42 @@ def test_compare_rank_and_get_reward_equal_the_python_api(client, model, tmp_pat
     answer = client.post("/v1/compare", json=body).json()
     expected = model.compare("Colour?", [str(path)], "red", "blue", k=3, seed=5)
     assert (answer["winner"], answer["votes"], answer["vote_share"], answer["reasoning"]) == (
-        expected.winner, list(expected.votes), expected.vote_share, expected.reasoning)
+        expected.winner,
+        list(expected.votes),
+        expected.vote_share,
+        expected.reasoning,
+    )
     assert answer["k"] == 3 and answer["agreement"] is None and answer["swap"] is False
     # The same image as a data URI and as bare base64 gives the same answer.
     for image in (data_uri(), base64.b64encode(png_bytes()).decode()):
         assert client.post("/v1/compare", json={**body, "images": image}).json() == answer
 
     swapped = client.post("/v1/compare", json={**body, "swap": True, "k": 2}).json()
-    original, other = model.compare_pairs([Pair("Colour?", [str(path)], "red", "blue"),
-                                           Pair("Colour?", [str(path)], "blue", "red")], k=2, seed=5)
+    original, other = model.compare_pairs(
+        [Pair("Colour?", [str(path)], "red", "blue"), Pair("Colour?", [str(path)], "blue", "red")], k=2, seed=5
+    )
     assert swapped == {**compare_answer(original, other), "k": 2, "seed": 5, "swap": True}
 
     responses = ["red", "blue", "green"]
-    ranked = client.post("/v1/rank", json={"question": "Colour?", "images": [str(path)], "responses": responses,
-                                           "k": 1}).json()
+    ranked = client.post(
+        "/v1/rank", json={"question": "Colour?", "images": [str(path)], "responses": responses, "k": 1}
+    ).json()
     ranking = model.rank("Colour?", [str(path)], responses, k=1)
     assert ranked["order"] == ranking.order and ranked["wins"] == ranking.wins and ranked["seed"] == 3
     assert ranked["scores"] == [w / 4 for w in ranking.wins]
 
-    reward = client.post("/get_reward", json={"query": ["Q: colour? A: red", "Q: colour? A: blue"],
-                                              "prompts": ["Q: colour? A:", "Q: colour? A:"],
-                                              "labels": [json.dumps({"reference": "green", "images": [str(path)]}),
-                                                         "green"], "metas": [{}, {}]}).json()
-    results = model.compare_pairs([Pair("Q: colour? A:", [str(path)], "red", "green"),
-                                   Pair("Q: colour? A:", [], "blue", "green")], k=3)
+    reward = client.post(
+        "/get_reward",
+        json={
+            "query": ["Q: colour? A: red", "Q: colour? A: blue"],
+            "prompts": ["Q: colour? A:", "Q: colour? A:"],
+            "labels": [json.dumps({"reference": "green", "images": [str(path)]}), "green"],
+            "metas": [{}, {}],
+        },
+    ).json()
+    results = model.compare_pairs(
+        [Pair("Q: colour? A:", [str(path)], "red", "green"), Pair("Q: colour? A:", [], "blue", "green")], k=3
+    )
     assert reward == {"rewards": [reward_of(c) for c in results], "scores": [reward_of(c) for c in results]}
 
 
@@ -119,8 +139,12 @@ def test_every_malformed_request_gets_a_one_line_4xx_and_the_server_lives(client
         ("/v1/compare", {**good, "seed": -1}, 400, "seed:"),
         ("/v1/compare", {**good, "response1": "x"}, 400, "response1: Extra inputs"),
         ("/v1/compare", {**good, "images": ["data:image/png;base64,@@@notbase64"]}, 400, "images[0]"),
-        ("/v1/compare", {**good, "images": ["data:image/png;base64," + base64.b64encode(b"xx").decode()]}, 400,
-         "cannot decode"),
+        (
+            "/v1/compare",
+            {**good, "images": ["data:image/png;base64," + base64.b64encode(b"xx").decode()]},
+            400,
+            "cannot decode",
+        ),
         ("/v1/compare", {**good, "images": [str(tmp_path / "missing.png")]}, 400, "image not found"),
         ("/v1/compare", {**good, "images": [str(tmp_path / "not-an-image.png")]}, 400, "cannot decode"),
         ("/v1/compare", {**good, "images": ["http://example.com/a.png"]}, 400, "URLs are not supported"),
@@ -137,13 +161,17 @@ def test_every_malformed_request_gets_a_one_line_4xx_and_the_server_lives(client
         assert response.status_code == status, (body, response.text)
         error = response.json()["error"]
         assert words in error and "\n" not in error, (body, error)
-    for raw, words in ((b"{not json", "not valid JSON"), (b"[1, 2]", "must be a JSON object, not list"),
-                       (b"\xff\xfe", "not valid JSON")):
+    for raw, words in (
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "must be a JSON object, not list"),
+        (b"\xff\xfe", "not valid JSON"),
+    ):
         response = client.post("/v1/compare", content=raw, headers={"content-type": "application/json"})
         assert response.status_code == 400 and words in response.json()["error"]
     # A JSON body is read as JSON whatever its content type (curl -d sends a form type).
-    form = client.post("/v1/compare", content=json.dumps(good),
-                       headers={"content-type": "application/x-www-form-urlencoded"})
+    form = client.post(
+        "/v1/compare", content=json.dumps(good), headers={"content-type": "application/x-www-form-urlencoded"}
+    )
     assert form.status_code == 200
     assert client.get("/nowhere").status_code == 404 and "error" in client.get("/nowhere").json()
     assert client.get("/v1/compare").status_code == 405
@@ -158,13 +186,17 @@ def test_models_and_metrics(client):
     card = client.get("/v1/models").json()["data"][0]
     assert card["id"] == "fake" and card["k"] == 3 and card["max_batch"] == 12
     text = client.get("/metrics").text
-    for line in ('r1reward_serve_requests_total{endpoint="/v1/compare",status="200"} 1.0',
-                 'r1reward_serve_requests_total{endpoint="/v1/compare",status="400"} 1.0',
-                 'r1reward_serve_request_seconds_count{endpoint="/v1/compare"} 2.0',
-                 "r1reward_serve_batch_prompts_count 1.0", "r1reward_serve_engine_seconds_count 1.0"):
+    for line in (
+        'r1reward_serve_requests_total{endpoint="/v1/compare",status="200"} 1.0',
+        'r1reward_serve_requests_total{endpoint="/v1/compare",status="400"} 1.0',
+        'r1reward_serve_request_seconds_count{endpoint="/v1/compare"} 2.0',
+        "r1reward_serve_batch_prompts_count 1.0",
+        "r1reward_serve_engine_seconds_count 1.0",
+    ):
         assert line in text, line
-    assert sum(float(line.split()[-1]) for line in text.splitlines()
-               if line.startswith("r1reward_serve_votes_total")) == 2
+    assert (
+        sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("r1reward_serve_votes_total")) == 2
+    )
 
 
 def test_engine_errors_are_isolated_and_timeouts_are_504(model):
@@ -206,6 +238,7 @@ def _echo_batcher(calls, **kw):
     def run(prompts, k, seeds):
         calls.append((list(prompts), k))
         return [f"{p}/{s}/{k}" for p, s in zip(prompts, seeds)]
+
     return Batcher(run, **kw)
 
 
@@ -275,29 +308,45 @@ def test_compare_answer_with_swap():
     original = Comparison(1, 2 / 3, "first says 1", (1, 1, 2))
     swapped = Comparison(2, 1.0, "swapped says 2", (2, 2, None))  # response 1 of the original order, twice
     answer = compare_answer(original, swapped)
-    assert answer == {"winner": 1, "votes": [1, 1, 2], "votes_swapped": [1, 1, None], "vote_share": 4 / 6,
-                      "agreement": True, "reasoning": "first says 1"}
+    assert answer == {
+        "winner": 1,
+        "votes": [1, 1, 2],
+        "votes_swapped": [1, 1, None],
+        "vote_share": 4 / 6,
+        "agreement": True,
+        "reasoning": "first says 1",
+    }
     disagree = compare_answer(Comparison(2, 1.0, "o", (2,)), Comparison(2, 1.0, "s", (2,)))
     assert disagree["agreement"] is False and disagree["winner"] == 2 and disagree["reasoning"] == "o"
     assert reward_of(original, swapped) == 4 / 6 and reward_of(Comparison(None, 0.0, "", (None,))) == 0.0
 
 
 def test_get_reward_items():
-    chat = ("<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\n<|vision_start|><|image_pad|>"
-            "<|vision_end|>What colour is it?<|im_end|>\n<|im_start|>assistant\n")
+    chat = (
+        "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\n<|vision_start|><|image_pad|>"
+        "<|vision_end|>What colour is it?<|im_end|>\n<|im_start|>assistant\n"
+    )
     items = reward_items([chat + "It is red.<|im_end|>"], [chat], ["It is blue."])
     assert items[0].question == "What colour is it?" and items[0].response == "It is red."
     assert items[0].reference == "It is blue." and items[0].images == []
     # Without prompts, the response is what follows the last assistant header.
     assert response_text(chat + "Red.<|endoftext|>", None) == "Red." and question_text("plain") == "plain"
     label = {"question": "Colour of the shape?", "images": "a.png", "reference": "blue"}
-    items = reward_items(["Q A: red", json.dumps({"response": "green", "images": ["b.png"]})], ["Q A:", "Q A:"],
-                         [json.dumps(label), label])
+    items = reward_items(
+        ["Q A: red", json.dumps({"response": "green", "images": ["b.png"]})],
+        ["Q A:", "Q A:"],
+        [json.dumps(label), label],
+    )
     assert [(i.question, i.images, i.response, i.reference) for i in items] == [
-        ("Colour of the shape?", ["a.png"], "red", "blue"), ("Colour of the shape?", ["b.png"], "green", "blue")]
-    for args, words in ((([""], None, ["r"]), "no question"), ((["a"], ["p"], None), "no reference"),
-                        ((["a"], ["p"], [{"reference": 3}]), "labels[0].reference must be a string"),
-                        ((["a"], ["p", "q"], None), "2 prompts for 1 queries")):
+        ("Colour of the shape?", ["a.png"], "red", "blue"),
+        ("Colour of the shape?", ["b.png"], "green", "blue"),
+    ]
+    for args, words in (
+        (([""], None, ["r"]), "no question"),
+        ((["a"], ["p"], None), "no reference"),
+        ((["a"], ["p"], [{"reference": 3}]), "labels[0].reference must be a string"),
+        ((["a"], ["p", "q"], None), "2 prompts for 1 queries"),
+    ):
         with pytest.raises(ServeError, match=words.replace("[", r"\[").replace("]", r"\]")):
             reward_items(*args)
 

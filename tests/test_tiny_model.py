@@ -51,7 +51,7 @@ def test_transformers_generates_for_an_image_prompt(tiny_model_dir):
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
         logits = model(**inputs).logits[:, -1]
-    new = out[:, inputs["input_ids"].shape[1]:]
+    new = out[:, inputs["input_ids"].shape[1] :]
     assert new.shape == (2, 8)
     # The image reaches the language model: different images give different next-token logits.
     assert not torch.allclose(logits[0], logits[1])

@@ -11,7 +11,8 @@ KL estimators and advantage filters are registries too, so that config validatio
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -115,13 +116,26 @@ def _groups(rewards: Tensor, n_samples_per_prompt: int) -> Tensor:
 
 
 def _returns_kwargs(config: AlgoConfig, logp: Tensor | None, logp_ref: Tensor | None) -> dict:
-    return dict(logp=logp, logp_ref=logp_ref, kl_coef=config.kl_coef, kl_estimator=config.kl_estimator,
-                gamma=config.gamma, reward_clip=config.reward_clip)
+    return dict(
+        logp=logp,
+        logp_ref=logp_ref,
+        kl_coef=config.kl_coef,
+        kl_estimator=config.kl_estimator,
+        gamma=config.gamma,
+        reward_clip=config.reward_clip,
+    )
 
 
 @register_advantage_estimator("reinforce++")
-def reinforce_pp_advantages(rewards: Tensor, action_mask: Tensor, config: AlgoConfig, *, n_samples_per_prompt: int,
-                            logp: Tensor | None = None, logp_ref: Tensor | None = None) -> Tensor:
+def reinforce_pp_advantages(
+    rewards: Tensor,
+    action_mask: Tensor,
+    config: AlgoConfig,
+    *,
+    n_samples_per_prompt: int,
+    logp: Tensor | None = None,
+    logp_ref: Tensor | None = None,
+) -> Tensor:
     """Reinforce++: advantages are the returns (batch standardisation comes later, in the filter)."""
     return reinforce_returns(rewards, action_mask, **_returns_kwargs(config, logp, logp_ref))
 
@@ -130,8 +144,15 @@ GRPO_STD_EPS = 1e-8
 
 
 @register_advantage_estimator("grpo", grouped=True)
-def grpo_advantages(rewards: Tensor, action_mask: Tensor, config: AlgoConfig, *, n_samples_per_prompt: int,
-                    logp: Tensor | None = None, logp_ref: Tensor | None = None) -> Tensor:
+def grpo_advantages(
+    rewards: Tensor,
+    action_mask: Tensor,
+    config: AlgoConfig,
+    *,
+    n_samples_per_prompt: int,
+    logp: Tensor | None = None,
+    logp_ref: Tensor | None = None,
+) -> Tensor:
     """GRPO: (reward - group mean) / (group std + eps), unbiased std, then the Reinforce++ returns.
 
     The raw reward is clamped first so an outlier cannot leak into its group's statistics.
@@ -143,8 +164,15 @@ def grpo_advantages(rewards: Tensor, action_mask: Tensor, config: AlgoConfig, *,
 
 
 @register_advantage_estimator("rloo", grouped=True)
-def rloo_advantages(rewards: Tensor, action_mask: Tensor, config: AlgoConfig, *, n_samples_per_prompt: int,
-                    logp: Tensor | None = None, logp_ref: Tensor | None = None) -> Tensor:
+def rloo_advantages(
+    rewards: Tensor,
+    action_mask: Tensor,
+    config: AlgoConfig,
+    *,
+    n_samples_per_prompt: int,
+    logp: Tensor | None = None,
+    logp_ref: Tensor | None = None,
+) -> Tensor:
     """RLOO: reward minus the mean reward of the prompt's *other* samples, then the returns."""
     clip = config.reward_clip
     g = _groups(rewards.float().clamp(-clip, clip), n_samples_per_prompt)

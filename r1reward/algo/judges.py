@@ -2,8 +2,9 @@
 
 Each judge maps generations to -1 / 0 / +1 and counts its failures. ``rule`` needs no model;
 ``openai`` asks an OpenAI-compatible chat-completions endpoint; ``vllm`` asks a judge model served by
-a Ray actor (``r1reward.reward.actor.JudgeEngine``, reached through a ``JudgeClient``). As in the released code the model judges are
-text only and see the last 3 lines of the reasoning and the answer rewritten as "response N is better".
+a Ray actor (``r1reward.reward.actor.JudgeEngine``, reached through a ``JudgeClient``). As in the
+released code the model judges are text only and see the last 3 lines of the reasoning and the answer
+rewritten as "response N is better".
 
 Prompts (``reward.judge_prompt``): ``released`` states the released judge's rules (1 when reasoning and
 answer mean the same; 0 for an ambiguous conclusion, the opposite choice, or approving both) and lets
@@ -202,13 +203,18 @@ class OpenAIJudge:
         return self._local.session
 
     def _request(self, prompt: str) -> str:
-        payload = {"model": self.model, "messages": [{"role": "user", "content": prompt}],
-                   "temperature": JUDGE_TEMPERATURE, "max_tokens": self.max_tokens}
+        payload = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "temperature": JUDGE_TEMPERATURE,
+            "max_tokens": self.max_tokens,
+        }
         deadline = time.monotonic() + self.timeout_s
         # stream=True so the body is read under our own deadline: requests' timeout is per socket
         # read, and a server that trickles bytes would otherwise hold the call far longer.
-        with self._session().post(self.url, json=payload, headers=self.headers, timeout=self.timeout_s,
-                                  stream=True) as resp:
+        with self._session().post(
+            self.url, json=payload, headers=self.headers, timeout=self.timeout_s, stream=True
+        ) as resp:
             if 400 <= resp.status_code < 500 and resp.status_code not in (408, 429):
                 raise _NoRetry(f"HTTP {resp.status_code} from {self.url}")
             resp.raise_for_status()
@@ -224,9 +230,14 @@ class OpenAIJudge:
         if not todo:
             return result
         with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(todo))) as pool:
-            answers = list(pool.map(
-                lambda i: _ask(lambda: self._request(prompts[i]), self.retries, self.backoff_s,
-                               f"judge request to {self.url}"), todo))
+            answers = list(
+                pool.map(
+                    lambda i: _ask(
+                        lambda: self._request(prompts[i]), self.retries, self.backoff_s, f"judge request to {self.url}"
+                    ),
+                    todo,
+                )
+            )
         problems = {}
         for i, (value, problem) in zip(todo, answers):
             result.values[i] = value

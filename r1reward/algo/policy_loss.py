@@ -12,8 +12,9 @@ Losses are looked up by name (``get_policy_loss("stable_reinforce")``) in the st
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor

@@ -58,9 +58,7 @@ def result_reward(text: str, label: int) -> float:
     return 1.0 if parse_answer(text) == label else 0.0
 
 
-def combine(
-    result: float, format: float, consistency: int, w_consistency: float = 0.5, w_format: float = 0.5
-) -> float:
+def combine(result: float, format: float, consistency: int, w_consistency: float = 0.5, w_format: float = 0.5) -> float:
     """``result * (1 + w_consistency * consistency) + w_format * format``."""
     return result * (1.0 + w_consistency * consistency) + w_format * format
 
@@ -121,8 +119,23 @@ def _alt(*options: str) -> str:
 
 _R = r"⟦(?P<r>[12])⟧(?:'s\s+\w+)?"  # "Response 1" or "Response 1's description"
 _ADVERBS = _alt(
-    "clearly", "much", "slightly", "significantly", "far", "overall", "definitely", "generally",
-    "therefore", "thus", "also", "still", "indeed", "ultimately", "somewhat", "notably", "certainly",
+    "clearly",
+    "much",
+    "slightly",
+    "significantly",
+    "far",
+    "overall",
+    "definitely",
+    "generally",
+    "therefore",
+    "thus",
+    "also",
+    "still",
+    "indeed",
+    "ultimately",
+    "somewhat",
+    "notably",
+    "certainly",
 )
 _ADV = r"(?:\s+" + _ADVERBS + ")*"
 _COP = r"(?:\s+(?:is|was|seems|appears|remains|proves)(?:\s+to\s+be)?)?"
@@ -132,8 +145,19 @@ _NEG = _alt("worse", "inferior", "weaker", r"the\s+(?:worse|weaker|inferior)")
 _VERB = _alt("outperforms", "wins", "excels", "beats", "prevails", r"should\s+be\s+(?:chosen|preferred|selected)")
 _GRADED = r"(?:the\s+)?(?:more|less)\s+\w+"  # polarity decided in _verdict
 _CHOOSE = _alt("prefer", "choose", "select", "pick", r"favou?r", "recommend", r"go\s+with", r"in\s+favou?r\s+of")
-_QUALITY = _alt("better", "best", "preferred", "superior", "stronger", "winning", "winner", "worse", "weaker",
-                "inferior", r"(?:more|less)\s+\w+")
+_QUALITY = _alt(
+    "better",
+    "best",
+    "preferred",
+    "superior",
+    "stronger",
+    "winning",
+    "winner",
+    "worse",
+    "weaker",
+    "inferior",
+    r"(?:more|less)\s+\w+",
+)
 # Verdict patterns; the group "pol" decides the polarity:
 #   "Response 2 is (clearly) better / superior / the better one / more accurate / outperforms ..."
 #   "Response 1 is worse / inferior / less accurate / weaker"
@@ -149,13 +173,44 @@ _VERDICTS = (
 )
 # Words after "more"/"less" that are faults: "more errors" is bad, "less verbose" good.
 _FAULTS = re.compile(
-    _alt("error", "mistake", "inaccura", "hallucinat", "issue", "flaw", "problem", "verbose", "irrelevant",
-         "misleading", "confusing", "harmful", "vague", "incorrect", "redundant", "repetitive", "wrong")
+    _alt(
+        "error",
+        "mistake",
+        "inaccura",
+        "hallucinat",
+        "issue",
+        "flaw",
+        "problem",
+        "verbose",
+        "irrelevant",
+        "misleading",
+        "confusing",
+        "harmful",
+        "vague",
+        "incorrect",
+        "redundant",
+        "repetitive",
+        "wrong",
+    )
 )
 _CONCLUSION = re.compile(
     r"\b"
-    + _alt("overall", "in conclusion", "to conclude", "in summary", "to summarize", "therefore", "thus",
-           "hence", "consequently", "ultimately", "finally", "in the end", "all things considered", "on balance")
+    + _alt(
+        "overall",
+        "in conclusion",
+        "to conclude",
+        "in summary",
+        "to summarize",
+        "therefore",
+        "thus",
+        "hence",
+        "consequently",
+        "ultimately",
+        "finally",
+        "in the end",
+        "all things considered",
+        "on balance",
+    )
     + r"\b"
 )
 

@@ -15,8 +15,7 @@ def is_well_formed(text: str) -> bool:
     """True if the stripped text is exactly ``<think>...</think><answer>...</answer>`` with one of each
     opening tag (a second ``<think>`` inside the reasoning does not count as well-formed)."""
     stripped = text.strip()
-    return bool(_WELL_FORMED.fullmatch(stripped)) and stripped.count("<think>") == 1 \
-        and stripped.count("<answer>") == 1
+    return bool(_WELL_FORMED.fullmatch(stripped)) and stripped.count("<think>") == 1 and stripped.count("<answer>") == 1
 
 
 def think_text(text: str) -> str | None:

@@ -5,14 +5,16 @@ Every failure is a ConfigError naming the key and where it came from (the file o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from r1reward.algo.advantages import (
-    ADVANTAGE_ESTIMATOR_REGISTRY, ADVANTAGE_FILTER_REGISTRY, KL_ESTIMATOR_REGISTRY,
+    ADVANTAGE_ESTIMATOR_REGISTRY,
+    ADVANTAGE_FILTER_REGISTRY,
+    KL_ESTIMATOR_REGISTRY,
 )
 from r1reward.algo.policy_loss import POLICY_LOSS_REGISTRY
 from r1reward.algo.registry import Registry
@@ -42,18 +44,46 @@ CHOICES = {
     "resources.placement_strategy": {"PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"},
 }
 POSITIVE = [
-    "rollout.num_workers", "rollout.tensor_parallel_size", "rollout.n_samples_per_prompt",
-    "rollout.max_new_tokens", "learner.num_ranks", "learner.micro_batch_size",
-    "learner.train_batch_size", "learner.epochs_per_rollout", "trainer.num_steps",
-    "trainer.rollout_batch_size", "trainer.save_every", "data.max_prompt_tokens", "sft.num_epochs",
-    "pipeline.num_train", "pipeline.num_heldout", "pipeline.select_k", "pipeline.warmup_steps",
-    "rollout.max_model_len", "algo.eps_clip", "algo.filter_sigma", "algo.reward_clip", "learner.lr", "sft.lr",
-    "learner.grad_clip", "timeouts.remote_call_s", "timeouts.startup_s", "timeouts.collective_s",
-    "timeouts.weight_sync_s", "timeouts.judge_request_s",
+    "rollout.num_workers",
+    "rollout.tensor_parallel_size",
+    "rollout.n_samples_per_prompt",
+    "rollout.max_new_tokens",
+    "learner.num_ranks",
+    "learner.micro_batch_size",
+    "learner.train_batch_size",
+    "learner.epochs_per_rollout",
+    "trainer.num_steps",
+    "trainer.rollout_batch_size",
+    "trainer.save_every",
+    "data.max_prompt_tokens",
+    "sft.num_epochs",
+    "pipeline.num_train",
+    "pipeline.num_heldout",
+    "pipeline.select_k",
+    "pipeline.warmup_steps",
+    "rollout.max_model_len",
+    "algo.eps_clip",
+    "algo.filter_sigma",
+    "algo.reward_clip",
+    "learner.lr",
+    "sft.lr",
+    "learner.grad_clip",
+    "timeouts.remote_call_s",
+    "timeouts.startup_s",
+    "timeouts.collective_s",
+    "timeouts.weight_sync_s",
+    "timeouts.judge_request_s",
 ]
 NON_NEGATIVE = [
-    "algo.kl_coef", "trainer.num_epochs", "reward.judge_retries", "rollout.temperature", "learner.weight_decay",
-    "sft.train_batch_size", "sft.save_every", "rollout.top_k", "trainer.debug_stall_sync_step",
+    "algo.kl_coef",
+    "trainer.num_epochs",
+    "reward.judge_retries",
+    "rollout.temperature",
+    "learner.weight_decay",
+    "sft.train_batch_size",
+    "sft.save_every",
+    "rollout.top_k",
+    "trainer.debug_stall_sync_step",
     "trainer.max_restarts",
 ]
 
@@ -138,8 +168,10 @@ def _apply_judge_timeout(config: Config, origin: str) -> None:
     repeat it (or keep its default), so that two keys never disagree silently."""
     old, default = config.reward.judge_timeout_s, RewardConfig.judge_timeout_s
     if old not in (default, config.timeouts.judge_request_s):
-        raise ConfigError(f"{origin}: 'reward.judge_timeout_s' ({old}) is now 'timeouts.judge_request_s' "
-                          f"({config.timeouts.judge_request_s}): set that one")
+        raise ConfigError(
+            f"{origin}: 'reward.judge_timeout_s' ({old}) is now 'timeouts.judge_request_s' "
+            f"({config.timeouts.judge_request_s}): set that one"
+        )
     config.reward.judge_timeout_s = config.timeouts.judge_request_s
 
 
@@ -150,10 +182,16 @@ def _check_ranges(config: Config, origin: str) -> None:
         ("algo.gamma", 0 < algo.gamma <= 1, "in (0, 1]"),
         ("learner.min_lr_ratio", 0 <= learner.min_lr_ratio <= 1, "in [0, 1]"),
         ("learner.warmup_ratio", 0 <= learner.warmup_ratio < 1, "in [0, 1)"),
-        ("learner.adam_betas", len(learner.adam_betas) == 2 and all(0 <= b < 1 for b in learner.adam_betas),
-         "two values in [0, 1)"),
-        ("reward.judge_max_tokens", config.reward.judge_max_tokens is None or config.reward.judge_max_tokens > 0,
-         "> 0 (or null for the prompt's default)"),
+        (
+            "learner.adam_betas",
+            len(learner.adam_betas) == 2 and all(0 <= b < 1 for b in learner.adam_betas),
+            "two values in [0, 1)",
+        ),
+        (
+            "reward.judge_max_tokens",
+            config.reward.judge_max_tokens is None or config.reward.judge_max_tokens > 0,
+            "> 0 (or null for the prompt's default)",
+        ),
     ]
     for key, ok, rule in checks:
         if not ok:
@@ -171,25 +209,31 @@ def _check_batches(config: Config, origin: str) -> None:
     learner, rollout = config.learner, config.rollout
     estimator = config.algo.advantage_estimator
     if ADVANTAGE_ESTIMATOR_REGISTRY.declared(estimator, "grouped", False) and rollout.n_samples_per_prompt < 2:
-        raise ConfigError(f"{origin}: algo.advantage_estimator={config.algo.advantage_estimator} needs "
-                          f"rollout.n_samples_per_prompt > 1 (a group baseline), got {rollout.n_samples_per_prompt}")
+        raise ConfigError(
+            f"{origin}: algo.advantage_estimator={config.algo.advantage_estimator} needs "
+            f"rollout.n_samples_per_prompt > 1 (a group baseline), got {rollout.n_samples_per_prompt}"
+        )
     samples = config.trainer.rollout_batch_size * rollout.n_samples_per_prompt
     if samples % learner.train_batch_size:
         raise ConfigError(
             f"{origin}: trainer.rollout_batch_size x rollout.n_samples_per_prompt ({samples}) must be a "
-            f"multiple of learner.train_batch_size ({learner.train_batch_size})")
+            f"multiple of learner.train_batch_size ({learner.train_batch_size})"
+        )
     _check_per_rank(config, "learner.train_batch_size", learner.train_batch_size, origin)
     needed = config.data.max_prompt_tokens + rollout.max_new_tokens
     if rollout.max_model_len < needed:
-        raise ConfigError(f"{origin}: rollout.max_model_len ({rollout.max_model_len}) must hold "
-                          f"data.max_prompt_tokens + rollout.max_new_tokens ({needed})")
+        raise ConfigError(
+            f"{origin}: rollout.max_model_len ({rollout.max_model_len}) must hold "
+            f"data.max_prompt_tokens + rollout.max_new_tokens ({needed})"
+        )
 
 
 def _check_per_rank(config: Config, key: str, batch: int, origin: str) -> None:
     per_step = config.learner.num_ranks * config.learner.micro_batch_size  # DeepSpeed: micro x accumulation x ranks
     if batch % per_step:
-        raise ConfigError(f"{origin}: {key} ({batch}) must be a multiple of learner.num_ranks x "
-                          f"learner.micro_batch_size ({per_step})")
+        raise ConfigError(
+            f"{origin}: {key} ({batch}) must be a multiple of learner.num_ranks x learner.micro_batch_size ({per_step})"
+        )
 
 
 def validate_sft(config: Config, origin: str = "config") -> None:
@@ -205,8 +249,9 @@ def to_yaml(config: Config) -> str:
 
 def override(config: Config, **dotted: object) -> Config:
     """A validated copy with `section__key=value` replaced (e.g. override(c, model__path="x"))."""
-    merged = OmegaConf.merge(OmegaConf.structured(config),
-                             OmegaConf.from_dotlist([f"{k.replace('__', '.')}={v}" for k, v in dotted.items()]))
+    merged = OmegaConf.merge(
+        OmegaConf.structured(config), OmegaConf.from_dotlist([f"{k.replace('__', '.')}={v}" for k, v in dotted.items()])
+    )
     result: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
     validate(result, origin="derived config")
     return result

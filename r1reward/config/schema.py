@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 
 @dataclass
@@ -20,11 +19,11 @@ class ModelConfig:
 class DataConfig:
     train_path: str = "runs/data/train.parquet"
     schema: str = "r1reward-rl"
-    image_root: Optional[str] = None
+    image_root: str | None = None
     # Prefix rewrites applied to every image path before image_root, e.g. the released R1-Reward-RL paths:
     # {"/mmu_mllm_hdd/yfzhang/data/": "/data/images/"}; the longest matching prefix wins.
     image_path_map: dict[str, str] = field(default_factory=dict)
-    eval_path: Optional[str] = None
+    eval_path: str | None = None
     eval_schema: str = "canonical"
     min_pixels: int = 28 * 28 * 4
     max_pixels: int = 28 * 28 * 64
@@ -57,8 +56,8 @@ class RolloutConfig:
 class RewardConfig:
     # rule: no model (default on CPU); vllm: a judge model on its own actor; openai: an endpoint.
     judge: str = "rule"
-    judge_model: Optional[str] = None
-    judge_url: Optional[str] = None
+    judge_model: str | None = None
+    judge_url: str | None = None
     judge_api_key_env: str = "OPENAI_API_KEY"
     # Set from timeouts.judge_request_s at load (the one place for timeouts); kept here for the judges.
     judge_timeout_s: float = 30.0
@@ -68,7 +67,7 @@ class RewardConfig:
     # released: the released judge's rules (it may reason, then answers 0/1); concise: a one-character reply.
     judge_prompt: str = "released"
     # Output tokens per judge call; None takes the prompt's own (released 1024, concise 8).
-    judge_max_tokens: Optional[int] = None
+    judge_max_tokens: int | None = None
 
 
 @dataclass
@@ -145,6 +144,7 @@ class TrainerConfig:
 @dataclass
 class TimeoutsConfig:
     """How long any wait may last before the run fails with one line naming what it waited for."""
+
     # A remote call from the driver (generate, score, log-probs, train, save): the longest phase of a step.
     remote_call_s: float = 3600.0
     # Actor start-up: loading a model into vLLM or DeepSpeed (a 7B checkpoint from a network disk).
@@ -160,6 +160,7 @@ class TimeoutsConfig:
 @dataclass
 class SFTConfig:
     """Cold-start SFT on the learner ranks (the paper's stage 1): loss on the response tokens only."""
+
     # Canonical JSONL/parquet with a `target` column, e.g. make-synthetic-data's sft.jsonl.
     data_path: str = "runs/data/sft.jsonl"
     output_dir: str = "runs/tiny-sft"
@@ -173,6 +174,7 @@ class SFTConfig:
 @dataclass
 class PipelineConfig:
     """`r1reward pipeline`: synthetic data -> tiny model -> SFT -> hard examples -> RL -> evaluation."""
+
     output_dir: str = "runs/pipeline"
     seeds: list[int] = field(default_factory=lambda: [0])  # each seed: its own model, data and runs
     model_size: str = "tiny"

@@ -22,8 +22,7 @@ def load_options(config: Config, image_root: str | Path | None = None) -> dict[s
     return {"image_root": root, "image_path_map": dict(config.data.image_path_map)}
 
 
-def check_data(path: str | Path, schema: str, config: Config,
-               image_root: str | Path | None = None) -> dict[str, Any]:
+def check_data(path: str | Path, schema: str, config: Config, image_root: str | Path | None = None) -> dict[str, Any]:
     """Counts for ``path`` read as ``schema``: rows, loaded, skipped by reason, labels, images per row.
 
     A missing file or one that does not match the schema raises DataError (one line), as in training.

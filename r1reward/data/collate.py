@@ -37,8 +37,7 @@ def _check_sample(i: int, sample: Sample) -> None:
     grid, pixels = sample.image_grid_thw, sample.pixel_values
     if grid is not None and pixels is not None and int(grid.prod(-1).sum()) != pixels.shape[0]:
         raise ValueError(
-            f"sample {i}: image_grid_thw covers {int(grid.prod(-1).sum())} patches, "
-            f"pixel_values has {pixels.shape[0]}"
+            f"sample {i}: image_grid_thw covers {int(grid.prod(-1).sum())} patches, pixel_values has {pixels.shape[0]}"
         )
 
 
@@ -97,9 +96,15 @@ def collate_for_learner(samples: Sequence[Sample | Mapping[str, Any]], pad_token
     vision = {name: _concat_rows(typed, name) for name in fields_of_kind(MULTIMODAL)}
     if vision["image_grid_thw"] is not None:
         vision["image_grid_thw"] = vision["image_grid_thw"].to(torch.long)
-    return Batch(input_ids=input_ids, attention_mask=attention_mask, action_mask=action_mask,
-                 prompt_lengths=torch.tensor(prompt_lens), completion_lengths=torch.tensor(completion_lens),
-                 **vision, **declared)
+    return Batch(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        action_mask=action_mask,
+        prompt_lengths=torch.tensor(prompt_lens),
+        completion_lengths=torch.tensor(completion_lens),
+        **vision,
+        **declared,
+    )
 
 
 def _concat_rows(samples: Sequence[Sample], name: str) -> torch.Tensor | None:
@@ -120,6 +125,7 @@ def model_inputs(batch: Batch, image_token_id: int, video_token_id: int) -> dict
     if batch.pixel_values is not None and batch.pixel_values.numel():
         ids = batch.input_ids
         token_types = (ids == image_token_id).to(torch.int32) + 2 * (ids == video_token_id).to(torch.int32)
-        inputs.update(pixel_values=batch.pixel_values, image_grid_thw=batch.image_grid_thw,
-                      mm_token_type_ids=token_types)
+        inputs.update(
+            pixel_values=batch.pixel_values, image_grid_thw=batch.image_grid_thw, mm_token_type_ids=token_types
+        )
     return inputs

@@ -63,9 +63,7 @@ def _bad(reason: str, detail: str) -> DataError:
     return DataError(detail, reason=reason)
 
 
-def _usable_images(
-    record: PreferenceRecord, image_root: str | Path, path_map: Mapping[str, str] | None
-) -> list:
+def _usable_images(record: PreferenceRecord, image_root: str | Path, path_map: Mapping[str, str] | None) -> list:
     """The record's images (paths rewritten by ``path_map``) if they all open, else its fallback images
     (the R1-Reward RL ``image`` column) if those do. Raises the first image's DataError otherwise."""
     images = [map_path(s, path_map) for s in record.images]
@@ -121,9 +119,7 @@ def validate_record(
     return record
 
 
-def balanced_swap(
-    records: Sequence[PreferenceRecord], seed: int, epoch: int = 0
-) -> list[PreferenceRecord]:
+def balanced_swap(records: Sequence[PreferenceRecord], seed: int, epoch: int = 0) -> list[PreferenceRecord]:
     """Swap response order so that exactly half of the records have label 2 (one more/less if odd).
 
     A seeded permutation (seed, epoch) picks which records should end up with label 2; each record is
@@ -137,9 +133,7 @@ def balanced_swap(
     order = list(range(len(records)))
     rng.shuffle(order)
     want_label_2 = set(order[:n_label_2])
-    return [
-        r.swapped() if (r.label == 2) != (i in want_label_2) else r for i, r in enumerate(records)
-    ]
+    return [r.swapped() if (r.label == 2) != (i in want_label_2) else r for i, r in enumerate(records)]
 
 
 def iter_preferences(
@@ -217,9 +211,21 @@ def load_preferences(
     schema raises DataError at once, whatever ``strict`` says.
     """
     report = BadRowReport(str(path))
-    records = list(iter_preferences(
-        path, schema, report, image_root, strict, max_prompt_tokens, token_counter, allow_video,
-        require_images=require_images, image_path_map=image_path_map, unique_ids=unique_ids))
+    records = list(
+        iter_preferences(
+            path,
+            schema,
+            report,
+            image_root,
+            strict,
+            max_prompt_tokens,
+            token_counter,
+            allow_video,
+            require_images=require_images,
+            image_path_map=image_path_map,
+            unique_ids=unique_ids,
+        )
+    )
     if verbose:
         print(report.summary(), flush=True)
     if swap_seed is not None:
@@ -243,9 +249,7 @@ class PreferenceDataset(Sequence[PreferenceRecord]):
         self._records = self._arrange(0)
 
     @classmethod
-    def from_file(
-        cls, path: str | Path, schema: str, swap_seed: int | None = 0, **kwargs
-    ) -> PreferenceDataset:
+    def from_file(cls, path: str | Path, schema: str, swap_seed: int | None = 0, **kwargs) -> PreferenceDataset:
         """load_preferences(path, schema, **kwargs) wrapped in a dataset; swapping happens per epoch."""
         records, report = load_preferences(path, schema, swap_seed=None, **kwargs)
         return cls(records, swap_seed, report)

@@ -28,13 +28,13 @@ def _is_base64_text(text: str) -> bool:
     if not _BARE_BASE64.match(text):
         return False
     return len(text) >= _BARE_BASE64_MIN_CHARS or (
-        text.startswith(_BASE64_IMAGE_PREFIXES) and len("".join(text.split())) % 4 == 0)
+        text.startswith(_BASE64_IMAGE_PREFIXES) and len("".join(text.split())) % 4 == 0
+    )
 
 
 def is_embedded(source: ImageSource) -> bool:
     """True for sources that carry the image itself (bytes, data URI, base64 text) rather than a path."""
-    return isinstance(source, (bytes, bytearray, memoryview)) or (
-        isinstance(source, str) and _is_base64_text(source))
+    return isinstance(source, (bytes, bytearray, memoryview)) or (isinstance(source, str) and _is_base64_text(source))
 
 
 def decode_base64_string(text: str) -> bytes | None:
@@ -42,7 +42,7 @@ def decode_base64_string(text: str) -> bytes | None:
     if not _is_base64_text(text):
         return None
     match = _DATA_URI.match(text)
-    payload = text[match.end():] if match else text
+    payload = text[match.end() :] if match else text
     try:
         return base64.b64decode("".join(payload.split()), validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -59,7 +59,7 @@ def map_path(source: ImageSource, path_map: Mapping[str, str] | None) -> ImageSo
         return source
     text = str(source)
     prefix = max((p for p in path_map if p and text.startswith(p)), key=len, default=None)
-    return text if prefix is None else path_map[prefix] + text[len(prefix):]
+    return text if prefix is None else path_map[prefix] + text[len(prefix) :]
 
 
 def resolve_path(source: str | Path, image_root: str | Path | None = None) -> Path:
@@ -67,8 +67,7 @@ def resolve_path(source: str | Path, image_root: str | Path | None = None) -> Pa
     then to the working directory, so that records stay valid wherever they are used later."""
     text = str(source)
     if re.match(r"^[a-z][a-z0-9+.-]*://", text, re.IGNORECASE):
-        raise DataError(f"image URLs are not supported (no network access): {text[:200]}",
-                        reason="image-missing")
+        raise DataError(f"image URLs are not supported (no network access): {text[:200]}", reason="image-missing")
     path = Path(text).expanduser()
     if not path.is_absolute() and image_root is not None:
         path = Path(image_root).expanduser() / path

@@ -18,8 +18,10 @@ from r1reward.data.dataset import BadRowReport, iter_preferences
 from r1reward.data.records import DataError
 from r1reward.data.writers import IMAGES_DIR, rl_row, save_image, write_rl_parquet
 
-def prepare_data(path: str | Path, schema: str, out_dir: str | Path, config: Config,
-                 image_root: str | Path | None = None) -> dict[str, Any]:
+
+def prepare_data(
+    path: str | Path, schema: str, out_dir: str | Path, config: Config, image_root: str | Path | None = None
+) -> dict[str, Any]:
     """Convert ``path`` (read as ``schema``) into ``out_dir``; returns what was converted and skipped.
 
     Writes ``out_dir/train.parquet`` only when at least one row converts.

@@ -122,8 +122,7 @@ def _check_columns(path: Path, schema: Schema, columns: set[str]) -> None:
     missing = schema.missing(columns)
     if missing:
         raise DataError(
-            f"{path} does not match schema {schema.name!r}: missing columns {missing}; "
-            f"found {sorted(columns)}"
+            f"{path} does not match schema {schema.name!r}: missing columns {missing}; found {sorted(columns)}"
         )
 
 
@@ -138,9 +137,7 @@ def read_rows(file: str | Path, schema: str) -> Iterator[tuple[int, dict[str, An
     return _ROW_READERS[file.suffix](file, get_schema(schema))
 
 
-def iter_raw_rows(
-    path: str | Path, schema: str
-) -> Iterator[tuple[RowContext, dict[str, Any] | DataError]]:
+def iter_raw_rows(path: str | Path, schema: str) -> Iterator[tuple[RowContext, dict[str, Any] | DataError]]:
     """(context, raw row) for every row of every file behind ``path``; an unreadable row is a DataError."""
     get_schema(schema)  # an unknown schema fails before any file is opened
     for file in data_files(path):
@@ -233,17 +230,17 @@ def _parse_prompt_sections(text: str) -> tuple[str, str, str] | None:
     start = _LOOSE_QUESTION.search(text)
     if start is None:
         return None
-    rest = text[start.end():]
+    rest = text[start.end() :]
     r1 = _LOOSE_RESPONSE_1.search(rest)
     if r1 is None:
         return None
-    question, rest = rest[:r1.start()], rest[r1.end():]
+    question, rest = rest[: r1.start()], rest[r1.end() :]
     r2 = list(_LOOSE_RESPONSE_2.finditer(rest))
     if not r2:
         return None
-    response_1, rest = rest[:r2[-1].start()], rest[r2[-1].end():]
+    response_1, rest = rest[: r2[-1].start()], rest[r2[-1].end() :]
     tail = list(_LOOSE_TAIL.finditer(rest))
-    return question, response_1, rest[:tail[-1].start()] if tail else rest.rstrip()
+    return question, response_1, rest[: tail[-1].start()] if tail else rest.rstrip()
 
 
 def parse_filled_prompt(text: str) -> tuple[str, str, str] | None:
@@ -256,7 +253,7 @@ def parse_filled_prompt(text: str) -> tuple[str, str, str] | None:
     start, end = text.find(_Q_HEAD), text.rfind(_TAIL)
     if start < 0 or end < 0:
         return _parse_prompt_sections(text)
-    body = text[start + len(_Q_HEAD):end]
+    body = text[start + len(_Q_HEAD) : end]
     question, sep1, responses = body.partition(_R1_SEP)
     response_1, sep2, response_2 = responses.rpartition(_R2_SEP)
     if not sep1 or not sep2:
@@ -310,11 +307,17 @@ def _parse_r1reward_rl(row: dict[str, Any], ctx: RowContext) -> PreferenceRecord
     # A video row (no images, a video part) is read so that the loader can skip it by name.
     is_video = bool(videos) and not images
     return PreferenceRecord(
-        id=_text(row.get("id")) or f"{ctx.path.stem}-{ctx.row}", question=parsed[0], images=images,
-        response_1=parsed[1], response_2=parsed[2],
-        label=_label(match.group(1) if match else answer_text), source=ctx.path.stem,
-        media=videos[0] if is_video else next((s for s in images if isinstance(s, str)), ""), extra=extra,
-        is_video=is_video)
+        id=_text(row.get("id")) or f"{ctx.path.stem}-{ctx.row}",
+        question=parsed[0],
+        images=images,
+        response_1=parsed[1],
+        response_2=parsed[2],
+        label=_label(match.group(1) if match else answer_text),
+        source=ctx.path.stem,
+        media=videos[0] if is_video else next((s for s in images if isinstance(s, str)), ""),
+        extra=extra,
+        is_video=is_video,
+    )
 
 
 def _parse_mm_rlhf(row: dict[str, Any], ctx: RowContext) -> PreferenceRecord:
@@ -322,24 +325,36 @@ def _parse_mm_rlhf(row: dict[str, Any], ctx: RowContext) -> PreferenceRecord:
     is_video = image is None and video is not None
     # The chosen response goes first (as in the released evaluation); position swapping balances it.
     return PreferenceRecord(
-        id=_text(row["id"]), question=_text(row["prompt"]), images=_images(image),
-        response_1=_text(row["chosen"]), response_2=_text(row["rejected"]), label=1,
-        source=ctx.path.stem, media=_media_string(video if is_video else image), is_video=is_video)
+        id=_text(row["id"]),
+        question=_text(row["prompt"]),
+        images=_images(image),
+        response_1=_text(row["chosen"]),
+        response_2=_text(row["rejected"]),
+        label=1,
+        source=ctx.path.stem,
+        media=_media_string(video if is_video else image),
+        is_video=is_video,
+    )
 
 
 def _parse_vl_rewardbench_hub(row: dict[str, Any], ctx: RowContext) -> PreferenceRecord:
     responses, ranking = row["response"], row["human_ranking"]
     if not isinstance(responses, (list, tuple)) or len(responses) != 2:
-        raise DataError(f"response must hold exactly two responses, got {responses!r:.80}",
-                        reason="bad-row")
+        raise DataError(f"response must hold exactly two responses, got {responses!r:.80}", reason="bad-row")
     # human_ranking gives each response's rank (lower is better): [0, 1] means response 0 wins.
     label = 0
     if isinstance(ranking, (list, tuple)) and len(ranking) == 2 and ranking[0] != ranking[1]:
         label = 1 if ranking[0] < ranking[1] else 2
     return PreferenceRecord(
-        id=_text(row["id"]), question=_text(row["query"]), images=_images(row["image"]),
-        response_1=_text(responses[0]), response_2=_text(responses[1]), label=label,
-        source=ctx.path.stem, media=_media_string(row["image"]))
+        id=_text(row["id"]),
+        question=_text(row["query"]),
+        images=_images(row["image"]),
+        response_1=_text(responses[0]),
+        response_2=_text(responses[1]),
+        label=label,
+        source=ctx.path.stem,
+        media=_media_string(row["image"]),
+    )
 
 
 def _parse_multimodal_rewardbench(row: dict[str, Any], ctx: RowContext) -> PreferenceRecord:
@@ -348,9 +363,16 @@ def _parse_multimodal_rewardbench(row: dict[str, Any], ctx: RowContext) -> Prefe
     meta = row.get("Meta")
     category = row.get("Category") or (meta.get("Category") if isinstance(meta, dict) else None)
     return PreferenceRecord(
-        id=_text(row["ID"]), question=_text(row["Text"]), images=_images(row["Image"]),
-        response_1=_text(row["Output1"]), response_2=_text(row["Output2"]), label=label,
-        source=ctx.path.stem, category=_text(category), media=_media_string(row["Image"]))
+        id=_text(row["ID"]),
+        question=_text(row["Text"]),
+        images=_images(row["Image"]),
+        response_1=_text(row["Output1"]),
+        response_2=_text(row["Output2"]),
+        label=label,
+        source=ctx.path.stem,
+        category=_text(category),
+        media=_media_string(row["Image"]),
+    )
 
 
 _CANONICAL = ("id", "question", "images", "response_1", "response_2", "label", "source", "category")
@@ -361,20 +383,35 @@ def _parse_canonical(row: dict[str, Any], ctx: RowContext) -> PreferenceRecord:
     raw_images = [raw_images] if isinstance(raw_images, (str, bytes, dict)) else list(raw_images)
     images = [s for s in map(_image_value, raw_images) if s is not None]
     return PreferenceRecord(
-        id=_text(row["id"]), question=_text(row["question"]), images=images,
-        response_1=_text(row["response_1"]), response_2=_text(row["response_2"]),
-        label=_label(row["label"]), source=_text(row.get("source")) or ctx.path.stem,
-        category=_text(row.get("category")), media=next((s for s in images if isinstance(s, str)), ""),
+        id=_text(row["id"]),
+        question=_text(row["question"]),
+        images=images,
+        response_1=_text(row["response_1"]),
+        response_2=_text(row["response_2"]),
+        label=_label(row["label"]),
+        source=_text(row.get("source")) or ctx.path.stem,
+        category=_text(row.get("category")),
+        media=next((s for s in images if isinstance(s, str)), ""),
         # Anything else (the SFT file's "target") rides along; it refers to this row's response order.
-        extra={k: v for k, v in row.items() if k not in _CANONICAL})
+        extra={k: v for k, v in row.items() if k not in _CANONICAL},
+    )
 
 
-SCHEMAS.update({schema.name: schema for schema in (
-    Schema("r1reward-rl", ("question", "message", "answer"), _parse_r1reward_rl),
-    Schema("mm-rlhf", ("id", "prompt", "chosen", "rejected"), _parse_mm_rlhf, (("image", "video"),)),
-    Schema("vl-rewardbench-hub", ("id", "query", "response", "image", "human_ranking"),
-           _parse_vl_rewardbench_hub),
-    Schema("multimodal-rewardbench", ("ID", "Text", "Image", "Output1", "Output2", "Better"),
-           _parse_multimodal_rewardbench),
-    Schema("canonical", ("id", "question", "images", "response_1", "response_2", "label"), _parse_canonical),
-)})
+SCHEMAS.update(
+    {
+        schema.name: schema
+        for schema in (
+            Schema("r1reward-rl", ("question", "message", "answer"), _parse_r1reward_rl),
+            Schema("mm-rlhf", ("id", "prompt", "chosen", "rejected"), _parse_mm_rlhf, (("image", "video"),)),
+            Schema(
+                "vl-rewardbench-hub", ("id", "query", "response", "image", "human_ranking"), _parse_vl_rewardbench_hub
+            ),
+            Schema(
+                "multimodal-rewardbench",
+                ("ID", "Text", "Image", "Output1", "Output2", "Better"),
+                _parse_multimodal_rewardbench,
+            ),
+            Schema("canonical", ("id", "question", "images", "response_1", "response_2", "label"), _parse_canonical),
+        )
+    }
+)

@@ -9,12 +9,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
 from r1reward.errors import UserError
 
 # A filesystem path (relative ones are resolved against an image root) or the encoded file's bytes.
-ImageSource = Union[str, Path, bytes]
+ImageSource = str | Path | bytes
 
 LABELS = (1, 2)
 
@@ -50,6 +49,4 @@ class PreferenceRecord:
     def swapped(self) -> PreferenceRecord:
         """The same comparison with the responses in the other order (and the label flipped)."""
         label = 3 - self.label if self.label in LABELS else self.label
-        return dataclasses.replace(
-            self, response_1=self.response_2, response_2=self.response_1, label=label
-        )
+        return dataclasses.replace(self, response_1=self.response_2, response_2=self.response_1, label=label)

@@ -29,7 +29,8 @@ def build_messages(record: PreferenceRecord, image_first: bool = False) -> list[
     """A single user turn: the filled Table-1 prompt, then one image placeholder per image (the
     released training messages); ``image_first`` puts the images before the text."""
     text: list[dict[str, Any]] = [
-        {"type": "text", "text": format_prompt(record.question, record.response_1, record.response_2)}]
+        {"type": "text", "text": format_prompt(record.question, record.response_1, record.response_2)}
+    ]
     images: list[dict[str, Any]] = [{"type": "image"} for _ in record.images]
     return [{"role": "user", "content": images + text if image_first else text + images}]
 
@@ -42,7 +43,10 @@ def render_prompt(processor: Any, record: PreferenceRecord, image_first: bool = 
 
 
 def target_size(
-    height: int, width: int, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS,
+    height: int,
+    width: int,
+    min_pixels: int = MIN_PIXELS,
+    max_pixels: int = MAX_PIXELS,
     factor: int = PATCH_FACTOR,
 ) -> tuple[int, int]:
     """(height, width) rounded to multiples of ``factor``, keeping the aspect ratio and the pixel
@@ -62,14 +66,15 @@ def target_size(
         h = math.ceil(height * beta / factor) * factor
         w = math.ceil(width * beta / factor) * factor
     if h * w > max_pixels:  # a very thin image: the short side was clamped up to one factor
-        h, w = (h, max(factor, max_pixels // h // factor * factor)) if h <= w else (
-            max(factor, max_pixels // w // factor * factor), w)
+        h, w = (
+            (h, max(factor, max_pixels // h // factor * factor))
+            if h <= w
+            else (max(factor, max_pixels // w // factor * factor), w)
+        )
     return h, w
 
 
-def resize_for_model(
-    image: Image.Image, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS
-) -> Image.Image:
+def resize_for_model(image: Image.Image, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """The image resized so that the processor will not resize it again (bounds the patch count)."""
     height, width = target_size(image.height, image.width, min_pixels, max_pixels)
     if (height, width) == (image.height, image.width):

@@ -18,11 +18,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Optional
+from typing import Any
 
 from torch import Tensor
 
-TOKEN_IDS, MULTIMODAL, PER_TOKEN, PER_SEQUENCE, DRIVER = "token_ids", "multimodal", "per_token", "per_sequence", "driver"
+TOKEN_IDS, MULTIMODAL, PER_TOKEN, PER_SEQUENCE, DRIVER = (
+    "token_ids",
+    "multimodal",
+    "per_token",
+    "per_sequence",
+    "driver",
+)
 
 
 def _declare(kind: str, default: Any = None, to_learner: bool = True) -> Any:
@@ -35,19 +41,19 @@ class Sample:
 
     prompt_ids: list[int] = _declare(TOKEN_IDS)
     completion_ids: list[int] = _declare(TOKEN_IDS)
-    pixel_values: Optional[Tensor] = _declare(MULTIMODAL)
-    image_grid_thw: Optional[Tensor] = _declare(MULTIMODAL)
+    pixel_values: Tensor | None = _declare(MULTIMODAL)
+    image_grid_thw: Tensor | None = _declare(MULTIMODAL)
     # The weight-sync version of the policy that generated it: 0 for the initial weights, k after the
     # k-th sync of trained weights. The learner's ratio is against this policy's log-probs.
     policy_version: int = _declare(PER_SEQUENCE, 0)
-    sampler_logprobs: Optional[list[float]] = _declare(PER_TOKEN, to_learner=False)  # vLLM's, for the gap metric
-    old_logprobs: Optional[list[float]] = _declare(PER_TOKEN)  # the learner's, recomputed before the update
-    ref_logprobs: Optional[list[float]] = _declare(PER_TOKEN, to_learner=False)  # reference model (KL > 0)
-    advantages: Optional[list[float]] = _declare(PER_TOKEN)
-    reward: Optional[float] = _declare(PER_SEQUENCE, to_learner=False)
-    prompt_index: Optional[int] = _declare(PER_SEQUENCE, to_learner=False)  # a prompt's n samples share it
-    text: Optional[str] = _declare(DRIVER, to_learner=False)
-    label: Optional[Any] = _declare(DRIVER, to_learner=False)
+    sampler_logprobs: list[float] | None = _declare(PER_TOKEN, to_learner=False)  # vLLM's, for the gap metric
+    old_logprobs: list[float] | None = _declare(PER_TOKEN)  # the learner's, recomputed before the update
+    ref_logprobs: list[float] | None = _declare(PER_TOKEN, to_learner=False)  # reference model (KL > 0)
+    advantages: list[float] | None = _declare(PER_TOKEN)
+    reward: float | None = _declare(PER_SEQUENCE, to_learner=False)
+    prompt_index: int | None = _declare(PER_SEQUENCE, to_learner=False)  # a prompt's n samples share it
+    text: str | None = _declare(DRIVER, to_learner=False)
+    label: Any | None = _declare(DRIVER, to_learner=False)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Sample:
@@ -83,13 +89,12 @@ class Batch:
     action_mask: Tensor  # [B, T-1] bool: position t predicts a completion token
     prompt_lengths: Tensor  # [B]
     completion_lengths: Tensor  # [B]
-    pixel_values: Optional[Tensor] = None  # all samples' patches, in sample order
-    image_grid_thw: Optional[Tensor] = None
-    policy_version: Optional[Tensor] = None
-    sampler_logprobs: Optional[Tensor] = None
-    old_logprobs: Optional[Tensor] = None
-    ref_logprobs: Optional[Tensor] = None
-    advantages: Optional[Tensor] = None
-    reward: Optional[Tensor] = None
-    prompt_index: Optional[Tensor] = None
-
+    pixel_values: Tensor | None = None  # all samples' patches, in sample order
+    image_grid_thw: Tensor | None = None
+    policy_version: Tensor | None = None
+    sampler_logprobs: Tensor | None = None
+    old_logprobs: Tensor | None = None
+    ref_logprobs: Tensor | None = None
+    advantages: Tensor | None = None
+    reward: Tensor | None = None
+    prompt_index: Tensor | None = None

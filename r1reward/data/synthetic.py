@@ -59,8 +59,12 @@ def make_example(rng: random.Random, index: int) -> tuple[Image.Image, dict]:
     wrong = rng.choice([v for v in pool if v != value])
     template = {"colour": "The shape is {}.", "shape": "It is a {}.", "count": "I count {} shapes."}[kind]
     return image, {
-        "kind": kind, "question": QUESTIONS[kind], "right": template.format(value),
-        "wrong": template.format(wrong), "value": value, "wrong_value": wrong,
+        "kind": kind,
+        "question": QUESTIONS[kind],
+        "right": template.format(value),
+        "wrong": template.format(wrong),
+        "value": value,
+        "wrong_value": wrong,
         "facts": f"a {colour} {shape}" if count == 1 else f"{COUNT_WORDS[count - 1]} {colour} {shape}s",
     }
 
@@ -94,8 +98,16 @@ def make_synthetic_data(out_dir: str | Path, num: int, seed: int = 0) -> dict[st
         image.save(out / rel, format="PNG", optimize=False)
         label = rng.choice([1, 2])
         r1, r2 = (ex["right"], ex["wrong"]) if label == 1 else (ex["wrong"], ex["right"])
-        record = {"id": f"synthetic-{seed}-{i:06d}", "question": ex["question"], "images": [rel],
-                  "response_1": r1, "response_2": r2, "label": label, "source": "synthetic", "category": ex["kind"]}
+        record = {
+            "id": f"synthetic-{seed}-{i:06d}",
+            "question": ex["question"],
+            "images": [rel],
+            "response_1": r1,
+            "response_2": r2,
+            "label": label,
+            "source": "synthetic",
+            "category": ex["kind"],
+        }
         rl_rows.append(rl_row(PreferenceRecord(record["id"], ex["question"], [rel], r1, r2, label), rel))
         pairs.append(record)
         sft.append({**record, "target": reasoning_target(ex, label)})

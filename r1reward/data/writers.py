@@ -12,8 +12,8 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from PIL import Image
 
@@ -31,8 +31,12 @@ def rl_row(record: PreferenceRecord, images: str | list[str]) -> dict:
     images = [images] if isinstance(images, str) else list(images)
     prompt = format_prompt(record.question, record.response_1, record.response_2)
     content = [{"type": "text", "text": prompt}] + [{"type": "image", "image": image} for image in images]
-    return {"question": prompt, "message": json.dumps([{"role": "user", "content": content}]),
-            "answer": [f"<answer>{record.label}</answer>"], "image": images[0] if images else ""}
+    return {
+        "question": prompt,
+        "message": json.dumps([{"role": "user", "content": content}]),
+        "answer": [f"<answer>{record.label}</answer>"],
+        "image": images[0] if images else "",
+    }
 
 
 def write_rl_parquet(rows: Iterable[dict], path: str | Path) -> Path:
@@ -40,8 +44,9 @@ def write_rl_parquet(rows: Iterable[dict], path: str | Path) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema([("question", pa.string()), ("message", pa.string()),
-                        ("answer", pa.list_(pa.string())), ("image", pa.string())])
+    schema = pa.schema(
+        [("question", pa.string()), ("message", pa.string()), ("answer", pa.list_(pa.string())), ("image", pa.string())]
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
@@ -85,5 +90,4 @@ def write_records(records: Iterable[PreferenceRecord], path: str | Path) -> Path
     """Records (as loaded: absolute or working-directory-relative image paths) as an RL parquet that
     follows the path contract."""
     out_dir = Path(path).parent
-    return write_rl_parquet(
-        (rl_row(r, [portable_image(s, out_dir) for s in r.images]) for r in records), path)
+    return write_rl_parquet((rl_row(r, [portable_image(s, out_dir) for s in r.images]) for r in records), path)

@@ -30,8 +30,16 @@ DEFAULT_SCHEMA = {
 # Known categories in report order; a category not listed here is appended after them.
 CATEGORY_ORDER = {
     VL_REWARDBENCH: ("general", "hallucination", "reasoning"),
-    MULTIMODAL_REWARDBENCH: ("correctness", "preference", "knowledge", "reasoning/math", "reasoning/coding",
-                             "safety/bias", "safety/toxicity", "vqa"),
+    MULTIMODAL_REWARDBENCH: (
+        "correctness",
+        "preference",
+        "knowledge",
+        "reasoning/math",
+        "reasoning/coding",
+        "safety/bias",
+        "safety/toxicity",
+        "vqa",
+    ),
     MM_RLHF_REWARDBENCH: ("mcq", "long", "short", "safety", "video"),
 }
 
@@ -95,8 +103,9 @@ def check_benchmark_name(benchmark: str) -> None:
         raise UserError(f"unknown benchmark {benchmark!r}; known: {', '.join(BENCHMARKS)}")
 
 
-def read_benchmark(path: str | Path, benchmark: str, schema: str | None = None,
-                   limit: int | None = None) -> list[BenchmarkRow]:
+def read_benchmark(
+    path: str | Path, benchmark: str, schema: str | None = None, limit: int | None = None
+) -> list[BenchmarkRow]:
     """Every row of the file (the first ``limit`` with a limit), in order, with its category.
 
     A row that cannot be parsed is kept (``record`` None, ``problem`` set) so that positions still
@@ -114,12 +123,23 @@ def read_benchmark(path: str | Path, benchmark: str, schema: str | None = None,
             if not exc.reason:
                 raise
             raw_id = raw.get("id", raw.get("ID")) if isinstance(raw, dict) else None
-            rows.append(BenchmarkRow(index, str(raw_id) if raw_id is not None else f"<row {ctx.row}>",
-                                     "other", 0, None, f"{exc.reason}: {exc}"))
+            rows.append(
+                BenchmarkRow(
+                    index,
+                    str(raw_id) if raw_id is not None else f"<row {ctx.row}>",
+                    "other",
+                    0,
+                    None,
+                    f"{exc.reason}: {exc}",
+                )
+            )
             continue
         paper = vl_rewardbench_category(record.id, case_sensitive=True) if benchmark == VL_REWARDBENCH else ""
-        rows.append(BenchmarkRow(index, record.id, _category(benchmark, record), record.label, record,
-                                 category_paper_script=paper))
+        rows.append(
+            BenchmarkRow(
+                index, record.id, _category(benchmark, record), record.label, record, category_paper_script=paper
+            )
+        )
     return rows
 
 

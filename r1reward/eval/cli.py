@@ -6,21 +6,28 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from r1reward.data.render import MAX_PIXELS, MIN_PIXELS
 from r1reward.eval.benchmarks import BENCHMARKS
 from r1reward.eval.protocol import PROTOCOLS
 
-_EVAL_HELP = ("evaluate a model on VL-RewardBench, Multimodal RewardBench or MM-RLHF-RewardBench: "
-              "K samples per pair, majority vote, per-category metrics, Voting@K/Any@K")
+_EVAL_HELP = (
+    "evaluate a model on VL-RewardBench, Multimodal RewardBench or MM-RLHF-RewardBench: "
+    "K samples per pair, majority vote, per-category metrics, Voting@K/Any@K"
+)
 
 
 def add_engine_options(p: argparse.ArgumentParser) -> None:
     """How each vLLM engine is built: shared by `eval`, `score` and `serve`."""
-    p.add_argument("--gpus-per-worker", type=float, default=None,
-                   help="Ray GPUs per engine (default 1 on a GPU machine, 0 on the CPU)")
+    p.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=None,
+        help="Ray GPUs per engine (default 1 on a GPU machine, 0 on the CPU)",
+    )
     p.add_argument("--gpu-memory-utilization", type=float, default=0.85)
     p.add_argument("--dtype", default="auto", help="auto: bfloat16 on a GPU, float32 on the CPU")
     p.add_argument("--max-model-len", type=int, default=None, help="default: the model's own limit")
@@ -36,10 +43,14 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="vLLM engines; more than 1 runs them as Ray actors")
     add_engine_options(p)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-root", default=None, help="folder image paths are relative to (default: the "
-                   "data file's folder)")
-    p.add_argument("--skip-missing-images", action="store_true",
-                   help="skip rows whose images are missing (or video rows) instead of stopping")
+    p.add_argument(
+        "--image-root", default=None, help="folder image paths are relative to (default: the data file's folder)"
+    )
+    p.add_argument(
+        "--skip-missing-images",
+        action="store_true",
+        help="skip rows whose images are missing (or video rows) instead of stopping",
+    )
 
 
 def add_commands(subparsers: Any, command: Callable[[str], Callable]) -> None:
@@ -47,17 +58,23 @@ def add_commands(subparsers: Any, command: Callable[[str], Callable]) -> None:
     p = subparsers.add_parser("eval", help=_EVAL_HELP, description=_EVAL_HELP)
     p.add_argument("--benchmark", required=True, choices=BENCHMARKS)
     p.add_argument("--data", required=True, help="the benchmark file (JSONL/parquet)")
-    p.add_argument("--schema", default=None, help="file format if not the benchmark's released one "
-                   "(e.g. vl-rewardbench-hub)")
+    p.add_argument(
+        "--schema", default=None, help="file format if not the benchmark's released one (e.g. vl-rewardbench-hub)"
+    )
     _add_engine_options(p)
     # None = not given: the protocol decides (explicit flags win over it).
     p.set_defaults(temperature=None, max_tokens=None)
-    p.add_argument("--protocol", choices=PROTOCOLS, default="default",
-                   help="default: --temperature (1.0), --max-tokens (1024), the file's response order, prompt "
-                   "text first as trained; released: as the released R1-Reward scripts (the checkpoint's "
-                   "generation_config.json, 4096 tokens, chosen response first, image first)")
-    p.add_argument("--swap", action="store_true",
-                   help="judge both response orders; a pair is correct only if right in both")
+    p.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="default",
+        help="default: --temperature (1.0), --max-tokens (1024), the file's response order, prompt "
+        "text first as trained; released: as the released R1-Reward scripts (the checkpoint's "
+        "generation_config.json, 4096 tokens, chosen response first, image first)",
+    )
+    p.add_argument(
+        "--swap", action="store_true", help="judge both response orders; a pair is correct only if right in both"
+    )
     p.add_argument("--limit", type=int, default=None, help="only the first N rows of the file")
     p.add_argument("--batch-rows", type=int, default=256, help="rows per generation batch")
     p.add_argument("--out", required=True, help="output folder")
@@ -84,12 +101,29 @@ def _eval(args: argparse.Namespace) -> None:
     from r1reward.eval.runner import EvalOptions, run_eval
 
     options = EvalOptions(
-        benchmark=args.benchmark, data=args.data, out_dir=args.out, model=args.model, image_root=args.image_root,
-        schema=args.schema, k=args.k, temperature=args.temperature, max_tokens=args.max_tokens, swap=args.swap,
-        workers=args.workers, limit=args.limit, skip_missing_images=args.skip_missing_images, seed=args.seed,
-        min_pixels=args.min_pixels, max_pixels=args.max_pixels, batch_rows=args.batch_rows, dtype=args.dtype,
-        max_model_len=args.max_model_len, gpus_per_worker=args.gpus_per_worker,
-        gpu_memory_utilization=args.gpu_memory_utilization, protocol=args.protocol)
+        benchmark=args.benchmark,
+        data=args.data,
+        out_dir=args.out,
+        model=args.model,
+        image_root=args.image_root,
+        schema=args.schema,
+        k=args.k,
+        temperature=args.temperature,
+        max_tokens=args.max_tokens,
+        swap=args.swap,
+        workers=args.workers,
+        limit=args.limit,
+        skip_missing_images=args.skip_missing_images,
+        seed=args.seed,
+        min_pixels=args.min_pixels,
+        max_pixels=args.max_pixels,
+        batch_rows=args.batch_rows,
+        dtype=args.dtype,
+        max_model_len=args.max_model_len,
+        gpus_per_worker=args.gpus_per_worker,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        protocol=args.protocol,
+    )
     metrics = run_eval(options)
     print(summary_line(metrics) + f"; wrote {args.out}/metrics.json, metrics.md, predictions.jsonl")
 
@@ -111,11 +145,19 @@ def _score(args: argparse.Namespace) -> None:
     if not Path(args.out).absolute().parent.is_dir():
         raise UserError(f"cannot write {args.out}: its folder does not exist")
     rows = load_pairs(args.pairs, args.image_root, args.skip_missing_images)  # fails before the model loads
-    with RewardModel.load(args.model, workers=args.workers, temperature=args.temperature,
-                          max_tokens=args.max_tokens, min_pixels=args.min_pixels, max_pixels=args.max_pixels,
-                          dtype=args.dtype, max_model_len=args.max_model_len, seed=args.seed,
-                          gpus_per_worker=args.gpus_per_worker,
-                          gpu_memory_utilization=args.gpu_memory_utilization) as model:
+    with RewardModel.load(
+        args.model,
+        workers=args.workers,
+        temperature=args.temperature,
+        max_tokens=args.max_tokens,
+        min_pixels=args.min_pixels,
+        max_pixels=args.max_pixels,
+        dtype=args.dtype,
+        max_model_len=args.max_model_len,
+        seed=args.seed,
+        gpus_per_worker=args.gpus_per_worker,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+    ) as model:
         summary = score_pairs(model, rows, args.out, k=args.k)
     accuracy = "" if summary["accuracy"] is None else f"; accuracy {100 * summary['accuracy']:.2f}%"
     print(f"judged {summary['judged']} of {summary['pairs']} pairs{accuracy}; wrote {args.out}")
@@ -125,8 +167,10 @@ def summary_line(metrics: dict[str, Any]) -> str:
     def pct(value: float | None) -> str:
         return "n/a" if value is None else f"{100 * value:.2f}%"
 
-    parts = [f"{metrics['benchmark']}: overall {pct(metrics['overall'])} "
-             f"({metrics['correct']}/{metrics['evaluated']})", f"macro {pct(metrics['macro'])}"]
+    parts = [
+        f"{metrics['benchmark']}: overall {pct(metrics['overall'])} ({metrics['correct']}/{metrics['evaluated']})",
+        f"macro {pct(metrics['macro'])}",
+    ]
     if "acc_plus" in metrics:
         parts.append(f"Acc+ {pct(metrics['acc_plus'])}")
     if "parse_failure_rate" in metrics:

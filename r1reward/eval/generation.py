@@ -17,9 +17,15 @@ from r1reward.eval.voting import Vote
 
 
 class Generator(Protocol):
-    def generate(self, prompts: list[dict[str, Any]], n: int = 1, temperature: float | None = None,
-                 top_p: float | None = None, max_tokens: int | None = None,
-                 seeds: list[int] | None = None) -> list[dict[str, Any]]: ...
+    def generate(
+        self,
+        prompts: list[dict[str, Any]],
+        n: int = 1,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        max_tokens: int | None = None,
+        seeds: list[int] | None = None,
+    ) -> list[dict[str, Any]]: ...
 
 
 def cuda_available() -> bool:
@@ -28,18 +34,30 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def eval_rollout_config(max_new_tokens: int, temperature: float = 1.0, dtype: str = "auto",
-                        max_model_len: int | None = None, seed: int = 0,
-                        gpu_memory_utilization: float = 0.85, top_p: float = 1.0, top_k: int = 0) -> dict[str, Any]:
+def eval_rollout_config(
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    dtype: str = "auto",
+    max_model_len: int | None = None,
+    seed: int = 0,
+    gpu_memory_utilization: float = 0.85,
+    top_p: float = 1.0,
+    top_k: int = 0,
+) -> dict[str, Any]:
     """A RolloutConfig dict for evaluation. ``dtype`` "auto" is bfloat16 on a GPU and float32 on the CPU;
     ``max_model_len`` None lets vLLM take the model's own limit (benchmark prompts are long)."""
     on_gpu = cuda_available()
     config = RolloutConfig(
-        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-        dtype=("bfloat16" if on_gpu else "float32") if dtype == "auto" else dtype, seed=seed,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        dtype=("bfloat16" if on_gpu else "float32") if dtype == "auto" else dtype,
+        seed=seed,
         gpu_memory_utilization=gpu_memory_utilization,
         # On a GPU the KV cache is sized by gpu_memory_utilization (0 bytes means "use it").
-        kv_cache_memory_bytes=0 if on_gpu else RolloutConfig.kv_cache_memory_bytes)
+        kv_cache_memory_bytes=0 if on_gpu else RolloutConfig.kv_cache_memory_bytes,
+    )
     out = asdict(config)
     out["max_model_len"] = max_model_len  # None passes through to vLLM unchanged
     return out
@@ -56,8 +74,13 @@ def eval_plan(workers: int, gpus_per_worker: float) -> Any:
     return rollout_plan(config)
 
 
-def start_engine(model_path: str, config: dict[str, Any], mm_pixels: tuple[int, int], workers: int = 1,
-                 gpus_per_worker: float | None = None) -> Generator:
+def start_engine(
+    model_path: str,
+    config: dict[str, Any],
+    mm_pixels: tuple[int, int],
+    workers: int = 1,
+    gpus_per_worker: float | None = None,
+) -> Generator:
     """One in-process RolloutWorker for ``workers`` <= 1, else a RolloutGroup of W actors on their own
     placement group (on a local Ray started here unless one is running, or RAY_ADDRESS's cluster).
     ``gpus_per_worker`` defaults to 1 on a GPU machine and 0 on the CPU; a fraction packs several engines
@@ -97,18 +120,29 @@ def reasoning_of(text: str) -> str:
     return (text if think is None else think).strip()
 
 
-def sample_votes(engine: Generator, prompts: list[dict[str, Any]], k: int, temperature: float,
-                 max_tokens: int, seeds: list[int] | None = None, top_p: float | None = None) -> list[Sampled]:
+def sample_votes(
+    engine: Generator,
+    prompts: list[dict[str, Any]],
+    k: int,
+    temperature: float,
+    max_tokens: int,
+    seeds: list[int] | None = None,
+    top_p: float | None = None,
+) -> list[Sampled]:
     """K samples per prompt, parsed. ``seeds`` (one per prompt) make each prompt's samples independent
     of batching, on the CPU too: there RolloutWorker prefills whole prompts, so vLLM never has to rewind
     a seeded CPU generator mid-prompt (which torch cannot do)."""
     if not prompts:
         return []
-    results = engine.generate(prompts, n=k, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                              seeds=seeds)
+    results = engine.generate(prompts, n=k, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seeds=seeds)
     sampled = []
     for result in results:
         texts = [g["text"] for g in result["generations"]]
-        sampled.append(Sampled([parse_choice_lenient(t) for t in texts], texts,
-                               [str(g.get("finish_reason")) for g in result["generations"]]))
+        sampled.append(
+            Sampled(
+                [parse_choice_lenient(t) for t in texts],
+                texts,
+                [str(g.get("finish_reason")) for g in result["generations"]],
+            )
+        )
     return sampled

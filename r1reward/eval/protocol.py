@@ -68,18 +68,36 @@ def sampling_from_generation_config(config: dict[str, Any]) -> tuple[float, floa
     return temperature, top_p, max(top_k, 0)
 
 
-def resolve_protocol(protocol: str, model_dir: str | Path | None, temperature: float | None = None,
-                     max_tokens: int | None = None, swap: bool = False) -> EvalSettings:
+def resolve_protocol(
+    protocol: str,
+    model_dir: str | Path | None,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    swap: bool = False,
+) -> EvalSettings:
     """The settings of `protocol`; `temperature` / `max_tokens` (None when not given) and `swap` are the
     user's explicit flags, which win."""
     if protocol == "default":
-        return EvalSettings(DEFAULT_TEMPERATURE if temperature is None else temperature, 1.0, 0,
-                            DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens, swap,
-                            chosen_first=False, image_first=False)
+        return EvalSettings(
+            DEFAULT_TEMPERATURE if temperature is None else temperature,
+            1.0,
+            0,
+            DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens,
+            swap,
+            chosen_first=False,
+            image_first=False,
+        )
     if protocol == "released":
         t, top_p, top_k = sampling_from_generation_config(read_generation_config(model_dir))
         if temperature is not None:
             t = temperature
-        return EvalSettings(t, top_p, top_k, RELEASED_MAX_TOKENS if max_tokens is None else max_tokens, swap,
-                            chosen_first=True, image_first=True)
+        return EvalSettings(
+            t,
+            top_p,
+            top_k,
+            RELEASED_MAX_TOKENS if max_tokens is None else max_tokens,
+            swap,
+            chosen_first=True,
+            image_first=True,
+        )
     raise UserError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")

@@ -19,25 +19,37 @@ def _pct(value: float | None) -> str:
 
 def markdown_table(metrics: dict[str, Any]) -> str:
     """The metrics as Markdown: accuracy per category, the headline numbers and the K curves (in %)."""
-    lines = [f"# {metrics['benchmark']}", "",
-             f"{metrics['evaluated']} of {metrics['rows']} rows evaluated"
-             + (f"; skipped {metrics['skipped']} ({metrics['skipped_by_reason']})" if metrics["skipped"] else "")
-             + ".", ""]
+    lines = [
+        f"# {metrics['benchmark']}",
+        "",
+        f"{metrics['evaluated']} of {metrics['rows']} rows evaluated"
+        + (f"; skipped {metrics['skipped']} ({metrics['skipped_by_reason']})" if metrics["skipped"] else "")
+        + ".",
+        "",
+    ]
     orders = metrics.get("orders")
-    head = ("| category | both orders | original | swapped | pairs |" if orders
-            else "| category | accuracy | correct / total |")
+    head = (
+        "| category | both orders | original | swapped | pairs |"
+        if orders
+        else "| category | accuracy | correct / total |"
+    )
     lines += [head, "|---|---|---|---|---|" if orders else "|---|---|---|"]
     for name, rate in metrics["categories"].items():
         count = metrics["category_counts"][name]
         counts = f"{count['correct']} / {count['total']}"
         if orders:
-            lines.append(f"| {name} | {_pct(rate)} | {_pct(orders['original']['categories'][name])} | "
-                         f"{_pct(orders['swapped']['categories'][name])} | {count['total']} |")
+            lines.append(
+                f"| {name} | {_pct(rate)} | {_pct(orders['original']['categories'][name])} | "
+                f"{_pct(orders['swapped']['categories'][name])} | {count['total']} |"
+            )
         else:
             lines.append(f"| {name} | {_pct(rate)} | {counts} |")
     if "categories_paper_script" in metrics:  # VL-RewardBench: the R1-Reward script's split, for comparison
-        lines += ["", "| category (R1-Reward script's case-sensitive split) | accuracy | correct / total |",
-                  "|---|---|---|"]
+        lines += [
+            "",
+            "| category (R1-Reward script's case-sensitive split) | accuracy | correct / total |",
+            "|---|---|---|",
+        ]
         for name, rate in metrics["categories_paper_script"].items():
             count = metrics["category_counts_paper_script"][name]
             lines.append(f"| {name} | {_pct(rate)} | {count['correct']} / {count['total']} |")
@@ -53,9 +65,13 @@ def markdown_table(metrics: dict[str, Any]) -> str:
     lines += ["", "| metric | % |", "|---|---|"] + [f"| {name} | {_pct(value)} |" for name, value in summary]
     if metrics.get("voting_at_k"):
         ks = list(metrics["voting_at_k"])
-        lines += ["", "| K | " + " | ".join(ks) + " |", "|---|" + "---|" * len(ks),
-                  "| Voting@K | " + " | ".join(_pct(metrics["voting_at_k"][k]) for k in ks) + " |",
-                  "| Any@K | " + " | ".join(_pct(metrics["any_at_k"][k]) for k in ks) + " |"]
+        lines += [
+            "",
+            "| K | " + " | ".join(ks) + " |",
+            "|---|" + "---|" * len(ks),
+            "| Voting@K | " + " | ".join(_pct(metrics["voting_at_k"][k]) for k in ks) + " |",
+            "| Any@K | " + " | ".join(_pct(metrics["any_at_k"][k]) for k in ks) + " |",
+        ]
     return "\n".join(lines) + "\n"
 
 

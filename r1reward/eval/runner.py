@@ -66,15 +66,19 @@ class EvalOptions:
     protocol: str = "default"
 
     def check(self) -> None:
-        problems = [f"{name} must be {rule}, got {value}" for name, value, ok, rule in (
-            ("--k", self.k, self.k >= 1, "at least 1"),
-            ("--temperature", self.temperature, self.temperature is None or self.temperature >= 0, ">= 0"),
-            ("--max-tokens", self.max_tokens, self.max_tokens is None or self.max_tokens >= 1, "at least 1"),
-            ("--protocol", self.protocol, self.protocol in PROTOCOLS, " or ".join(PROTOCOLS)),
-            ("--workers", self.workers, self.workers >= 1, "at least 1"),
-            ("--limit", self.limit, self.limit is None or self.limit >= 1, "at least 1"),
-            ("--batch-rows", self.batch_rows, self.batch_rows >= 1, "at least 1"),
-        ) if not ok]
+        problems = [
+            f"{name} must be {rule}, got {value}"
+            for name, value, ok, rule in (
+                ("--k", self.k, self.k >= 1, "at least 1"),
+                ("--temperature", self.temperature, self.temperature is None or self.temperature >= 0, ">= 0"),
+                ("--max-tokens", self.max_tokens, self.max_tokens is None or self.max_tokens >= 1, "at least 1"),
+                ("--protocol", self.protocol, self.protocol in PROTOCOLS, " or ".join(PROTOCOLS)),
+                ("--workers", self.workers, self.workers >= 1, "at least 1"),
+                ("--limit", self.limit, self.limit is None or self.limit >= 1, "at least 1"),
+                ("--batch-rows", self.batch_rows, self.batch_rows >= 1, "at least 1"),
+            )
+            if not ok
+        ]
         if problems:
             raise UserError("; ".join(problems))
 
@@ -88,8 +92,10 @@ def prepare_rows(options: EvalOptions) -> list[BenchmarkRow]:
     rows = check_rows(rows, options.image_root if options.image_root is not None else Path(options.data).parent)
     if any(row.problem for row in rows):
         if not options.skip_missing_images:
-            raise UserError(describe_problems(rows) + "; pass --skip-missing-images to evaluate the others "
-                            "(or --image-root DIR to point at the images)")
+            raise UserError(
+                describe_problems(rows) + "; pass --skip-missing-images to evaluate the others "
+                "(or --image-root DIR to point at the images)"
+            )
         print("skipping " + describe_problems(rows), flush=True)
     if all(row.problem for row in rows):
         raise UserError("no row can be evaluated: " + describe_problems(rows))
@@ -99,8 +105,10 @@ def prepare_rows(options: EvalOptions) -> list[BenchmarkRow]:
 def chosen_first(rows: list[BenchmarkRow]) -> list[BenchmarkRow]:
     """The rows with every pair reordered so that the chosen response is Response 1 (label 1), as the
     released evaluation shows them; unreadable rows are left as they are."""
-    return [replace(row, record=row.record.swapped(), label=1) if row.record is not None and row.label == 2
-            else row for row in rows]
+    return [
+        replace(row, record=row.record.swapped(), label=1) if row.record is not None and row.label == 2 else row
+        for row in rows
+    ]
 
 
 def _seed(base: int, index: int, order: int) -> int:
@@ -114,38 +122,50 @@ def _prediction(row: BenchmarkRow, sampled: Sampled | None, swapped: Sampled | N
     if sampled is None:
         return {**line, "skipped": row.problem, "correct": None}
     choice = majority_vote(sampled.votes)
-    line.update(votes=sampled.votes, choice=choice, vote_share=vote_share(sampled.votes, choice),
-                correct=choice == row.label)
+    line.update(
+        votes=sampled.votes, choice=choice, vote_share=vote_share(sampled.votes, choice), correct=choice == row.label
+    )
     if swapped is not None:  # swapped votes use the swapped numbering: its label is 3 - label
         choice_swapped = majority_vote(swapped.votes)
-        line.update(votes_swapped=swapped.votes, choice_swapped=choice_swapped,
-                    correct_original=line["correct"], correct_swapped=choice_swapped == 3 - row.label)
+        line.update(
+            votes_swapped=swapped.votes,
+            choice_swapped=choice_swapped,
+            correct_original=line["correct"],
+            correct_swapped=choice_swapped == 3 - row.label,
+        )
         line["correct"] = line["correct_original"] and line["correct_swapped"]
     return line
 
 
-def _generate_all(options: EvalOptions, settings: EvalSettings, rows: list[BenchmarkRow], engine: Generator,
-                  processor: Any) -> dict[int, tuple[Sampled, Sampled | None]]:
+def _generate_all(
+    options: EvalOptions, settings: EvalSettings, rows: list[BenchmarkRow], engine: Generator, processor: Any
+) -> dict[int, tuple[Sampled, Sampled | None]]:
     """Row index -> (samples in the rows' order, samples in the swapped order or None)."""
     todo = [row for row in rows if not row.problem]
     orders = 2 if settings.swap else 1
     out: dict[int, tuple[Sampled, Sampled | None]] = {}
     started = time.perf_counter()
     for first in range(0, len(todo), options.batch_rows):
-        batch = todo[first:first + options.batch_rows]
+        batch = todo[first : first + options.batch_rows]
         prompts, seeds = [], []
         for row in batch:
             for order, record in enumerate([row.record, row.record.swapped()][:orders]):
-                prompts.append(rollout_prompt(processor, record, options.min_pixels, options.max_pixels,
-                                              image_first=settings.image_first))
+                prompts.append(
+                    rollout_prompt(
+                        processor, record, options.min_pixels, options.max_pixels, image_first=settings.image_first
+                    )
+                )
                 seeds.append(_seed(options.seed, row.index, order))
-        sampled = sample_votes(engine, prompts, options.k, settings.temperature, settings.max_tokens, seeds,
-                               top_p=settings.top_p)
+        sampled = sample_votes(
+            engine, prompts, options.k, settings.temperature, settings.max_tokens, seeds, top_p=settings.top_p
+        )
         for i, row in enumerate(batch):
-            pair = sampled[i * orders:(i + 1) * orders]
+            pair = sampled[i * orders : (i + 1) * orders]
             out[row.index] = (pair[0], pair[1] if settings.swap else None)
-        print(f"judged {min(first + len(batch), len(todo))}/{len(todo)} pairs "
-              f"({time.perf_counter() - started:.0f} s)", flush=True)
+        print(
+            f"judged {min(first + len(batch), len(todo))}/{len(todo)} pairs ({time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
     return out
 
 
@@ -155,8 +175,7 @@ def run_eval(options: EvalOptions, engine: Generator | None = None, processor: A
     options.check()
     if (engine is None or processor is None) and not options.model:
         raise UserError("--model is required")
-    settings = resolve_protocol(options.protocol, options.model, options.temperature, options.max_tokens,
-                                options.swap)
+    settings = resolve_protocol(options.protocol, options.model, options.temperature, options.max_tokens, options.swap)
     out_dir = prepare_output_dir(options.out_dir)  # fail on a bad output path before the long part
     rows = prepare_rows(options)
     if settings.chosen_first:
@@ -167,11 +186,19 @@ def run_eval(options: EvalOptions, engine: Generator | None = None, processor: A
         processor = AutoProcessor.from_pretrained(options.model)
     owned = engine is None
     if owned:
-        config = eval_rollout_config(settings.max_tokens, settings.temperature, options.dtype,
-                                     options.max_model_len, options.seed, options.gpu_memory_utilization,
-                                     top_p=settings.top_p, top_k=settings.top_k)
-        engine = start_engine(options.model, config, (options.min_pixels, options.max_pixels),
-                              options.workers, options.gpus_per_worker)
+        config = eval_rollout_config(
+            settings.max_tokens,
+            settings.temperature,
+            options.dtype,
+            options.max_model_len,
+            options.seed,
+            options.gpu_memory_utilization,
+            top_p=settings.top_p,
+            top_k=settings.top_k,
+        )
+        engine = start_engine(
+            options.model, config, (options.min_pixels, options.max_pixels), options.workers, options.gpus_per_worker
+        )
     started = time.perf_counter()
     try:
         samples = _generate_all(options, settings, rows, engine, processor)
@@ -180,21 +207,35 @@ def run_eval(options: EvalOptions, engine: Generator | None = None, processor: A
             close_engine(engine)
     predictions = [_prediction(row, *samples.get(row.index, (None, None))) for row in rows]
     write_jsonl(predictions, out_dir / "predictions.jsonl")
-    write_jsonl(({"index": row.index, "id": row.id, "texts": samples[row.index][0].texts,
-                  "finish_reasons": samples[row.index][0].finish_reasons,
-                  **({"texts_swapped": samples[row.index][1].texts} if settings.swap else {})}
-                 for row in rows if row.index in samples), out_dir / "generations.jsonl")
+    write_jsonl(
+        (
+            {
+                "index": row.index,
+                "id": row.id,
+                "texts": samples[row.index][0].texts,
+                "finish_reasons": samples[row.index][0].finish_reasons,
+                **({"texts_swapped": samples[row.index][1].texts} if settings.swap else {}),
+            }
+            for row in rows
+            if row.index in samples
+        ),
+        out_dir / "generations.jsonl",
+    )
     metrics = compute_metrics(options.benchmark, rows, predictions)
     finishes = [f for pair in samples.values() for s in pair if s is not None for f in s.finish_reasons]
-    metrics["run"] = {**{k: v for k, v in asdict(options).items() if k != "out_dir"}, "settings": asdict(settings),
-                      "truncated_rate": sum(f == "length" for f in finishes) / max(len(finishes), 1),
-                      "generate_seconds": round(time.perf_counter() - started, 1)}
+    metrics["run"] = {
+        **{k: v for k, v in asdict(options).items() if k != "out_dir"},
+        "settings": asdict(settings),
+        "truncated_rate": sum(f == "length" for f in finishes) / max(len(finishes), 1),
+        "generate_seconds": round(time.perf_counter() - started, 1),
+    }
     write_reports(metrics, out_dir)
     return metrics
 
 
-def recompute_metrics(benchmark: str, data: str, predictions_path: str, out_path: str,
-                      schema: str | None = None, limit: int | None = None) -> dict[str, Any]:
+def recompute_metrics(
+    benchmark: str, data: str, predictions_path: str, out_path: str, schema: str | None = None, limit: int | None = None
+) -> dict[str, Any]:
     """``r1reward eval-metrics``: metrics of a predictions file joined to the benchmark file (no images
     needed), written to ``out_path`` (JSON) and beside it as Markdown (and the K plot, with votes)."""
     from r1reward.eval.report import markdown_table, plot_scaling, write_json

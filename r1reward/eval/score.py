@@ -36,8 +36,7 @@ def read_pairs(path: str | Path, image_root: str | Path | None) -> list[PairRow]
             record = parse_row("canonical", raw, RowContext(path, line))
             for source in record.images:
                 check_image(source, root)
-            out.append((replace(record, images=[resolve_source(s, root) for s in record.images]), "",
-                        record.id))
+            out.append((replace(record, images=[resolve_source(s, root) for s in record.images]), "", record.id))
         except DataError as exc:
             if not exc.reason:
                 raise
@@ -45,15 +44,18 @@ def read_pairs(path: str | Path, image_root: str | Path | None) -> list[PairRow]
     return out
 
 
-def load_pairs(path: str | Path, image_root: str | Path | None = None,
-               skip_missing_images: bool = False) -> list[PairRow]:
+def load_pairs(
+    path: str | Path, image_root: str | Path | None = None, skip_missing_images: bool = False
+) -> list[PairRow]:
     """read_pairs, stopping with a one-line error on rows that cannot be judged unless told to skip them."""
     rows = read_pairs(path, image_root)
     bad = [(line, problem) for line, (_, problem, _) in enumerate(rows, start=1) if problem]
     if bad and not skip_missing_images:
         first = "; ".join(f"line {line}: {problem[:120]}" for line, problem in bad[:3])
-        raise UserError(f"{len(bad)} of {len(rows)} pairs cannot be judged ({first}); "
-                        "pass --skip-missing-images to judge the others")
+        raise UserError(
+            f"{len(bad)} of {len(rows)} pairs cannot be judged ({first}); "
+            "pass --skip-missing-images to judge the others"
+        )
     return rows
 
 
@@ -61,21 +63,30 @@ def score_pairs(model: RewardModel, rows: list[PairRow], out_path: str | Path, k
     """Judge the pairs (from load_pairs), write the output JSONL; returns a summary (pairs, judged,
     skipped, accuracy over the labelled ones)."""
     todo = [record for record, _, _ in rows if record is not None]
-    comparisons = iter(model.compare_pairs(
-        [Pair(r.question, r.images, r.response_1, r.response_2) for r in todo], k=k))
+    comparisons = iter(model.compare_pairs([Pair(r.question, r.images, r.response_1, r.response_2) for r in todo], k=k))
     lines, labelled, correct = [], 0, 0
     for record, problem, row_id in rows:
         if record is None:
             lines.append({"id": row_id, "skipped": problem})
             continue
         c = next(comparisons)
-        line = {"id": record.id, "winner": c.winner, "vote_share": c.vote_share, "votes": list(c.votes),
-                "reasoning": c.reasoning}
+        line = {
+            "id": record.id,
+            "winner": c.winner,
+            "vote_share": c.vote_share,
+            "votes": list(c.votes),
+            "reasoning": c.reasoning,
+        }
         if record.label in (1, 2):
             line.update(label=record.label, correct=c.winner == record.label)
             labelled += 1
             correct += line["correct"]
         lines.append(line)
     write_jsonl(lines, out_path)
-    return {"pairs": len(rows), "judged": len(todo), "skipped": len(rows) - len(todo), "labelled": labelled,
-            "accuracy": correct / labelled if labelled else None}
+    return {
+        "pairs": len(rows),
+        "judged": len(todo),
+        "skipped": len(rows) - len(todo),
+        "labelled": labelled,
+        "accuracy": correct / labelled if labelled else None,
+    }

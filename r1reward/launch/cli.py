@@ -12,8 +12,9 @@ import argparse
 import os
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from r1reward.errors import UserError
 
@@ -22,21 +23,33 @@ if TYPE_CHECKING:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="r1reward-launch", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--nodes", type=int, help="nodes in the cluster (required without an address; with one, "
-                   "the live cluster must have at least this many)")
+    p = argparse.ArgumentParser(
+        prog="r1reward-launch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--nodes",
+        type=int,
+        help="nodes in the cluster (required without an address; with one, "
+        "the live cluster must have at least this many)",
+    )
     p.add_argument("--gpus-per-node", type=int, default=8, help="without an address (default 8)")
     p.add_argument("--cpus-per-node", type=int, default=32, help="without an address (default 32)")
     split = p.add_mutually_exclusive_group()
     split.add_argument("--rollout-gpus", type=int, help="GPUs for rollout workers; the rest train")
     split.add_argument("--ratio", help="rollout:learner GPUs, e.g. 1:3")
     p.add_argument("--config", default="configs/paper-qwen2.5-vl-7b.yaml")
-    p.add_argument("--address", help="a Ray cluster to submit to: its dashboard http://HOST:8265 or its GCS "
-                   "HOST:6379 (default: $RAY_ADDRESS; neither: train on a local Ray)")
+    p.add_argument(
+        "--address",
+        help="a Ray cluster to submit to: its dashboard http://HOST:8265 or its GCS "
+        "HOST:6379 (default: $RAY_ADDRESS; neither: train on a local Ray)",
+    )
     p.add_argument("--working-dir", type=Path, help="uploaded with the job (default: the repository root)")
-    p.add_argument("--python", default="python", help="interpreter of the job's entrypoint on the head node "
-                   "(default: `python` on the cluster's PATH, i.e. the image's or the activated venv's)")
+    p.add_argument(
+        "--python",
+        default="python",
+        help="interpreter of the job's entrypoint on the head node "
+        "(default: `python` on the cluster's PATH, i.e. the image's or the activated venv's)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the plan and the command or job; start nothing")
     p.add_argument("overrides", nargs="*", help="key=value config overrides")
     return p
@@ -58,8 +71,12 @@ def _submit_and_follow(client, api_url: str, spec) -> int:
     try:
         status = jobs.follow(client, job_id)
     except KeyboardInterrupt:  # the job is the cluster's now: say how to stop it
-        print(f"\nr1reward-launch: stopped following; job {job_id} keeps running. Stop it with: "
-              f"ray job stop {job_id} --address {api_url}", file=sys.stderr, flush=True)
+        print(
+            f"\nr1reward-launch: stopped following; job {job_id} keeps running. Stop it with: "
+            f"ray job stop {job_id} --address {api_url}",
+            file=sys.stderr,
+            flush=True,
+        )
         return 130
     if status == "SUCCEEDED":
         print(f"job {job_id} succeeded")
@@ -87,8 +104,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     address = args.address or os.environ.get("RAY_ADDRESS") or None
     try:
         from r1reward.config import load_config
-        from r1reward.placement.plan import (PlacementError, apply_ratio, fit_to_nodes, format_plan, make_plan,
-                                             parse_ratio)
+        from r1reward.placement.plan import (
+            PlacementError,
+            apply_ratio,
+            fit_to_nodes,
+            format_plan,
+            make_plan,
+            parse_ratio,
+        )
 
         config = load_config(args.config, args.overrides)
         if address:
@@ -98,8 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             nodes = jobs.live_nodes(api_url)
             where = f"the live cluster at {api_url}"
             if args.nodes is not None and len(nodes) < args.nodes:
-                raise PlacementError(f"--nodes {args.nodes}, but {where} has {len(nodes)} alive nodes: wait for "
-                                     f"the rest to join (`ray status`) or lower --nodes")
+                raise PlacementError(
+                    f"--nodes {args.nodes}, but {where} has {len(nodes)} alive nodes: wait for "
+                    f"the rest to join (`ray status`) or lower --nodes"
+                )
         else:
             nodes, where = _fixed_nodes(args), f"{args.nodes} nodes x {args.gpus_per_node} GPUs"
         split = parse_ratio(args.ratio) if args.ratio else args.rollout_gpus
@@ -113,8 +138,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"placement on {where}:")
         print(format_plan(plan, assignment, nodes))
         # The chosen split travels as overrides, so the job trains exactly the plan shown.
-        overrides = [*args.overrides, f"rollout.num_workers={config.rollout.num_workers}",
-                     f"learner.num_ranks={config.learner.num_ranks}"]
+        overrides = [
+            *args.overrides,
+            f"rollout.num_workers={config.rollout.num_workers}",
+            f"learner.num_ranks={config.learner.num_ranks}",
+        ]
         if not address:
             command = ["r1reward", "train", "--config", args.config, *overrides]
             print("command:", shlex.join(command))

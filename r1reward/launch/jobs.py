@@ -16,9 +16,10 @@ import shlex
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from r1reward.config import Config
 from r1reward.errors import UserError
@@ -36,10 +37,17 @@ class JobSpec:
 
     def describe(self, api_url: str) -> str:
         """The job as printed before it is submitted, with the equivalent `ray job submit` line."""
-        submit = shlex.join(["ray", "job", "submit", "--address", api_url, "--runtime-env-json",
-                             json.dumps(self.runtime_env), "--"])
-        return "\n".join([f"job for the Ray cluster at {api_url}:", f"  entrypoint: {self.entrypoint}",
-                          f"  runtime_env: {json.dumps(self.runtime_env)}", f"  same as: {submit} {self.entrypoint}"])
+        submit = shlex.join(
+            ["ray", "job", "submit", "--address", api_url, "--runtime-env-json", json.dumps(self.runtime_env), "--"]
+        )
+        return "\n".join(
+            [
+                f"job for the Ray cluster at {api_url}:",
+                f"  entrypoint: {self.entrypoint}",
+                f"  runtime_env: {json.dumps(self.runtime_env)}",
+                f"  same as: {submit} {self.entrypoint}",
+            ]
+        )
 
 
 def repo_root() -> Path:
@@ -57,8 +65,9 @@ def build_job(config_path: str, overrides: Sequence[str], working_dir: Path, pyt
     except ValueError:
         config_arg = str(config)  # outside the upload: must exist at this path on the head node
     entrypoint = shlex.join([python, "-m", "r1reward", "train", "--config", config_arg, *overrides])
-    return JobSpec(entrypoint, {"working_dir": str(working_dir), "excludes": list(EXCLUDES),
-                                "env_vars": dict(ENV_VARS)})
+    return JobSpec(
+        entrypoint, {"working_dir": str(working_dir), "excludes": list(EXCLUDES), "env_vars": dict(ENV_VARS)}
+    )
 
 
 def path_notes(config: Config, working_dir: Path) -> list[str]:
@@ -67,12 +76,16 @@ def path_notes(config: Config, working_dir: Path) -> list[str]:
     for key, value in (("model.path", config.model.path), ("data.train_path", config.data.train_path)):
         parts = Path(value).parts
         if value and not Path(value).is_absolute() and parts[0] in EXCLUDES:
-            notes.append(f"{key}={value} is under {parts[0]}/, which is not uploaded with the working dir; "
-                         f"use a path every node can read")
+            notes.append(
+                f"{key}={value} is under {parts[0]}/, which is not uploaded with the working dir; "
+                f"use a path every node can read"
+            )
     out = config.trainer.output_dir
     if not Path(out).is_absolute():
-        notes.append(f"trainer.output_dir={out} is relative: the job writes it inside its copy of the working dir "
-                     f"on the head node; use a path on storage all nodes share")
+        notes.append(
+            f"trainer.output_dir={out} is relative: the job writes it inside its copy of the working dir "
+            f"on the head node; use a path on storage all nodes share"
+        )
     return notes
 
 
@@ -98,8 +111,10 @@ def connect(address: str) -> tuple[Any, str]:
     except Exception as e:  # ConnectionError, ValueError, RuntimeError, gRPC errors: all one message
         text = str(e).strip()
         if "AuthToken" in text or "authentication token" in text.lower():  # Ray turns tokens on by default
-            raise UserError(f"the Ray cluster at {address} wants an authentication token: set RAY_AUTH_MODE=token "
-                            f"and put the cluster's token in RAY_AUTH_TOKEN or ~/.ray/auth_token") from None
+            raise UserError(
+                f"the Ray cluster at {address} wants an authentication token: set RAY_AUTH_MODE=token "
+                f"and put the cluster's token in RAY_AUTH_TOKEN or ~/.ray/auth_token"
+            ) from None
         raise UserError(f"cannot reach the Ray cluster at {address} ({_first_line(e)}); {ADDRESS_HELP}") from None
 
 
@@ -120,8 +135,9 @@ def live_nodes(api_url: str) -> list[dict[str, float]]:
     from ray.util.state import list_nodes
 
     try:
-        nodes = list_nodes(address=api_url, filters=[("state", "=", "ALIVE")], limit=10_000,
-                           raise_on_missing_output=False)
+        nodes = list_nodes(
+            address=api_url, filters=[("state", "=", "ALIVE")], limit=10_000, raise_on_missing_output=False
+        )
     except Exception as e:
         raise UserError(f"cannot read the nodes of the Ray cluster at {api_url}: {_first_line(e)}") from None
     nodes.sort(key=lambda n: (not n.is_head_node, n.start_time_ms or 0, n.node_id))
@@ -130,8 +146,9 @@ def live_nodes(api_url: str) -> list[dict[str, float]]:
 
 def submit(client: Any, spec: JobSpec) -> str:
     try:
-        return client.submit_job(entrypoint=spec.entrypoint, runtime_env=spec.runtime_env,
-                                 metadata={"r1reward": "train"})
+        return client.submit_job(
+            entrypoint=spec.entrypoint, runtime_env=spec.runtime_env, metadata={"r1reward": "train"}
+        )
     except Exception as e:  # e.g. a working dir over Ray's upload limit
         raise UserError(f"the cluster refused the job: {_first_line(e)}") from None
 
@@ -139,6 +156,7 @@ def submit(client: Any, spec: JobSpec) -> str:
 def follow(client: Any, job_id: str, poll_s: float = 2.0) -> str:
     """Print the job's logs as they come until it ends; returns its final status (SUCCEEDED, ...).
     KeyboardInterrupt propagates: the caller leaves the job running."""
+
     async def tail() -> None:
         async for lines in client.tail_job_logs(job_id):
             print(lines, end="", flush=True)
@@ -148,8 +166,12 @@ def follow(client: Any, job_id: str, poll_s: float = 2.0) -> str:
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as e:  # a dropped log stream must not lose the job: fall back to polling its status
-        print(f"r1reward-launch: log stream ended ({type(e).__name__}: {e}); waiting for the job "
-              f"(`ray job logs {job_id}` shows its logs)", file=sys.stderr, flush=True)
+        print(
+            f"r1reward-launch: log stream ended ({type(e).__name__}: {e}); waiting for the job "
+            f"(`ray job logs {job_id}` shows its logs)",
+            file=sys.stderr,
+            flush=True,
+        )
     while not (status := client.get_job_status(job_id)).is_terminal():  # the stream may end just before
         time.sleep(poll_s)
     return str(status)

@@ -22,17 +22,29 @@ SYNC_MARGIN_S = 60.0
 class LearnerGroup:
     """M learner ranks that form one torch.distributed group."""
 
-    def __init__(self, ranks: list[Any], placement_group: Any = None, first_bundle: int = 0,
-                 timeouts: TimeoutsConfig | None = None) -> None:
+    def __init__(
+        self,
+        ranks: list[Any],
+        placement_group: Any = None,
+        first_bundle: int = 0,
+        timeouts: TimeoutsConfig | None = None,
+    ) -> None:
         self.ranks = ranks
         self.placement_group, self.first_bundle = placement_group, first_bundle
         self.timeouts = timeouts or TimeoutsConfig()
         self.roles = [f"learner rank {rank}" for rank in range(len(ranks))]
 
     @classmethod
-    def start(cls, config: Config, pg: Any, slots: list[Any], total_optimizer_steps: int,
-              model_path: str | None = None, lr: float | None = None,
-              train_batch_size: int | None = None) -> LearnerGroup:
+    def start(
+        cls,
+        config: Config,
+        pg: Any,
+        slots: list[Any],
+        total_optimizer_steps: int,
+        model_path: str | None = None,
+        lr: float | None = None,
+        train_batch_size: int | None = None,
+    ) -> LearnerGroup:
         """One DeepSpeed rank per planned learner slot; returns once every rank has initialised."""
         import ray
         from vllm.utils.network_utils import get_open_port
@@ -40,14 +52,28 @@ class LearnerGroup:
         from r1reward.learner.worker import LearnerRank
         from r1reward.placement.groups import bundle_node_ip, slot_options
 
-        learner_cfg = asdict(config.learner) | ({"lr": lr} if lr is not None else {}) | (
-            {"train_batch_size": train_batch_size} if train_batch_size else {})
+        learner_cfg = (
+            asdict(config.learner)
+            | ({"lr": lr} if lr is not None else {})
+            | ({"train_batch_size": train_batch_size} if train_batch_size else {})
+        )
         master = (bundle_node_ip(pg, slots[0].bundle), get_open_port())  # rank 0 listens on its node
         actor = ray.remote(LearnerRank)
-        ranks = [actor.options(**slot_options(pg, slot)).remote(
-            slot.rank, config.learner.num_ranks, *master, model_path or config.model.path, asdict(config.model),
-            learner_cfg, asdict(config.algo), total_optimizer_steps, config.trainer.seed,
-            timeouts=asdict(config.timeouts)) for slot in slots]
+        ranks = [
+            actor.options(**slot_options(pg, slot)).remote(
+                slot.rank,
+                config.learner.num_ranks,
+                *master,
+                model_path or config.model.path,
+                asdict(config.model),
+                learner_cfg,
+                asdict(config.algo),
+                total_optimizer_steps,
+                config.trainer.seed,
+                timeouts=asdict(config.timeouts),
+            )
+            for slot in slots
+        ]
         group = cls(ranks, pg, slots[0].bundle, config.timeouts)
         try:
             group._all("learner start-up", [r.ready.remote() for r in ranks], config.timeouts.startup_s)
@@ -61,7 +87,7 @@ class LearnerGroup:
 
     def _all(self, call: str, refs: list[Any], timeout_s: float | None = None) -> list[Any]:
         """Every rank's answer, in rank order; the first rank that fails or is late is named."""
-        return wait_all(refs, self.roles[:len(refs)], call, timeout_s or self.timeouts.remote_call_s)
+        return wait_all(refs, self.roles[: len(refs)], call, timeout_s or self.timeouts.remote_call_s)
 
     def _split(self, method: str, samples: list[Any], **kwargs: Any) -> list[Any]:
         parts = split(samples, len(self.ranks))
@@ -74,8 +100,13 @@ class LearnerGroup:
     def train(self, samples: list[dict[str, Any]], debug_nan_loss: bool = False) -> list[dict[str, float]]:
         """One update over `samples`; `debug_nan_loss` (fault injection) reaches rank 0 only."""
         parts = split(samples, len(self.ranks))
-        return self._all("train", [r.train.remote(part, debug_nan_loss=debug_nan_loss and i == 0)
-                                   for i, (r, part) in enumerate(zip(self.ranks, parts))])
+        return self._all(
+            "train",
+            [
+                r.train.remote(part, debug_nan_loss=debug_nan_loss and i == 0)
+                for i, (r, part) in enumerate(zip(self.ranks, parts))
+            ],
+        )
 
     def sft_train(self, samples: list[dict[str, Any]]) -> list[dict[str, float]]:
         return self._split("sft_train", samples)
@@ -93,13 +124,17 @@ class LearnerGroup:
         from r1reward.placement.groups import bundle_node_ip
 
         master = (bundle_node_ip(self.placement_group, self.first_bundle), get_open_port())
-        self._all("weight sync set-up", [r.init_weight_sync.remote(client, *master) for r in self.ranks],
-                  self.timeouts.weight_sync_s + SYNC_MARGIN_S)
+        self._all(
+            "weight sync set-up",
+            [r.init_weight_sync.remote(client, *master) for r in self.ranks],
+            self.timeouts.weight_sync_s + SYNC_MARGIN_S,
+        )
 
     def push_weights(self) -> list[list[tuple[int, int]]]:
         """Send the current weights to the rollout workers; each rank's checksums of what it sent."""
-        return self._all("weight sync", [r.push_weights.remote() for r in self.ranks],
-                         self.timeouts.weight_sync_s + SYNC_MARGIN_S)
+        return self._all(
+            "weight sync", [r.push_weights.remote() for r in self.ranks], self.timeouts.weight_sync_s + SYNC_MARGIN_S
+        )
 
     def close(self) -> None:
         import ray

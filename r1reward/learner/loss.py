@@ -25,8 +25,9 @@ def token_logprobs(model: Any, batch: Batch, mm_token_ids: tuple[int, int], devi
     return torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
-def policy_loss_on_micro_batch(model: Any, batch: Batch, algo: AlgoConfig, mm_token_ids: tuple[int, int],
-                               device: torch.device | str) -> tuple[torch.Tensor, dict[str, float]]:
+def policy_loss_on_micro_batch(
+    model: Any, batch: Batch, algo: AlgoConfig, mm_token_ids: tuple[int, int], device: torch.device | str
+) -> tuple[torch.Tensor, dict[str, float]]:
     """The configured policy loss (`algo.policy_loss`) of one micro-batch carrying `old_logprobs` and
     `advantages`; the loss reads its own settings from `algo`. Returns (loss with grad, loss stats)."""
     if batch.old_logprobs is None or batch.advantages is None:

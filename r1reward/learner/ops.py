@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 LOCK_TIMEOUT_S = float(os.environ.get("R1REWARD_EXTENSION_LOCK_TIMEOUT_S", "300"))
 
@@ -35,7 +35,8 @@ def bounded_extension_lock(timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
                 raise ExtensionLockTimeout(
                     f"waited {timeout_s:.0f} s for the build lock {self.lock_file_path}: another process is "
                     f"compiling this op, or one was killed mid-build and left the lock behind. If no build is "
-                    f"running (no ninja or c++ process), remove it: rm {self.lock_file_path}")
+                    f"running (no ninja or c++ process), remove it: rm {self.lock_file_path}"
+                )
             time.sleep(self.wait_seconds)
 
     FileBaton.wait = wait

@@ -46,7 +46,9 @@ def caption_examples(processor: Any, num: int, seed: int, min_pixels: int, max_p
     end = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     text = processor.apply_chat_template(
         [{"role": "user", "content": [{"type": "text", "text": CAPTION_PROMPT}, {"type": "image"}]}],
-        tokenize=False, add_generation_prompt=True)
+        tokenize=False,
+        add_generation_prompt=True,
+    )
     examples = []
     for index in range(num):
         image, example = make_example(rng, index)
@@ -56,8 +58,15 @@ def caption_examples(processor: Any, num: int, seed: int, min_pixels: int, max_p
     return examples
 
 
-def train_local(model: Any, examples: list[dict[str, Any]], steps: int, batch_size: int, lr: float,
-                seed: int = 0, progress: str | None = None) -> list[float]:
+def train_local(
+    model: Any,
+    examples: list[dict[str, Any]],
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int = 0,
+    progress: str | None = None,
+) -> list[float]:
     """AdamW on the negative log-likelihood of the completion tokens; returns the loss per step."""
     from tqdm import tqdm
 
@@ -97,9 +106,18 @@ def _save(model: Any, processor: Any, out_dir: str | Path) -> Path:
     return out
 
 
-def caption_warmup(model_dir: str | Path, out_dir: str | Path, steps: int = 400, num_images: int = 512,
-                   batch_size: int = 32, lr: float = 3e-3, seed: int = 0, min_pixels: int = 56 * 56,
-                   max_pixels: int = 28 * 28 * 64, progress: str | None = None) -> list[float]:
+def caption_warmup(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    steps: int = 400,
+    num_images: int = 512,
+    batch_size: int = 32,
+    lr: float = 3e-3,
+    seed: int = 0,
+    min_pixels: int = 56 * 56,
+    max_pixels: int = 28 * 28 * 64,
+    progress: str | None = None,
+) -> list[float]:
     """Teach a fresh tiny model to describe synthetic pictures; saves it (with processor) to `out_dir`."""
     processor, model = _load(model_dir)
     examples = caption_examples(processor, num_images, seed + 17, min_pixels, max_pixels)
@@ -108,9 +126,17 @@ def caption_warmup(model_dir: str | Path, out_dir: str | Path, steps: int = 400,
     return losses
 
 
-def sft_local(model_dir: str | Path, sft_path: str | Path, out_dir: str | Path, steps: int = 60,
-              batch_size: int = 8, lr: float = 3e-3, seed: int = 0, min_pixels: int = 56 * 56,
-              max_pixels: int = 28 * 28 * 64) -> list[float]:
+def sft_local(
+    model_dir: str | Path,
+    sft_path: str | Path,
+    out_dir: str | Path,
+    steps: int = 60,
+    batch_size: int = 8,
+    lr: float = 3e-3,
+    seed: int = 0,
+    min_pixels: int = 56 * 56,
+    max_pixels: int = 28 * 28 * 64,
+) -> list[float]:
     """Train and save to `out_dir` (model + processor); returns the loss per step."""
     processor, model = _load(model_dir)
     examples = sft_examples(processor, sft_path, min_pixels, max_pixels)

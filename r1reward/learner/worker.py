@@ -35,21 +35,42 @@ def cosine_with_warmup(total_steps: int, warmup_ratio: float, min_lr_ratio: floa
             return (step + 1) / warmup
         progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
     return factor
 
 
 class LearnerRank:
-    def __init__(self, rank: int, world_size: int, master_address: str, master_port: int, model_path: str,
-                 model_cfg: dict, learner_cfg: dict, algo_cfg: dict, total_optimizer_steps: int, seed: int = 0,
-                 timeouts: dict[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        rank: int,
+        world_size: int,
+        master_address: str,
+        master_port: int,
+        model_path: str,
+        model_cfg: dict,
+        learner_cfg: dict,
+        algo_cfg: dict,
+        total_optimizer_steps: int,
+        seed: int = 0,
+        timeouts: dict[str, float] | None = None,
+    ) -> None:
         self.rank, self.world_size = rank, world_size
         # The rendezvous and every collective between ranks (gloo/NCCL) fail after collective_s, not never.
         self.timeouts = TimeoutsConfig(**(timeouts or {}))
-        self.model_cfg, self.cfg, self.algo = ModelConfig(**model_cfg), LearnerConfig(**learner_cfg), AlgoConfig(**algo_cfg)
+        self.model_cfg, self.cfg, self.algo = (
+            ModelConfig(**model_cfg),
+            LearnerConfig(**learner_cfg),
+            AlgoConfig(**algo_cfg),
+        )
         cuda = torch.cuda.is_available()
         backend = self.cfg.backend if self.cfg.backend != "auto" else ("nccl" if cuda else "gloo")
-        os.environ.update(MASTER_ADDR=master_address, MASTER_PORT=str(master_port), RANK=str(rank),
-                          WORLD_SIZE=str(world_size), LOCAL_RANK="0")
+        os.environ.update(
+            MASTER_ADDR=master_address,
+            MASTER_PORT=str(master_port),
+            RANK=str(rank),
+            WORLD_SIZE=str(world_size),
+            LOCAL_RANK="0",
+        )
         if not cuda:
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
         import deepspeed
@@ -58,8 +79,7 @@ class LearnerRank:
         from r1reward.learner.ops import bounded_extension_lock
 
         with bounded_extension_lock():  # on the CPU it loads a JIT-built op under a lock file
-            deepspeed.init_distributed(dist_backend=backend,
-                                       timeout=timedelta(seconds=self.timeouts.collective_s))
+            deepspeed.init_distributed(dist_backend=backend, timeout=timedelta(seconds=self.timeouts.collective_s))
         torch.manual_seed(seed)
         model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=DTYPES[self.model_cfg.dtype])
         if self.model_cfg.freeze_vision:
@@ -75,17 +95,26 @@ class LearnerRank:
             "gradient_accumulation_steps": grad_accum,
             "gradient_clipping": self.cfg.grad_clip,
             "zero_optimization": {"stage": self.cfg.zero_stage},
-            "optimizer": {"type": "AdamW", "params": {
-                "lr": self.cfg.lr, "betas": list(self.cfg.adam_betas), "weight_decay": self.cfg.weight_decay,
-                "torch_adam": True}},
+            "optimizer": {
+                "type": "AdamW",
+                "params": {
+                    "lr": self.cfg.lr,
+                    "betas": list(self.cfg.adam_betas),
+                    "weight_decay": self.cfg.weight_decay,
+                    "torch_adam": True,
+                },
+            },
             "bf16": {"enabled": self.model_cfg.dtype == "bfloat16"},
             "steps_per_print": 10**9,
             "wall_clock_breakdown": False,
         }
         schedule = cosine_with_warmup(total_optimizer_steps, self.cfg.warmup_ratio, self.cfg.min_lr_ratio)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
-            model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=ds_config,
-            lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, schedule))
+            model=model,
+            model_parameters=[p for p in model.parameters() if p.requires_grad],
+            config=ds_config,
+            lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, schedule),
+        )
         self.device = self.engine.device
         self.weight_sender = None
         # The reference is the model the run starts from (model_path), also after a resume.
@@ -115,7 +144,7 @@ class LearnerRank:
     def _micro_batches(self, samples: list[Sample] | list[dict[str, Any]]):
         size = self.cfg.micro_batch_size
         for start in range(0, len(samples), size):
-            yield collate_for_learner(samples[start:start + size], self.pad_token_id)
+            yield collate_for_learner(samples[start : start + size], self.pad_token_id)
 
     @torch.no_grad()
     def compute_logprobs(self, samples: list[Sample]) -> dict[str, list[list[float]]]:
@@ -149,7 +178,9 @@ class LearnerRank:
                 keys.update(stats)
                 if debug_nan_loss and count + skipped == 0:
                     loss = loss + float("nan")
-                finite = torch.tensor([float(torch.isfinite(loss))], device=self.device)  # NCCL reduces GPU tensors only
+                finite = torch.tensor(
+                    [float(torch.isfinite(loss))], device=self.device
+                )  # NCCL reduces GPU tensors only
                 torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
                 if finite.item() < 1:  # every rank skips this optimizer step together
                     skipped += 1
@@ -168,9 +199,12 @@ class LearnerRank:
                 count += 1
         means = {k: totals.get(k, 0.0) / max(1, count) for k in sorted(keys | {"loss"})}  # 0 when all were skipped
         grad_norm = self.engine.get_global_grad_norm()
-        means.update(nonfinite_skipped=float(skipped), lr=float(self.scheduler.get_last_lr()[0]),
-                     optimizer_steps_skipped=float(self.engine.skipped_steps - skipped_steps),
-                     grad_norm=float(grad_norm) if grad_norm is not None and math.isfinite(grad_norm) else 0.0)
+        means.update(
+            nonfinite_skipped=float(skipped),
+            lr=float(self.scheduler.get_last_lr()[0]),
+            optimizer_steps_skipped=float(self.engine.skipped_steps - skipped_steps),
+            grad_norm=float(grad_norm) if grad_norm is not None and math.isfinite(grad_norm) else 0.0,
+        )
         return means
 
     def sft_train(self, samples: list[Sample | dict[str, Any]]) -> dict[str, float]:
@@ -184,8 +218,11 @@ class LearnerRank:
             self.engine.step()
             losses.append(float(loss.detach()))
         grad_norm = self.engine.get_global_grad_norm()
-        return {"sft_loss": sum(losses) / len(losses), "lr": float(self.scheduler.get_last_lr()[0]),
-                "grad_norm": float(grad_norm) if grad_norm is not None else float("nan")}
+        return {
+            "sft_loss": sum(losses) / len(losses),
+            "lr": float(self.scheduler.get_last_lr()[0]),
+            "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+        }
 
     # --- checkpoints ----------------------------------------------------------------------------
     def save(self, directory: str, tag: str, hf_dir: str | None = None) -> None:
@@ -214,9 +251,14 @@ class LearnerRank:
         from r1reward.sync.transfer import TrainableSource, connect_trainer
 
         only_trainable = self.model_cfg.freeze_vision  # a frozen tower never changes: do not resend it
-        self.weight_sender = connect_trainer(client, TrainableSource(self.engine.module, only_trainable),
-                                             self.rank, master_address, master_port,
-                                             timeout_s=self.timeouts.weight_sync_s)
+        self.weight_sender = connect_trainer(
+            client,
+            TrainableSource(self.engine.module, only_trainable),
+            self.rank,
+            master_address,
+            master_port,
+            timeout_s=self.timeouts.weight_sync_s,
+        )
 
     def push_weights(self) -> list[tuple[int, int]]:
         self.weight_sender.send_weights()

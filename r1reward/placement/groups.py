@@ -30,8 +30,9 @@ def validate_cluster(plan: PlacementPlan) -> list[list[int]]:
     return fit_to_nodes(plan, cluster_nodes())
 
 
-def create_placement_group(plan: PlacementPlan, timeout_s: float = 60.0,
-                           pin: bool = True) -> tuple[PlacementGroup, dict[str, list[int]]]:
+def create_placement_group(
+    plan: PlacementPlan, timeout_s: float = 60.0, pin: bool = True
+) -> tuple[PlacementGroup, dict[str, list[int]]]:
     """Reserve `plan.bundles` with `plan.strategy`; returns the group and bundle indices per role.
 
     pin=True ties each bundle to the node `fit_to_nodes` chose (a node-id label selector): Ray's own
@@ -53,7 +54,8 @@ def create_placement_group(plan: PlacementPlan, timeout_s: float = 60.0,
         gpus, cpus = plan.totals
         raise PlacementError(
             f"placement group of {len(plan.bundles)} bundles ({gpus:g} GPUs, {cpus:g} CPUs) was not ready after "
-            f"{timeout_s:g} s: other jobs may hold the resources (see `ray status`)")
+            f"{timeout_s:g} s: other jobs may hold the resources (see `ray status`)"
+        )
     return pg, plan.bundle_indices()
 
 
@@ -69,15 +71,18 @@ def bundle_node_ip(pg: PlacementGroup, bundle: int) -> str:
     return next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id)
 
 
-def actor_options(pg: PlacementGroup, bundle_index: int, num_cpus: float, num_gpus: float,
-                  capture_child_tasks: bool = False) -> dict[str, Any]:
+def actor_options(
+    pg: PlacementGroup, bundle_index: int, num_cpus: float, num_gpus: float, capture_child_tasks: bool = False
+) -> dict[str, Any]:
     """Options for `ray.remote(cls).options(**opts)` that schedule the actor on one bundle."""
     return {
         "num_cpus": num_cpus,
         "num_gpus": num_gpus,
         "scheduling_strategy": PlacementGroupSchedulingStrategy(
-            placement_group=pg, placement_group_bundle_index=bundle_index,
-            placement_group_capture_child_tasks=capture_child_tasks),
+            placement_group=pg,
+            placement_group_bundle_index=bundle_index,
+            placement_group_capture_child_tasks=capture_child_tasks,
+        ),
     }
 
 

@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Optional, Union
 
+from r1reward.algo.judges import needs_model_actor
 from r1reward.config import Config, validate
 from r1reward.errors import UserError
-from r1reward.algo.judges import needs_model_actor
 
 COLOCATE_ROLLOUT_FRACTION = 0.5
-ROLE_NAMES = {"rollout": "a rollout worker", "learner": "a learner rank", "reward": "the reward actor",
-              "judge": "the judge"}
+ROLE_NAMES = {
+    "rollout": "a rollout worker",
+    "learner": "a learner rank",
+    "reward": "the reward actor",
+    "judge": "the judge",
+}
 EPS = 1e-9
 
 
@@ -32,6 +35,7 @@ class PlacementError(UserError):
 @dataclass(frozen=True)
 class Slot:
     """One actor: the bundle it is scheduled on, what it asks for there, and its TP group."""
+
     role: str  # rollout | learner | reward | judge
     rank: int
     bundle: int
@@ -70,16 +74,22 @@ def _n(x: float) -> str:
 
 def _bundle(gpu: float, cpu: float, what: str) -> dict[str, float]:
     if gpu < 0 or cpu < 0 or gpu + cpu <= 0:
-        raise PlacementError(f"{what} must ask for some GPU or CPU and nothing negative (got GPU {_n(gpu)}, "
-                             f"CPU {_n(cpu)}): check the resources.* settings")
+        raise PlacementError(
+            f"{what} must ask for some GPU or CPU and nothing negative (got GPU {_n(gpu)}, "
+            f"CPU {_n(cpu)}): check the resources.* settings"
+        )
     return {k: float(v) for k, v in (("GPU", gpu), ("CPU", cpu)) if v > 0}
 
 
 def make_plan(config: Config) -> PlacementPlan:
     ro, res = config.rollout, config.resources
     nw, tp, nr = ro.num_workers, ro.tensor_parallel_size, config.learner.num_ranks
-    g_r, g_l, c_r, c_l = tp * res.gpus_per_rollout_worker, res.gpus_per_learner_rank, \
-        res.cpus_per_rollout_worker, res.cpus_per_learner_rank
+    g_r, g_l, c_r, c_l = (
+        tp * res.gpus_per_rollout_worker,
+        res.gpus_per_learner_rank,
+        res.cpus_per_rollout_worker,
+        res.cpus_per_learner_rank,
+    )
     plan = PlacementPlan(config, [], [], [], [], res.placement_strategy)
 
     def add(role: str, rank: int, gpu: float, cpu: float, label: str, slot_gpu: float, slot_cpu: float) -> None:
@@ -97,11 +107,19 @@ def make_plan(config: Config) -> PlacementPlan:
         if nw * tp > nr:
             raise PlacementError(
                 f"resources.colocate needs rollout.num_workers x tensor_parallel_size ({nw} x {tp} = {nw * tp}) "
-                f"<= learner.num_ranks ({nr}): every rollout GPU shares a learner rank's bundle")
+                f"<= learner.num_ranks ({nr}): every rollout GPU shares a learner rank's bundle"
+            )
         f, shared = COLOCATE_ROLLOUT_FRACTION, nw * tp
         for j in range(nr):  # the first bundle of each TP group also hosts the engine actor's CPUs
-            add("learner", j, g_l, c_l + (c_r if j < shared and j % tp == 0 else 0.0),
-                "learner+rollout" if j < shared else "learner", g_l * (1 - f) if j < shared else g_l, c_l)
+            add(
+                "learner",
+                j,
+                g_l,
+                c_l + (c_r if j < shared and j % tp == 0 else 0.0),
+                "learner+rollout" if j < shared else "learner",
+                g_l * (1 - f) if j < shared else g_l,
+                c_l,
+            )
         for i in range(nw):
             group = tuple(range(i * tp, (i + 1) * tp))
             plan.slots.append(Slot("rollout", i, i * tp, g_l * f, c_r, group))
@@ -145,15 +163,20 @@ def _need(plan: PlacementPlan, group: tuple[int, ...]) -> tuple[float, float]:
     return (sum(plan.bundles[b].get("GPU", 0.0) for b in group), sum(plan.bundles[b].get("CPU", 0.0) for b in group))
 
 
-def _pack(plan: PlacementPlan, nodes: list[dict[str, float]]) -> tuple[Optional[list[list[int]]], tuple[int, ...]]:
+def _pack(plan: PlacementPlan, nodes: list[dict[str, float]]) -> tuple[list[list[int]] | None, tuple[int, ...]]:
     """First-fit decreasing over groups (SPREAD: most-free node first). Returns (assignment, failed group)."""
     groups = [tuple(range(len(plan.bundles)))] if plan.strategy == "STRICT_PACK" else plan.groups
     free = [[float(n.get("GPU", 0.0)), float(n.get("CPU", 0.0))] for n in nodes]
     out: list[list[int]] = [[] for _ in nodes]
     for group in sorted(groups, key=lambda g: tuple(-x for x in _need(plan, g)) + (g[0],)):
         gpu, cpu = _need(plan, group)
-        fits = [i for i, (fg, fc) in enumerate(free) if gpu <= fg + EPS and cpu <= fc + EPS
-                and not (plan.strategy == "STRICT_SPREAD" and (out[i] or len(group) > 1))]
+        fits = [
+            i
+            for i, (fg, fc) in enumerate(free)
+            if gpu <= fg + EPS
+            and cpu <= fc + EPS
+            and not (plan.strategy == "STRICT_SPREAD" and (out[i] or len(group) > 1))
+        ]
         if not fits:
             return None, group
         node = max(fits, key=lambda i: (free[i][0], free[i][1], -i)) if plan.strategy == "SPREAD" else fits[0]
@@ -179,8 +202,9 @@ def _works(config: Config, nodes: list[dict[str, float]]) -> bool:
 
 def _gpu_what(plan: PlacementPlan) -> str:
     c, res = plan.config, plan.config.resources
-    per_r, per_l = (("" if g == 1 else f" x {_n(g)} GPU") for g in (res.gpus_per_rollout_worker,
-                                                                     res.gpus_per_learner_rank))
+    per_r, per_l = (
+        ("" if g == 1 else f" x {_n(g)} GPU") for g in (res.gpus_per_rollout_worker, res.gpus_per_learner_rank)
+    )
     what = f"{c.learner.num_ranks} learner ranks{per_l}"
     if not res.colocate:
         what = f"{c.rollout.num_workers} rollout workers x TP {c.rollout.tensor_parallel_size}{per_r} + {what}"
@@ -216,7 +240,8 @@ def _describe(plan: PlacementPlan, group: tuple[int, ...]) -> str:
     s = next((s for s in mine if s.role == "rollout"), mine[0])  # a shared bundle is named by its rollout
     tp = plan.config.rollout.tensor_parallel_size
     return {"rollout": f"rollout worker {s.rank} (TP {tp})", "learner": f"learner rank {s.rank}"}.get(
-        s.role, ROLE_NAMES[s.role])
+        s.role, ROLE_NAMES[s.role]
+    )
 
 
 def fit_to_nodes(plan: PlacementPlan, nodes: list[dict[str, float]]) -> list[list[int]]:
@@ -230,22 +255,32 @@ def fit_to_nodes(plan: PlacementPlan, nodes: list[dict[str, float]]) -> list[lis
     have_g, have_c = sum(n.get("GPU", 0.0) for n in nodes), sum(n.get("CPU", 0.0) for n in nodes)
     on = f"on {len(nodes)} node{'s' if len(nodes) > 1 else ''}"
     if gpus > have_g + EPS:
-        raise PlacementError(f"the plan needs {_n(gpus)} GPUs ({_gpu_what(plan)}) but the cluster has "
-                             f"{_n(have_g)} GPUs {on}{_suggest(plan, nodes, have_g)}")
+        raise PlacementError(
+            f"the plan needs {_n(gpus)} GPUs ({_gpu_what(plan)}) but the cluster has "
+            f"{_n(have_g)} GPUs {on}{_suggest(plan, nodes, have_g)}"
+        )
     if cpus > have_c + EPS:
-        raise PlacementError(f"the plan needs {_n(cpus)} CPUs but the cluster has {_n(have_c)} CPUs {on}; lower "
-                             f"resources.cpus_per_rollout_worker / cpus_per_learner_rank or add nodes")
+        raise PlacementError(
+            f"the plan needs {_n(cpus)} CPUs but the cluster has {_n(have_c)} CPUs {on}; lower "
+            f"resources.cpus_per_rollout_worker / cpus_per_learner_rank or add nodes"
+        )
     if plan.strategy == "STRICT_PACK":
-        raise PlacementError(f"placement_strategy STRICT_PACK needs {_n(gpus)} GPUs and {_n(cpus)} CPUs on one "
-                             f"node, but no node has that much; use resources.placement_strategy=PACK")
+        raise PlacementError(
+            f"placement_strategy STRICT_PACK needs {_n(gpus)} GPUs and {_n(cpus)} CPUs on one "
+            f"node, but no node has that much; use resources.placement_strategy=PACK"
+        )
     if plan.strategy == "STRICT_SPREAD":
-        raise PlacementError(f"placement_strategy STRICT_SPREAD needs one node per bundle ({len(plan.bundles)} "
-                             f"bundles, {len(nodes)} nodes) and no TP group over several bundles; use PACK")
+        raise PlacementError(
+            f"placement_strategy STRICT_SPREAD needs one node per bundle ({len(plan.bundles)} "
+            f"bundles, {len(nodes)} nodes) and no TP group over several bundles; use PACK"
+        )
     gpu, cpu = _need(plan, failed)
     sizes = ", ".join(f"{_n(n.get('GPU', 0.0))}/{_n(n.get('CPU', 0.0))}" for n in nodes)
-    raise PlacementError(f"{_describe(plan, failed)} needs {_n(gpu)} GPUs and {_n(cpu)} CPUs on one node, but "
-                         f"no node has that much left (nodes' GPU/CPU: {sizes}); lower "
-                         f"rollout.tensor_parallel_size or use larger nodes")
+    raise PlacementError(
+        f"{_describe(plan, failed)} needs {_n(gpu)} GPUs and {_n(cpu)} CPUs on one node, but "
+        f"no node has that much left (nodes' GPU/CPU: {sizes}); lower "
+        f"rollout.tensor_parallel_size or use larger nodes"
+    )
 
 
 def format_plan(plan: PlacementPlan, assignment: list[list[int]], nodes: list[dict[str, float]]) -> str:
@@ -253,15 +288,23 @@ def format_plan(plan: PlacementPlan, assignment: list[list[int]], nodes: list[di
     for i, (idxs, node) in enumerate(zip(assignment, nodes)):
         for label in dict.fromkeys(plan.labels[b] for b in idxs):  # first-seen order
             mine = [b for b in idxs if plan.labels[b] == label]
-            rows.append((str(i), label, str(len(mine)), _n(sum(plan.bundles[b].get("GPU", 0.0) for b in mine)),
-                         _n(sum(plan.bundles[b].get("CPU", 0.0) for b in mine))))
+            rows.append(
+                (
+                    str(i),
+                    label,
+                    str(len(mine)),
+                    _n(sum(plan.bundles[b].get("GPU", 0.0) for b in mine)),
+                    _n(sum(plan.bundles[b].get("CPU", 0.0) for b in mine)),
+                )
+            )
         used_g, used_c = _need(plan, tuple(idxs))
         rows.append((str(i), "(free)", "", _n(node.get("GPU", 0.0) - used_g), _n(node.get("CPU", 0.0) - used_c)))
     gpus, cpus = plan.totals
     rows.append(("total", "", str(len(plan.bundles)), _n(gpus), _n(cpus)))
     widths = [max(len(r[k]) for r in rows) for k in range(5)]
-    return "\n".join("  ".join(c.ljust(w) if k < 2 else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths)))
-                     for r in rows)
+    return "\n".join(
+        "  ".join(c.ljust(w) if k < 2 else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths))) for r in rows
+    )
 
 
 def parse_ratio(text: str) -> tuple[int, int]:
@@ -271,13 +314,14 @@ def parse_ratio(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
-def apply_ratio(config: Config, total_gpus: float, ratio: Union[tuple[int, int], int]) -> Config:
+def apply_ratio(config: Config, total_gpus: float, ratio: tuple[int, int] | int) -> Config:
     """A copy of `config` whose rollout:learner GPUs follow `ratio` (or `ratio` rollout GPUs) out of
     `total_gpus`, less one GPU for a vLLM judge. Raises PlacementError/ConfigError when it cannot."""
     res, tp = config.resources, config.rollout.tensor_parallel_size
     if res.colocate:
-        raise PlacementError("--ratio splits GPUs between rollout and learner; it does not apply with "
-                             "resources.colocate=true")
+        raise PlacementError(
+            "--ratio splits GPUs between rollout and learner; it does not apply with resources.colocate=true"
+        )
     if res.gpus_per_rollout_worker <= 0 or res.gpus_per_learner_rank <= 0:
         raise PlacementError("--ratio needs resources.gpus_per_rollout_worker and gpus_per_learner_rank > 0")
     avail = total_gpus - (1.0 if needs_model_actor(config.reward.judge) else 0.0)
@@ -288,11 +332,15 @@ def apply_ratio(config: Config, total_gpus: float, ratio: Union[tuple[int, int],
     ranks = learner / res.gpus_per_learner_rank
     where = f"{_n(avail)} GPUs" + (" (1 kept for the judge)" if avail != total_gpus else "")
     if abs(workers - round(workers)) > EPS or round(workers) < 1:
-        raise PlacementError(f"--ratio {desc} of {where} gives {_n(round(rollout, 3))} rollout GPUs, not a positive "
-                             f"multiple of TP {tp} x {_n(res.gpus_per_rollout_worker)} GPU per worker")
+        raise PlacementError(
+            f"--ratio {desc} of {where} gives {_n(round(rollout, 3))} rollout GPUs, not a positive "
+            f"multiple of TP {tp} x {_n(res.gpus_per_rollout_worker)} GPU per worker"
+        )
     if abs(ranks - round(ranks)) > EPS or round(ranks) < 1:
-        raise PlacementError(f"--ratio {desc} of {where} gives {_n(round(learner, 3))} learner GPUs, not a positive "
-                             f"multiple of {_n(res.gpus_per_learner_rank)} GPU per learner rank")
+        raise PlacementError(
+            f"--ratio {desc} of {where} gives {_n(round(learner, 3))} learner GPUs, not a positive "
+            f"multiple of {_n(res.gpus_per_learner_rank)} GPU per learner rank"
+        )
     new = _with(config, round(workers), round(ranks))
     validate(new, origin=f"--ratio {desc}")
     return new

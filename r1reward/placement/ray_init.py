@@ -33,8 +33,9 @@ def ensure_ray(config: Config, log_dir: str | Path | None = None, plan: Placemen
         needed = (plan or make_plan(config)).totals[1]
         # address="local": always a new Ray owned by this run. Without it ray.init joins the newest
         # `ray start` cluster on the machine (someone else's), and refuses num_cpus there.
-        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, math.ceil(needed)), include_dashboard=False,
-                 **quiet)
+        ray.init(
+            address="local", num_cpus=max(os.cpu_count() or 1, math.ceil(needed)), include_dashboard=False, **quiet
+        )
     if log_dir is not None and not verbose:
         link_ray_logs(Path(log_dir))
     return True

@@ -3,7 +3,8 @@ the answers, with a deadline and the role named, is `r1reward.waits.wait_all`.)"
 
 from __future__ import annotations
 
-from typing import Sequence, TypeVar
+from collections.abc import Sequence
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -11,7 +12,7 @@ T = TypeVar("T")
 def split(items: Sequence[T], parts: int) -> list[list[T]]:
     """Contiguous, near-equal parts (the last may be shorter): how samples are shared by learner ranks."""
     size = -(-len(items) // parts)
-    return [list(items[i * size:(i + 1) * size]) for i in range(parts)]
+    return [list(items[i * size : (i + 1) * size]) for i in range(parts)]
 
 
 def split_even(items: Sequence[T], parts: int) -> list[list[T]]:

@@ -11,9 +11,9 @@ import os
 import time
 from typing import Any
 
+from r1reward.algo.judges import JudgeResult, make_judge, needs_model_actor
 from r1reward.algo.reward import score_generation
 from r1reward.config.schema import RewardConfig
-from r1reward.algo.judges import JudgeResult, make_judge, needs_model_actor
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,9 @@ class RewardActor:
         score_errors = 0
         for text, label, cons in zip(texts, labels, verdict.values):
             try:
-                parts = score_generation(text, label, cons, w_consistency=self.cfg.w_consistency,
-                                         w_format=self.cfg.w_format)
+                parts = score_generation(
+                    text, label, cons, w_consistency=self.cfg.w_consistency, w_format=self.cfg.w_format
+                )
                 error = parts.error
                 row = (parts.reward, parts.format, parts.result, parts.consistency, parts.parse_failed)
             except Exception as exc:  # noqa: BLE001 - score_generation should not raise; if it does, 0
@@ -117,18 +118,35 @@ class JudgeEngine:
     (or use `make_judge_actor_class`). On the CPU the KV cache is `kv_cache_memory_bytes` of host RAM
     (`gpu_memory_utilization` fails inside Ray there); on a GPU, `gpu_memory_utilization` if given."""
 
-    def __init__(self, model_path: str, dtype: str = "auto", kv_cache_memory_bytes: int = DEFAULT_JUDGE_KV_BYTES,
-                 gpu_memory_utilization: float | None = None, max_model_len: int = 4096, seed: int = 0) -> None:
+    def __init__(
+        self,
+        model_path: str,
+        dtype: str = "auto",
+        kv_cache_memory_bytes: int = DEFAULT_JUDGE_KV_BYTES,
+        gpu_memory_utilization: float | None = None,
+        max_model_len: int = 4096,
+        seed: int = 0,
+    ) -> None:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         import torch
         from vllm import LLM
 
         on_gpu = torch.cuda.is_available()
-        memory = ({"gpu_memory_utilization": gpu_memory_utilization} if on_gpu and gpu_memory_utilization
-                  else {"kv_cache_memory_bytes": kv_cache_memory_bytes})
+        memory = (
+            {"gpu_memory_utilization": gpu_memory_utilization}
+            if on_gpu and gpu_memory_utilization
+            else {"kv_cache_memory_bytes": kv_cache_memory_bytes}
+        )
         # No images reach the judge: zero multimodal limits skip the vision encoder's memory profiling.
-        self.llm = LLM(model=model_path, dtype=dtype, seed=seed, enforce_eager=True, max_model_len=max_model_len,
-                       limit_mm_per_prompt={"image": 0, "video": 0}, **memory)
+        self.llm = LLM(
+            model=model_path,
+            dtype=dtype,
+            seed=seed,
+            enforce_eager=True,
+            max_model_len=max_model_len,
+            limit_mm_per_prompt={"image": 0, "video": 0},
+            **memory,
+        )
 
     def generate(self, prompts: list[str], temperature: float, max_tokens: int) -> list[str]:
         """One user turn per prompt through the model's chat template; the reply texts."""

@@ -26,18 +26,28 @@ class RewardGroup:
 
         judge = None
         if needs_model_actor(config.reward.judge):
-            judge = make_judge_actor_class().options(**slot_options(pg, plan.role_slots("judge")[0])).remote(
-                config.reward.judge_model, kv_cache_memory_bytes=config.rollout.kv_cache_memory_bytes,
-                gpu_memory_utilization=config.rollout.gpu_memory_utilization)
-        actor = ray.remote(RewardActor).options(**slot_options(pg, plan.role_slots("reward")[0])).remote(
-            asdict(config.reward), judge)
+            judge = (
+                make_judge_actor_class()
+                .options(**slot_options(pg, plan.role_slots("judge")[0]))
+                .remote(
+                    config.reward.judge_model,
+                    kv_cache_memory_bytes=config.rollout.kv_cache_memory_bytes,
+                    gpu_memory_utilization=config.rollout.gpu_memory_utilization,
+                )
+            )
+        actor = (
+            ray.remote(RewardActor)
+            .options(**slot_options(pg, plan.role_slots("reward")[0]))
+            .remote(asdict(config.reward), judge)
+        )
         return cls(actor, judge, config.timeouts)
 
     def score(self, texts: list[str], labels: list[Any]) -> dict[str, Any]:
         """`RewardActor.score` on the actor (each judge request is bounded by timeouts.judge_request_s;
         the call as a whole by timeouts.remote_call_s)."""
-        return wait_all([self.actor.score.remote(texts, labels)], ["reward actor"], "score",
-                        self.timeouts.remote_call_s)[0]
+        return wait_all(
+            [self.actor.score.remote(texts, labels)], ["reward actor"], "score", self.timeouts.remote_call_s
+        )[0]
 
     def close(self) -> None:
         import ray

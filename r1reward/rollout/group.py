@@ -18,8 +18,14 @@ from r1reward.waits import wait_all
 class RolloutGroup:
     """W rollout workers used as one engine (the `RolloutWorker.generate` signature)."""
 
-    def __init__(self, workers: list[Any], tensor_parallel_size: int = 1, placement_group: Any = None,
-                 owns_ray: bool = False, timeouts: TimeoutsConfig | None = None) -> None:
+    def __init__(
+        self,
+        workers: list[Any],
+        tensor_parallel_size: int = 1,
+        placement_group: Any = None,
+        owns_ray: bool = False,
+        timeouts: TimeoutsConfig | None = None,
+    ) -> None:
         if not workers:
             raise ValueError("RolloutGroup needs at least one worker")
         self.workers = workers
@@ -30,8 +36,16 @@ class RolloutGroup:
         self.owns_ray = owns_ray  # set when this group started Ray (start_alone on a fresh process)
 
     @classmethod
-    def start(cls, model_path: str, rollout_cfg: dict[str, Any], mm_pixels: tuple[int, int], pg: Any,
-              slots: list[Any], wait: bool = True, timeouts: TimeoutsConfig | None = None) -> RolloutGroup:
+    def start(
+        cls,
+        model_path: str,
+        rollout_cfg: dict[str, Any],
+        mm_pixels: tuple[int, int],
+        pg: Any,
+        slots: list[Any],
+        wait: bool = True,
+        timeouts: TimeoutsConfig | None = None,
+    ) -> RolloutGroup:
         """One worker per planned rollout slot of `pg`; returns once every engine has loaded, or at once
         with `wait=False` (the driver starts the learners meanwhile, then calls `wait_ready`)."""
         import ray
@@ -40,8 +54,7 @@ class RolloutGroup:
         from r1reward.rollout.worker import RolloutWorker
 
         actor = ray.remote(RolloutWorker)
-        workers = [actor.options(**slot_options(pg, slot)).remote(model_path, rollout_cfg, mm_pixels)
-                   for slot in slots]
+        workers = [actor.options(**slot_options(pg, slot)).remote(model_path, rollout_cfg, mm_pixels) for slot in slots]
         group = cls(workers, rollout_cfg.get("tensor_parallel_size", 1), timeouts=timeouts)
         if wait:
             try:
@@ -56,8 +69,14 @@ class RolloutGroup:
         wait_all([w.ready.remote() for w in self.workers], self.roles, "rollout start-up", self.timeouts.startup_s)
 
     @classmethod
-    def start_alone(cls, model_path: str, rollout_cfg: dict[str, Any], mm_pixels: tuple[int, int],
-                    plan: Any, timeouts: TimeoutsConfig | None = None) -> RolloutGroup:
+    def start_alone(
+        cls,
+        model_path: str,
+        rollout_cfg: dict[str, Any],
+        mm_pixels: tuple[int, int],
+        plan: Any,
+        timeouts: TimeoutsConfig | None = None,
+    ) -> RolloutGroup:
         """Start (or join) Ray for `plan`, reserve its placement group and start its rollout workers;
         `close()` gives back all three."""
         from r1reward.placement.groups import create_placement_group, remove_group
@@ -81,15 +100,24 @@ class RolloutGroup:
     def __len__(self) -> int:
         return len(self.workers)
 
-    def generate(self, prompts: list[dict[str, Any]], n: int = 1, temperature: float | None = None,
-                 top_p: float | None = None, max_tokens: int | None = None, seeds: list[int] | None = None,
-                 timeout_s: float | None = None) -> list[dict[str, Any]]:
+    def generate(
+        self,
+        prompts: list[dict[str, Any]],
+        n: int = 1,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        max_tokens: int | None = None,
+        seeds: list[int] | None = None,
+        timeout_s: float | None = None,
+    ) -> list[dict[str, Any]]:
         """`RolloutWorker.generate` over the workers: contiguous chunks, results in the input order."""
         chunks = split_even(prompts, len(self.workers))
         seed_chunks = split_even(seeds, len(self.workers)) if seeds is not None else [None] * len(self.workers)
         busy = [(w, c, s, role) for w, c, s, role in zip(self.workers, chunks, seed_chunks, self.roles) if c]
-        refs = [w.generate.remote(c, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seeds=s)
-                for w, c, s, _ in busy]
+        refs = [
+            w.generate.remote(c, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seeds=s)
+            for w, c, s, _ in busy
+        ]
         parts = wait_all(refs, [role for *_, role in busy], "generate", timeout_s or self.timeouts.remote_call_s)
         return [result for part in parts for result in part]
 
@@ -101,8 +129,12 @@ class RolloutGroup:
 
     def debug_stall_next_update(self) -> None:
         """Fault injection (tests/test_faults.py): worker 0 hangs instead of receiving the next weights."""
-        wait_all([self.workers[0].debug_stall_next_update.remote()], self.roles[:1], "debug stall",
-                 self.timeouts.remote_call_s)
+        wait_all(
+            [self.workers[0].debug_stall_next_update.remote()],
+            self.roles[:1],
+            "debug stall",
+            self.timeouts.remote_call_s,
+        )
 
     def close(self) -> None:
         """Stop the workers, and the placement group and Ray if this group started them."""

@@ -23,35 +23,56 @@ STALL_S = 24 * 3600.0  # an injected stall outlasts any timeout: the run must en
 class RolloutWorker:
     """Wrapped with `ray.remote` by the caller so resources come from the placement plan."""
 
-    def __init__(self, model_path: str, cfg: dict[str, Any], mm_pixels: tuple[int, int],
-                 max_images: int = 4, transfer_backend: str | None = None) -> None:
+    def __init__(
+        self,
+        model_path: str,
+        cfg: dict[str, Any],
+        mm_pixels: tuple[int, int],
+        max_images: int = 4,
+        transfer_backend: str | None = None,
+    ) -> None:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         import torch
         from vllm import LLM
         from vllm.config import WeightTransferConfig
 
         self.cfg = RolloutConfig(**cfg)
-        engine_kwargs = ({"kv_cache_memory_bytes": self.cfg.kv_cache_memory_bytes} if self.cfg.kv_cache_memory_bytes
-                  else {"gpu_memory_utilization": self.cfg.gpu_memory_utilization})
+        engine_kwargs = (
+            {"kv_cache_memory_bytes": self.cfg.kv_cache_memory_bytes}
+            if self.cfg.kv_cache_memory_bytes
+            else {"gpu_memory_utilization": self.cfg.gpu_memory_utilization}
+        )
         if not torch.cuda.is_available():
             # vLLM's CPU sampler cannot resume a seeded generator mid-prompt ("CPU Generator does not use
             # offset"), so per-request seeds need whole-prompt prefills there.
             engine_kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=self.cfg.max_model_len)
         self.llm = LLM(
-            model=model_path, dtype=self.cfg.dtype, seed=self.cfg.seed, enforce_eager=self.cfg.enforce_eager,
-            tensor_parallel_size=self.cfg.tensor_parallel_size, max_model_len=self.cfg.max_model_len,
+            model=model_path,
+            dtype=self.cfg.dtype,
+            seed=self.cfg.seed,
+            enforce_eager=self.cfg.enforce_eager,
+            tensor_parallel_size=self.cfg.tensor_parallel_size,
+            max_model_len=self.cfg.max_model_len,
             limit_mm_per_prompt={"image": max_images, "video": 0},
             mm_processor_kwargs={"min_pixels": mm_pixels[0], "max_pixels": mm_pixels[1]},
             weight_transfer_config=WeightTransferConfig(backend=transfer_backend or weight_transfer_backend()),
             worker_extension_cls="r1reward.sync.worker_extension.WeightSyncExtension",
-            **engine_kwargs)
+            **engine_kwargs,
+        )
         tokenizer = self.llm.get_tokenizer()
-        self.banned_ids = [tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS
-                           if tokenizer.convert_tokens_to_ids(t) is not None]
+        self.banned_ids = [
+            tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS if tokenizer.convert_tokens_to_ids(t) is not None
+        ]
 
-    def generate(self, prompts: list[dict[str, Any]], n: int = 1, temperature: float | None = None,
-                 top_p: float | None = None, max_tokens: int | None = None,
-                 seeds: list[int] | None = None) -> list[dict[str, Any]]:
+    def generate(
+        self,
+        prompts: list[dict[str, Any]],
+        n: int = 1,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        max_tokens: int | None = None,
+        seeds: list[int] | None = None,
+    ) -> list[dict[str, Any]]:
         """prompts: [{"prompt": rendered text, "images": [PIL images]}]. With `seeds` (one per prompt)
         the samples are reproducible whatever the batch. Returns one dict per prompt with
         `prompt_token_ids` and `generations` (n dicts of `token_ids`, `logprobs`, `text`, `finish_reason`)."""
@@ -59,13 +80,22 @@ class RolloutWorker:
 
         def params(seed: int | None) -> SamplingParams:
             return SamplingParams(
-                n=n, temperature=self.cfg.temperature if temperature is None else temperature,
-                top_p=self.cfg.top_p if top_p is None else top_p, top_k=self.cfg.top_k,
-                max_tokens=max_tokens or self.cfg.max_new_tokens, logprobs=0, seed=seed,
-                logit_bias={i: -100.0 for i in self.banned_ids})
+                n=n,
+                temperature=self.cfg.temperature if temperature is None else temperature,
+                top_p=self.cfg.top_p if top_p is None else top_p,
+                top_k=self.cfg.top_k,
+                max_tokens=max_tokens or self.cfg.max_new_tokens,
+                logprobs=0,
+                seed=seed,
+                logit_bias={i: -100.0 for i in self.banned_ids},
+            )
 
-        inputs = [{"prompt": p["prompt"], "multi_modal_data": {"image": p["images"]}} if p.get("images")
-                  else {"prompt": p["prompt"]} for p in prompts]
+        inputs = [
+            {"prompt": p["prompt"], "multi_modal_data": {"image": p["images"]}}
+            if p.get("images")
+            else {"prompt": p["prompt"]}
+            for p in prompts
+        ]
         sampling = [params(s) for s in seeds] if seeds is not None else params(None)
         outputs = self.llm.generate(inputs, sampling, use_tqdm=False)
         results = []
@@ -74,8 +104,14 @@ class RolloutWorker:
             for completion in out.outputs:
                 ids = list(completion.token_ids)
                 logprobs = [step[token].logprob for step, token in zip(completion.logprobs, ids)]
-                generations.append({"token_ids": ids, "logprobs": logprobs, "text": completion.text,
-                                    "finish_reason": completion.finish_reason})
+                generations.append(
+                    {
+                        "token_ids": ids,
+                        "logprobs": logprobs,
+                        "text": completion.text,
+                        "finish_reason": completion.finish_reason,
+                    }
+                )
             results.append({"prompt_token_ids": list(out.prompt_token_ids), "generations": generations})
         return results
 

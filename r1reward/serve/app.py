@@ -63,8 +63,9 @@ async def parse_body(request: Request, schema: type[BaseModel]) -> Any:
         raise ServeError(400, validation_message(exc)) from None
 
 
-async def _answer(request: Request, schema: type[BaseModel],
-                  call: Callable[[Any], Awaitable[dict[str, Any]]]) -> JSONResponse:
+async def _answer(
+    request: Request, schema: type[BaseModel], call: Callable[[Any], Awaitable[dict[str, Any]]]
+) -> JSONResponse:
     try:
         return JSONResponse(await call(await parse_body(request, schema)))
     except ServeError as exc:

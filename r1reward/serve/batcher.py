@@ -42,8 +42,15 @@ class _Job:
 
 
 class Batcher:
-    def __init__(self, run: EngineCall, *, max_batch: int = 256, wait_s: float = 0.005, timeout_s: float = 300.0,
-                 observe: Observer | None = None) -> None:
+    def __init__(
+        self,
+        run: EngineCall,
+        *,
+        max_batch: int = 256,
+        wait_s: float = 0.005,
+        timeout_s: float = 300.0,
+        observe: Observer | None = None,
+    ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         if timeout_s <= 0:
@@ -82,8 +89,11 @@ class Batcher:
         if len(prompts) != len(seeds):
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
         if len(prompts) > self.max_batch:
-            raise ServeError(413, f"the request needs {len(prompts)} prompts, more than --max-batch "
-                                  f"{self.max_batch}: split it or raise --max-batch")
+            raise ServeError(
+                413,
+                f"the request needs {len(prompts)} prompts, more than --max-batch "
+                f"{self.max_batch}: split it or raise --max-batch",
+            )
         if not prompts:
             return []
         if not self.alive or self._queue is None:
@@ -92,7 +102,7 @@ class Batcher:
         await self._queue.put(job)
         try:
             return await asyncio.wait_for(asyncio.shield(job.future), self.timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             job.expired = True
             raise ServeError(504, f"no answer from the engine within --timeout {self.timeout_s:g} s") from None
 
@@ -113,7 +123,7 @@ class Batcher:
                     break
                 try:
                     job = await asyncio.wait_for(self._queue.get(), remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
             if size + len(job.prompts) > self.max_batch:
                 return batch, job
@@ -169,7 +179,7 @@ class Batcher:
         start = 0
         for job in jobs:
             if not job.future.done():
-                job.future.set_result(results[start:start + len(job.prompts)])
+                job.future.set_result(results[start : start + len(job.prompts)])
             start += len(job.prompts)
 
 

@@ -8,31 +8,47 @@ from __future__ import annotations
 import argparse
 import signal
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from r1reward.errors import UserError
 from r1reward.eval.cli import add_engine_options
 
-_HELP = ("serve a trained reward model over HTTP: /v1/compare, /v1/rank, OpenRLHF's /get_reward, /health, "
-         "/v1/models, /metrics; requests from concurrent clients are batched into the engine")
+_HELP = (
+    "serve a trained reward model over HTTP: /v1/compare, /v1/rank, OpenRLHF's /get_reward, /health, "
+    "/v1/models, /metrics; requests from concurrent clients are batched into the engine"
+)
 
 
 def add_command(subparsers: Any, command: Callable[[str], Callable]) -> None:
     p = subparsers.add_parser("serve", help=_HELP, description=_HELP)
     p.add_argument("--model", required=True, help="checkpoint folder (Hugging Face format)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
-                   "only; image paths in requests are read on the server)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine "
+        "only; image paths in requests are read on the server)",
+    )
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1, help="vLLM engines; more than 1 runs them as Ray actors")
     p.add_argument("--k", type=int, default=1, help="samples per pair when a request gives no k (default 1)")
     p.add_argument("--swap", action="store_true", help="judge both response orders unless a request says swap=false")
-    p.add_argument("--max-batch", type=int, default=256,
-                   help="prompts per engine call; a larger request gets 413 (default 256)")
-    p.add_argument("--batch-wait-ms", type=float, default=5.0,
-                   help="how long the first request of a batch waits for others to join (default 5 ms)")
-    p.add_argument("--timeout", type=float, default=300.0,
-                   help="seconds a request may wait for the engine before it gets 504 (default 300)")
+    p.add_argument(
+        "--max-batch", type=int, default=256, help="prompts per engine call; a larger request gets 413 (default 256)"
+    )
+    p.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=5.0,
+        help="how long the first request of a batch waits for others to join (default 5 ms)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="seconds a request may wait for the engine before it gets 504 (default 300)",
+    )
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (paper: 1.0; 0: greedy)")
     p.add_argument("--max-tokens", type=int, default=1024, help="generation limit per sample (paper: 1024)")
     p.add_argument("--seed", type=int, default=0, help="seed of requests that give none")
@@ -54,8 +70,12 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 def _check(args: argparse.Namespace) -> None:
     if not Path(args.model).is_dir():
         raise UserError(f"model folder not found: {args.model}")
-    for name, value in (("--k", args.k), ("--workers", args.workers), ("--max-batch", args.max_batch),
-                        ("--max-tokens", args.max_tokens)):
+    for name, value in (
+        ("--k", args.k),
+        ("--workers", args.workers),
+        ("--max-batch", args.max_batch),
+        ("--max-tokens", args.max_tokens),
+    ):
         if value < 1:
             raise UserError(f"{name} must be at least 1, got {value}")
     if args.timeout <= 0:
@@ -85,20 +105,44 @@ def _serve(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     model = None
     try:
-        model = RewardModel.load(args.model, workers=args.workers, temperature=args.temperature,
-                                 max_tokens=args.max_tokens, min_pixels=args.min_pixels, max_pixels=args.max_pixels,
-                                 dtype=args.dtype, max_model_len=args.max_model_len, seed=args.seed,
-                                 gpus_per_worker=args.gpus_per_worker,
-                                 gpu_memory_utilization=args.gpu_memory_utilization)
+        model = RewardModel.load(
+            args.model,
+            workers=args.workers,
+            temperature=args.temperature,
+            max_tokens=args.max_tokens,
+            min_pixels=args.min_pixels,
+            max_pixels=args.max_pixels,
+            dtype=args.dtype,
+            max_model_len=args.max_model_len,
+            seed=args.seed,
+            gpus_per_worker=args.gpus_per_worker,
+            gpu_memory_utilization=args.gpu_memory_utilization,
+        )
         signal.signal(signal.SIGTERM, _on_sigterm)  # ray.init (--workers > 1) installs its own, which exits 15
         name = args.name or Path(args.model).resolve().name
-        service = RewardService(model, name, k=args.k, swap=args.swap, max_batch=args.max_batch,
-                                wait_s=args.batch_wait_ms / 1000, timeout_s=args.timeout,
-                                info={"root": str(Path(args.model).resolve()), "workers": args.workers})
-        print(f"r1reward serve: {name} on http://{args.host}:{args.port} (k={args.k}, swap={args.swap}, "
-              f"max batch {args.max_batch}, timeout {args.timeout:g} s, {args.workers} engine(s))", flush=True)
-        config = uvicorn.Config(create_app(service), host=args.host, port=args.port, log_level=args.log_level,
-                                access_log=args.access_log, timeout_graceful_shutdown=10)
+        service = RewardService(
+            model,
+            name,
+            k=args.k,
+            swap=args.swap,
+            max_batch=args.max_batch,
+            wait_s=args.batch_wait_ms / 1000,
+            timeout_s=args.timeout,
+            info={"root": str(Path(args.model).resolve()), "workers": args.workers},
+        )
+        print(
+            f"r1reward serve: {name} on http://{args.host}:{args.port} (k={args.k}, swap={args.swap}, "
+            f"max batch {args.max_batch}, timeout {args.timeout:g} s, {args.workers} engine(s))",
+            flush=True,
+        )
+        config = uvicorn.Config(
+            create_app(service),
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            access_log=args.access_log,
+            timeout_graceful_shutdown=10,
+        )
         uvicorn.Server(config).run()
     except _Stop:
         pass

@@ -16,19 +16,25 @@ class ServeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("r1reward_serve_requests", "HTTP requests by endpoint and status code",
-                                ["endpoint", "status"], registry=r)
-        self.latency = Histogram("r1reward_serve_request_seconds", "request latency by endpoint", ["endpoint"],
-                                 buckets=_SECONDS, registry=r)
+        self.requests = Counter(
+            "r1reward_serve_requests", "HTTP requests by endpoint and status code", ["endpoint", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "r1reward_serve_request_seconds", "request latency by endpoint", ["endpoint"], buckets=_SECONDS, registry=r
+        )
         self.in_flight = Gauge("r1reward_serve_requests_in_flight", "requests being answered", registry=r)
-        self.batch_prompts = Histogram("r1reward_serve_batch_prompts", "prompts per engine call",
-                                       buckets=_SIZES, registry=r)
-        self.batch_requests = Histogram("r1reward_serve_batch_requests", "client requests per engine call",
-                                        buckets=_SIZES, registry=r)
-        self.engine_seconds = Histogram("r1reward_serve_engine_seconds", "duration of one engine call",
-                                        buckets=_SECONDS, registry=r)
-        self.votes = Counter("r1reward_serve_votes", "sampled judgements by parsed vote (1, 2 or unparsed)",
-                             ["vote"], registry=r)
+        self.batch_prompts = Histogram(
+            "r1reward_serve_batch_prompts", "prompts per engine call", buckets=_SIZES, registry=r
+        )
+        self.batch_requests = Histogram(
+            "r1reward_serve_batch_requests", "client requests per engine call", buckets=_SIZES, registry=r
+        )
+        self.engine_seconds = Histogram(
+            "r1reward_serve_engine_seconds", "duration of one engine call", buckets=_SECONDS, registry=r
+        )
+        self.votes = Counter(
+            "r1reward_serve_votes", "sampled judgements by parsed vote (1, 2 or unparsed)", ["vote"], registry=r
+        )
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, str(status)).inc()

@@ -72,7 +72,7 @@ def question_text(text: str) -> str:
 def response_text(query: str, prompt: str | None) -> str:
     """The response in prompt + response: the text after the prompt, or after the last assistant header."""
     if prompt and query.startswith(prompt):
-        query = query[len(prompt):]
+        query = query[len(prompt) :]
     elif _ASSISTANT in query:
         query = query.rsplit(_ASSISTANT, 1)[1]
     return _clean(query)
@@ -91,8 +91,9 @@ def _take(fields: dict[str, Any], source: dict[str, Any], where: str, allowed: t
             fields[key] = value
 
 
-def reward_items(query: list[str], prompts: list[str] | None = None,
-                 labels: list[Any] | None = None) -> list[RewardItem]:
+def reward_items(
+    query: list[str], prompts: list[str] | None = None, labels: list[Any] | None = None
+) -> list[RewardItem]:
     """One item per query (see the module's rules), or a 400 ServeError naming the first bad one."""
     for name, values in (("prompts", prompts), ("labels", labels)):
         if values is not None and len(values) != len(query):
@@ -116,7 +117,10 @@ def reward_items(query: list[str], prompts: list[str] | None = None,
             fields["response"] = response_text(text, prompt)
         missing = [key for key in ("question", "response", "reference") if key not in fields]
         if missing:
-            raise ServeError(400, f"get_reward: query[{i}] has no {' and no '.join(missing)} "
-                                  "(see the protocol in r1reward/serve/openrlhf.py)")
+            raise ServeError(
+                400,
+                f"get_reward: query[{i}] has no {' and no '.join(missing)} "
+                "(see the protocol in r1reward/serve/openrlhf.py)",
+            )
         items.append(RewardItem(fields["question"], list(fields["images"]), fields["response"], fields["reference"]))
     return items

@@ -22,7 +22,7 @@ class ServeError(Exception):
 def one_line(text: Any, limit: int = 400) -> str:
     """``text`` on one line (whitespace runs become one space), cut to ``limit`` characters."""
     flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[:limit - 3] + "..."
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def _image_list(value: Any) -> Any:

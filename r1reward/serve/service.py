@@ -38,16 +38,26 @@ def compare_answer(original: Comparison, swapped: Comparison | None = None) -> d
     in the original numbering, the winner and vote share over both orders' 2K votes, and ``agreement``:
     whether each order's majority chose the same response."""
     if swapped is None:
-        return {"winner": original.winner, "votes": list(original.votes), "vote_share": original.vote_share,
-                "agreement": None, "reasoning": original.reasoning}
+        return {
+            "winner": original.winner,
+            "votes": list(original.votes),
+            "vote_share": original.vote_share,
+            "agreement": None,
+            "reasoning": original.reasoning,
+        }
     back = [_flip(v) for v in swapped.votes]
     votes = list(original.votes) + back
     winner = majority_vote(votes)
     swapped_winner = _flip(swapped.winner)
     reasoning = swapped.reasoning if original.winner != winner and swapped_winner == winner else original.reasoning
-    return {"winner": winner, "votes": list(original.votes), "votes_swapped": back,
-            "vote_share": vote_share(votes, winner),
-            "agreement": original.winner is not None and original.winner == swapped_winner, "reasoning": reasoning}
+    return {
+        "winner": winner,
+        "votes": list(original.votes),
+        "votes_swapped": back,
+        "vote_share": vote_share(votes, winner),
+        "agreement": original.winner is not None and original.winner == swapped_winner,
+        "reasoning": reasoning,
+    }
 
 
 def reward_of(original: Comparison, swapped: Comparison | None = None) -> float:
@@ -57,16 +67,27 @@ def reward_of(original: Comparison, swapped: Comparison | None = None) -> float:
 
 
 class RewardService:
-    def __init__(self, model: RewardModel, name: str = "r1reward", *, k: int = 1, swap: bool = False,
-                 max_batch: int = 256, wait_s: float = 0.005, timeout_s: float = 300.0,
-                 metrics: ServeMetrics | None = None, info: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        model: RewardModel,
+        name: str = "r1reward",
+        *,
+        k: int = 1,
+        swap: bool = False,
+        max_batch: int = 256,
+        wait_s: float = 0.005,
+        timeout_s: float = 300.0,
+        metrics: ServeMetrics | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> None:
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         self.model, self.name, self.k, self.swap = model, name, k, swap
         self.metrics = metrics or ServeMetrics()
         self.info = dict(info or {})
-        self.batcher = Batcher(self._run, max_batch=max_batch, wait_s=wait_s, timeout_s=timeout_s,
-                               observe=self.metrics.observe_batch)
+        self.batcher = Batcher(
+            self._run, max_batch=max_batch, wait_s=wait_s, timeout_s=timeout_s, observe=self.metrics.observe_batch
+        )
 
     async def start(self) -> None:
         await self.batcher.start()
@@ -80,9 +101,19 @@ class RewardService:
 
     def card(self) -> dict[str, Any]:
         """The /v1/models entry."""
-        return {"id": self.name, "object": "model", "owned_by": "r1reward", "k": self.k, "swap": self.swap,
-                "seed": self.model.seed, "temperature": self.model.temperature, "max_tokens": self.model.max_tokens,
-                "max_batch": self.batcher.max_batch, "timeout_s": self.batcher.timeout_s, **self.info}
+        return {
+            "id": self.name,
+            "object": "model",
+            "owned_by": "r1reward",
+            "k": self.k,
+            "swap": self.swap,
+            "seed": self.model.seed,
+            "temperature": self.model.temperature,
+            "max_tokens": self.model.max_tokens,
+            "max_batch": self.batcher.max_batch,
+            "timeout_s": self.batcher.timeout_s,
+            **self.info,
+        }
 
     # --- the engine thread -----------------------------------------------------------------------
     def _run(self, prompts: list[dict[str, Any]], k: int, seeds: list[int]) -> list[Comparison]:
@@ -113,8 +144,11 @@ class RewardService:
         """Render the ``count`` pairs ``build()`` returns (images decoded there, off the event loop), then
         one batched engine call."""
         if count > self.batcher.max_batch:  # refused before any image is decoded
-            raise ServeError(413, f"the request needs {count} prompts, more than --max-batch "
-                                  f"{self.batcher.max_batch}: split it or raise --max-batch")
+            raise ServeError(
+                413,
+                f"the request needs {count} prompts, more than --max-batch "
+                f"{self.batcher.max_batch}: split it or raise --max-batch",
+            )
         prompts = await run_in_threadpool(lambda: self._prompts(build()))
         comparisons = await self.batcher.submit(prompts, self.model.seeds_for(len(prompts), seed), k)
         self.metrics.observe_votes(v for c in comparisons for v in c.votes)
@@ -148,8 +182,14 @@ class RewardService:
 
         ranking = ranking_of(n, matches, await self._judge(len(matches), build, k, seed))
         games = [sum(r in match for match in matches) for r in range(n)]
-        return {"order": ranking.order, "scores": [w / g for w, g in zip(ranking.wins, games)],
-                "wins": ranking.wins, "k": k, "seed": seed, "both_orders": req.both_orders}
+        return {
+            "order": ranking.order,
+            "scores": [w / g for w, g in zip(ranking.wins, games)],
+            "wins": ranking.wins,
+            "k": k,
+            "seed": seed,
+            "both_orders": req.both_orders,
+        }
 
     async def get_reward(self, req: GetRewardRequest) -> dict[str, Any]:
         k, seed = self._settings(req)

@@ -7,8 +7,8 @@ the raw bytes, so the sender and every receiver can prove a transfer bit-identic
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 import torch
 
@@ -52,7 +52,7 @@ def unpack(flat: torch.Tensor, metas: list[TensorMeta]) -> Iterator[tuple[str, t
     offset = 0
     for meta in metas:
         dtype = getattr(torch, meta.dtype)
-        chunk = flat[offset: offset + meta.nbytes]
+        chunk = flat[offset : offset + meta.nbytes]
         if offset % torch.empty((), dtype=dtype).element_size():
             chunk = chunk.clone()  # a byte view must start on an element boundary: copy a misaligned one
         offset += meta.nbytes

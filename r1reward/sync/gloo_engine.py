@@ -37,7 +37,8 @@ def _gloo_group(host: str, port: int, rank: int, world_size: int, timeout_s: flo
     from vllm.distributed.utils import stateless_init_torch_distributed_process_group
 
     return stateless_init_torch_distributed_process_group(
-        host, port, rank, world_size, backend="gloo", timeout=timedelta(seconds=timeout_s))
+        host, port, rank, world_size, backend="gloo", timeout=timedelta(seconds=timeout_s)
+    )
 
 
 def _broadcast(group, tensor: torch.Tensor) -> None:
@@ -76,8 +77,13 @@ class GlooWeightTransferEngine(WeightTransferEngine[GlooWorkerInitInfo, GlooUpda
     def init_transfer_engine(self, init_info: GlooWorkerInitInfo) -> None:
         parallel = self.parallel_config
         worker_rank = parallel.data_parallel_index * parallel.world_size + parallel.rank
-        self.group = _gloo_group(init_info.master_address, init_info.master_port,
-                                 init_info.rank_offset + worker_rank, init_info.world_size, init_info.timeout_s)
+        self.group = _gloo_group(
+            init_info.master_address,
+            init_info.master_port,
+            init_info.rank_offset + worker_rank,
+            init_info.world_size,
+            init_info.timeout_s,
+        )
 
     def start_weight_update(self) -> None:
         from vllm.model_executor.model_loader.reload import initialize_layerwise_reload
@@ -96,8 +102,10 @@ class GlooWeightTransferEngine(WeightTransferEngine[GlooWorkerInitInfo, GlooUpda
     def receive_weights(self, update_info: GlooUpdateInfo) -> None:
         if self.group is None:
             raise RuntimeError("gloo weight transfer is not initialised: call init_weight_transfer_engine first")
-        metas = [TensorMeta(n, d, tuple(s)) for n, d, s in
-                 zip(update_info.names, update_info.dtype_names, update_info.shapes)]
+        metas = [
+            TensorMeta(n, d, tuple(s))
+            for n, d, s in zip(update_info.names, update_info.dtype_names, update_info.shapes)
+        ]
         got: list[tuple[int, int]] = []
         for bucket in plan_buckets(metas, update_info.bucket_bytes):
             flat = torch.empty(sum(m.nbytes for m in bucket), dtype=torch.uint8, device=self.device)
@@ -129,8 +137,15 @@ class GlooTrainerWeightTransferEngine(TrainerWeightTransferEngine[GlooTrainerIni
 
     init_info_cls = GlooTrainerInitInfo
 
-    def __init__(self, *, client: VLLMWeightSyncClient, source: WeightSource, is_sender: bool,
-                 bucket_bytes: int, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        *,
+        client: VLLMWeightSyncClient,
+        source: WeightSource,
+        is_sender: bool,
+        bucket_bytes: int,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
         super().__init__(client=client, source=source, is_sender=is_sender)
         self.bucket_bytes = bucket_bytes
         self.timeout_s = timeout_s
@@ -138,20 +153,31 @@ class GlooTrainerWeightTransferEngine(TrainerWeightTransferEngine[GlooTrainerIni
         self.sent_checksums: list[tuple[int, int]] = []
 
     @classmethod
-    def trainer_init(cls, init_info: GlooTrainerInitInfo, *, client: VLLMWeightSyncClient,
-                     source: WeightSource | None = None) -> GlooTrainerWeightTransferEngine:
+    def trainer_init(
+        cls, init_info: GlooTrainerInitInfo, *, client: VLLMWeightSyncClient, source: WeightSource | None = None
+    ) -> GlooTrainerWeightTransferEngine:
         if source is None:
             raise ValueError("the gloo trainer engine needs a WeightSource")
-        engine = cls(client=client, source=source, is_sender=init_info.is_sender,
-                     bucket_bytes=init_info.bucket_bytes, timeout_s=init_info.timeout_s)
+        engine = cls(
+            client=client,
+            source=source,
+            is_sender=init_info.is_sender,
+            bucket_bytes=init_info.bucket_bytes,
+            timeout_s=init_info.timeout_s,
+        )
         if engine.is_sender:
-            worker_info = GlooWorkerInitInfo(init_info.master_address, init_info.master_port, 1,
-                                             init_info.world_size, init_info.timeout_s)
+            worker_info = GlooWorkerInitInfo(
+                init_info.master_address, init_info.master_port, 1, init_info.world_size, init_info.timeout_s
+            )
             # Both sides block in the rendezvous, each bounded by timeout_s.
-            engine.group = engine._alongside(client.init_weight_transfer_engine, (asdict(worker_info),),
-                                             lambda: _gloo_group(init_info.master_address, init_info.master_port,
-                                                                 0, init_info.world_size, init_info.timeout_s),
-                                             "set-up")
+            engine.group = engine._alongside(
+                client.init_weight_transfer_engine,
+                (asdict(worker_info),),
+                lambda: _gloo_group(
+                    init_info.master_address, init_info.master_port, 0, init_info.world_size, init_info.timeout_s
+                ),
+                "set-up",
+            )
         return engine
 
     def _alongside(self, client_call: Any, args: tuple, own_part: Any, what: str) -> Any:
@@ -174,24 +200,28 @@ class GlooTrainerWeightTransferEngine(TrainerWeightTransferEngine[GlooTrainerIni
                 first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
                 raise TimeoutError(
                     f"weight sync {what}: the rollout workers (sync ranks 1..{self.client.world_size - 1}) did "
-                    f"not take part within {self.timeout_s:.0f} s: {first}") from error
+                    f"not take part within {self.timeout_s:.0f} s: {first}"
+                ) from error
             peers.result(timeout=self.timeout_s + 30)  # the client's own wait ends first, naming the worker
             return result
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
 
     def send_weights(self) -> None:
-        metas = [TensorMeta(m.name, str(m.dtype).removeprefix("torch."), tuple(m.shape))
-                 for m in self.source.metadata()]
+        metas = [
+            TensorMeta(m.name, str(m.dtype).removeprefix("torch."), tuple(m.shape)) for m in self.source.metadata()
+        ]
         if not self.is_sender:
             for _ in self.source:  # keep any collective inside the source (ZeRO-3 gathers) aligned
                 pass
             return
-        info = GlooUpdateInfo([m.name for m in metas], [m.dtype for m in metas], [list(m.shape) for m in metas],
-                              self.bucket_bytes)
+        info = GlooUpdateInfo(
+            [m.name for m in metas], [m.dtype for m in metas], [list(m.shape) for m in metas], self.bucket_bytes
+        )
         self.client.start_weight_update()
-        self.sent_checksums = self._alongside(self.client.update_weights, (asdict(info),),
-                                              lambda: self._broadcast_buckets(metas), "update")
+        self.sent_checksums = self._alongside(
+            self.client.update_weights, (asdict(info),), lambda: self._broadcast_buckets(metas), "update"
+        )
         self.client.finish_weight_update()
 
     def _broadcast_buckets(self, metas: list[TensorMeta]) -> list[tuple[int, int]]:

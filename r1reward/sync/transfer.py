@@ -19,7 +19,6 @@ from r1reward.sync.gloo_engine import DEFAULT_TIMEOUT_S
 from r1reward.waits import wait_all
 
 
-
 class RayRolloutClient:
     """Drives every rollout worker through vLLM's four weight-sync calls and waits for all of them."""
 
@@ -36,13 +35,24 @@ class RayRolloutClient:
         return [f"rollout worker {i} (sync rank {1 + i * self.ranks_per_worker})" for i in range(len(self.workers))]
 
     def _all(self, method: str, *args: Any) -> None:
-        wait_all([getattr(w, method).remote(*args) for w in self.workers], self._roles(), f"weight sync {method}",
-                 self.timeout_s)
+        wait_all(
+            [getattr(w, method).remote(*args) for w in self.workers],
+            self._roles(),
+            f"weight sync {method}",
+            self.timeout_s,
+        )
 
     def init_weight_transfer_engine(self, init_info: dict[str, Any]) -> None:
         # Each engine's workers take consecutive ranks after the trainer's rank 0.
-        wait_all([w.init_weight_transfer_engine.remote({**init_info, "rank_offset": 1 + i * self.ranks_per_worker})
-                  for i, w in enumerate(self.workers)], self._roles(), "weight sync set-up", self.timeout_s)
+        wait_all(
+            [
+                w.init_weight_transfer_engine.remote({**init_info, "rank_offset": 1 + i * self.ranks_per_worker})
+                for i, w in enumerate(self.workers)
+            ],
+            self._roles(),
+            "weight sync set-up",
+            self.timeout_s,
+        )
 
     def start_weight_update(self) -> None:
         self._all("start_weight_update")
@@ -84,8 +94,15 @@ def _gathered(param: torch.nn.Parameter):
     return contextlib.nullcontext()
 
 
-def connect_trainer(client: RayRolloutClient, source: WeightSource, rank: int, master_address: str,
-                    master_port: int, backend: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S):
+def connect_trainer(
+    client: RayRolloutClient,
+    source: WeightSource,
+    rank: int,
+    master_address: str,
+    master_port: int,
+    backend: str | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+):
     """Rendezvous with the rollout workers; returns a vLLM trainer engine whose `send_weights()` syncs."""
     from vllm.distributed.weight_transfer.factory import WeightTransferTrainerFactory
 
@@ -96,11 +113,17 @@ def connect_trainer(client: RayRolloutClient, source: WeightSource, rank: int, m
     if backend == GLOO_BACKEND:
         from r1reward.sync.gloo_engine import GlooTrainerInitInfo
 
-        info = GlooTrainerInitInfo(master_address=master_address, master_port=master_port,
-                                   world_size=client.world_size, rank=rank, timeout_s=timeout_s)
+        info = GlooTrainerInitInfo(
+            master_address=master_address,
+            master_port=master_port,
+            world_size=client.world_size,
+            rank=rank,
+            timeout_s=timeout_s,
+        )
     else:  # vLLM's NCCL engine: its group's own timeout; the client's calls are bounded by timeout_s
         from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo
 
-        info = NCCLTrainerInitInfo(master_address=master_address, master_port=master_port,
-                                   world_size=client.world_size, rank=rank)
+        info = NCCLTrainerInitInfo(
+            master_address=master_address, master_port=master_port, world_size=client.world_size, rank=rank
+        )
     return WeightTransferTrainerFactory.trainer_init(info, client=client, source=source)

@@ -20,4 +20,5 @@ def register() -> None:
         WeightTransferEngineFactory.register_engine(BACKEND, "r1reward.sync.gloo_engine", "GlooWeightTransferEngine")
     if BACKEND not in WeightTransferTrainerFactory._registry:
         WeightTransferTrainerFactory.register_engine(
-            BACKEND, "r1reward.sync.gloo_engine", "GlooTrainerWeightTransferEngine")
+            BACKEND, "r1reward.sync.gloo_engine", "GlooTrainerWeightTransferEngine"
+        )

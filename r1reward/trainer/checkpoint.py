@@ -13,9 +13,10 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 STATE_FILE = "trainer_state.json"
 PARTIAL_SUFFIX = ".partial"
@@ -27,8 +28,11 @@ def complete_checkpoints(output_dir: Path) -> list[Path]:
     root = Path(output_dir) / "checkpoints"
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir()
-             if (m := _COMPLETE.match(p.name)) and p.is_dir() and (p / STATE_FILE).is_file()]
+    found = [
+        (int(m.group(1)), p)
+        for p in root.iterdir()
+        if (m := _COMPLETE.match(p.name)) and p.is_dir() and (p / STATE_FILE).is_file()
+    ]
     return [p for _, p in sorted(found)]
 
 
@@ -83,8 +87,9 @@ def prune_checkpoints(output_dir: Path, keep: int) -> list[Path]:
     return old
 
 
-def save_checkpoint(learners: Any, processor: Any, output_dir: Path, step: int, state: dict[str, Any],
-                    keep: int = 0) -> Path:
+def save_checkpoint(
+    learners: Any, processor: Any, output_dir: Path, step: int, state: dict[str, Any], keep: int = 0
+) -> Path:
     """`learners`: a LearnerGroup (every rank saves its DeepSpeed state; rank 0 also the hf/ model); its
     waits are bounded by the run's timeouts."""
     directory = Path(output_dir) / "checkpoints" / f"step_{step}"

@@ -58,17 +58,27 @@ class Trainer(ActorRun):
         if not Path(cfg.model.path).exists() and cfg.model.path.startswith(("/", ".", "runs/")):
             raise UserError(f"model.path does not exist: {cfg.model.path}")
         self.processor = AutoProcessor.from_pretrained(cfg.model.path)
-        tokens = lambda record: len(self.processor.tokenizer(record.question + record.response_1 + record.response_2).input_ids)
+
+        def tokens(record):
+            return len(self.processor.tokenizer(record.question + record.response_1 + record.response_2).input_ids)
+
         self.dataset = PreferenceDataset.from_file(
-            cfg.data.train_path, cfg.data.schema, swap_seed=cfg.data.seed, **load_options(cfg),
-            strict=cfg.data.strict, max_prompt_tokens=cfg.data.max_prompt_tokens, token_counter=tokens,
-            unique_ids=True)  # a repeated pair would be trained on twice as often
+            cfg.data.train_path,
+            cfg.data.schema,
+            swap_seed=cfg.data.seed,
+            **load_options(cfg),
+            strict=cfg.data.strict,
+            max_prompt_tokens=cfg.data.max_prompt_tokens,
+            token_counter=tokens,
+            unique_ids=True,
+        )  # a repeated pair would be trained on twice as often
         if len(self.dataset) == 0:
             raise UserError(f"no usable rows in {cfg.data.train_path}")
         report = self.dataset.report
         if report is not None:  # the rows skipped, by reason, beside the metrics
             (self.output_dir / "data_report.json").write_text(
-                json.dumps({**report.as_dict(), "first_bad_rows": report.examples}, indent=1))
+                json.dumps({**report.as_dict(), "first_bad_rows": report.examples}, indent=1)
+            )
 
     def _start_actors(self) -> None:
         from r1reward.learner.group import LearnerGroup
@@ -84,11 +94,20 @@ class Trainer(ActorRun):
         pg = self.placement_group
         pixels = (cfg.data.min_pixels, cfg.data.max_pixels)
         # The engines load while the learners start; wait_ready below waits for them.
-        self.rollout = RolloutGroup.start(cfg.model.path, asdict(cfg.rollout), pixels, pg, plan.role_slots("rollout"),
-                                          wait=False, timeouts=cfg.timeouts)
+        self.rollout = RolloutGroup.start(
+            cfg.model.path,
+            asdict(cfg.rollout),
+            pixels,
+            pg,
+            plan.role_slots("rollout"),
+            wait=False,
+            timeouts=cfg.timeouts,
+        )
         self.reward = RewardGroup.start(cfg, pg, plan)
         samples = cfg.trainer.rollout_batch_size * cfg.rollout.n_samples_per_prompt
-        optimizer_steps = cfg.trainer.num_steps * cfg.learner.epochs_per_rollout * samples // cfg.learner.train_batch_size
+        optimizer_steps = (
+            cfg.trainer.num_steps * cfg.learner.epochs_per_rollout * samples // cfg.learner.train_batch_size
+        )
         self.learners = LearnerGroup.start(cfg, pg, plan.role_slots("learner"), optimizer_steps)
         self.rollout.wait_ready()
         self.learners.init_weight_sync(self.rollout.sync_client())
@@ -120,8 +139,10 @@ class Trainer(ActorRun):
     def train_step(self, step: int) -> dict[str, float]:
         cfg = self.config
         with self._phase("prepare"):
-            prompts = [prepare_prompt(self.processor, r, cfg.data.min_pixels, cfg.data.max_pixels)
-                       for r in self._records_for(step)]
+            prompts = [
+                prepare_prompt(self.processor, r, cfg.data.min_pixels, cfg.data.max_pixels)
+                for r in self._records_for(step)
+            ]
         with self._phase("generate"):
             # The workers hold the weights of `step` syncs (one per step; a resume pushes its checkpoint's).
             samples = make_samples(prompts, self._generate(prompts, step), policy_version=step)
@@ -134,8 +155,10 @@ class Trainer(ActorRun):
             for key in parts[0]:  # "old_logprobs" and, with KL, "ref_logprobs": Sample fields
                 for sample, logp in zip(samples, [x for part in parts for x in part[key]]):
                     setattr(sample, key, logp)
-            metrics = {**assign_advantages(samples, scores["reward"], cfg.algo, cfg.rollout.n_samples_per_prompt),
-                       **logprob_gap(samples)}
+            metrics = {
+                **assign_advantages(samples, scores["reward"], cfg.algo, cfg.rollout.n_samples_per_prompt),
+                **logprob_gap(samples),
+            }
             if cfg.trainer.debug_nan_advantages_step == step + 1:  # fault injection (tests/test_faults.py)
                 samples[0].advantages = [math.nan] * len(samples[0].advantages)
         with self._phase("train"):
@@ -146,19 +169,27 @@ class Trainer(ActorRun):
             self._sync_weights(step)
         lengths = [len(s.completion_ids) for s in samples]
         metrics.update({k: sum(p[k] for p in parts) / len(parts) for k in parts[0]})
-        metrics.update({
-            "reward/mean": scores["reward_mean"], "reward/format_rate": scores["format_rate"],
-            "reward/result_rate": scores["result_rate"], "reward/consistency_mean": scores["consistency_mean"],
-            "reward/judge_failures": float(scores["judge_failures"]), "reward/parse_failures": float(scores["parse_failures"]),
-            "response_length/mean": sum(lengths) / len(lengths), "response_length/max": float(max(lengths)),
-            **{f"time/{k}": v for k, v in self.timings.items()}})
+        metrics.update(
+            {
+                "reward/mean": scores["reward_mean"],
+                "reward/format_rate": scores["format_rate"],
+                "reward/result_rate": scores["result_rate"],
+                "reward/consistency_mean": scores["consistency_mean"],
+                "reward/judge_failures": float(scores["judge_failures"]),
+                "reward/parse_failures": float(scores["parse_failures"]),
+                "response_length/mean": sum(lengths) / len(lengths),
+                "response_length/max": float(max(lengths)),
+                **{f"time/{k}": v for k, v in self.timings.items()},
+            }
+        )
         return metrics
 
     # --- checkpoints ----------------------------------------------------------------------------
     def save_checkpoint(self, step: int) -> Path:
         state = {"samples_seen": step * self.config.trainer.rollout_batch_size, "config": asdict(self.config)}
-        return save_checkpoint(self.learners, self.processor, self.output_dir, step, state,
-                               keep=self.config.trainer.keep_checkpoints)
+        return save_checkpoint(
+            self.learners, self.processor, self.output_dir, step, state, keep=self.config.trainer.keep_checkpoints
+        )
 
     def _resume(self) -> None:
         checkpoint = latest_checkpoint(self.output_dir)
@@ -177,8 +208,9 @@ class Trainer(ActorRun):
         (self.output_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
         self._load_data()
         if cfg.trainer.num_epochs > 0:  # the number of steps follows from the usable rows
-            cfg.trainer.num_steps = steps_for_epochs(len(self.dataset), cfg.trainer.num_epochs,
-                                                     cfg.trainer.rollout_batch_size)
+            cfg.trainer.num_steps = steps_for_epochs(
+                len(self.dataset), cfg.trainer.num_epochs, cfg.trainer.rollout_batch_size
+            )
             (self.output_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
             print(f"{cfg.trainer.num_epochs} epoch(s) of {len(self.dataset)} prompts: {cfg.trainer.num_steps} steps")
         from r1reward.placement.ray_init import ensure_ray

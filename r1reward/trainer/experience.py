@@ -31,26 +31,35 @@ def make_samples(prompts: list[dict[str, Any]], results: list[dict[str, Any]], p
         if result["prompt_token_ids"] != prompt["prompt_ids"]:
             raise RuntimeError(
                 "vLLM and the learner's processor tokenised a prompt differently; check that both load "
-                "the same processor (min/max pixels, chat template)")
+                "the same processor (min/max pixels, chat template)"
+            )
         for generation in result["generations"]:
-            samples.append(Sample(
-                prompt_ids=prompt["prompt_ids"], completion_ids=generation["token_ids"],
-                pixel_values=prompt["pixel_values"], image_grid_thw=prompt["image_grid_thw"],
-                policy_version=policy_version, sampler_logprobs=generation["logprobs"], text=generation["text"],
-                label=prompt["label"], prompt_index=index,
-            ))
+            samples.append(
+                Sample(
+                    prompt_ids=prompt["prompt_ids"],
+                    completion_ids=generation["token_ids"],
+                    pixel_values=prompt["pixel_values"],
+                    image_grid_thw=prompt["image_grid_thw"],
+                    policy_version=policy_version,
+                    sampler_logprobs=generation["logprobs"],
+                    text=generation["text"],
+                    label=prompt["label"],
+                    prompt_index=index,
+                )
+            )
     return samples
 
 
 def _padded(rows: list[list[float]], width: int) -> torch.Tensor:
     out = torch.zeros(len(rows), width)
     for i, row in enumerate(rows):
-        out[i, :len(row)] = torch.tensor(row, dtype=torch.float32)
+        out[i, : len(row)] = torch.tensor(row, dtype=torch.float32)
     return out
 
 
-def assign_advantages(samples: list[Sample], rewards: list[float], algo: AlgoConfig,
-                      n_samples_per_prompt: int) -> dict[str, float]:
+def assign_advantages(
+    samples: list[Sample], rewards: list[float], algo: AlgoConfig, n_samples_per_prompt: int
+) -> dict[str, float]:
     """Returns (Reinforce++ or a group baseline), then the batch-wide standardisation and 3-sigma filter.
     Writes `advantages` (per completion token) into each sample; returns the filter's statistics.
 
@@ -65,15 +74,24 @@ def assign_advantages(samples: list[Sample], rewards: list[float], algo: AlgoCon
     if algo.kl_coef:
         if any(s.ref_logprobs is None for s in samples):
             raise ValueError("algo.kl_coef > 0 needs ref_logprobs from the learners' reference model")
-        logp, logp_ref = _padded([s.old_logprobs for s in samples], width), _padded([s.ref_logprobs for s in samples], width)
+        logp, logp_ref = (
+            _padded([s.old_logprobs for s in samples], width),
+            _padded([s.ref_logprobs for s in samples], width),
+        )
         # Averaged over each sequence's tokens, then over sequences, as OpenRLHF logs it.
         metrics["kl/mean"] = float(seq_mean_token_mean(kl_penalty(logp, logp_ref, algo.kl_estimator), mask))
     estimator = get_advantage_estimator(algo.advantage_estimator)
-    raw = estimator(torch.tensor(rewards, dtype=torch.float32), mask, algo, n_samples_per_prompt=n_samples_per_prompt,
-                    logp=logp, logp_ref=logp_ref)
+    raw = estimator(
+        torch.tensor(rewards, dtype=torch.float32),
+        mask,
+        algo,
+        n_samples_per_prompt=n_samples_per_prompt,
+        logp=logp,
+        logp_ref=logp_ref,
+    )
     advantages, stats = normalize_and_filter(raw, mask, mode=algo.advantage_filter, sigma=algo.filter_sigma)
     for i, sample in enumerate(samples):
-        sample.advantages = advantages[i, :lengths[i]].tolist()
+        sample.advantages = advantages[i, : lengths[i]].tolist()
     return {**metrics, **{f"filter/{k}": float(v) for k, v in stats.items()}}
 
 

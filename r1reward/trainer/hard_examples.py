@@ -19,6 +19,7 @@ from r1reward.data.render import rollout_prompt
 @dataclass
 class Choices:
     """Per record, the K parsed answers (None: no parseable answer) and whether each was well-formed."""
+
     answers: list[list[int | None]]
     well_formed: list[list[bool]]
 
@@ -27,12 +28,15 @@ class Choices:
 
     def scores(self, labels: list[int]) -> dict[str, float]:
         total = sum(len(row) for row in self.answers)
-        return {"accuracy": sum(self.solved(labels)) / total,
-                "format_rate": sum(sum(row) for row in self.well_formed) / total}
+        return {
+            "accuracy": sum(self.solved(labels)) / total,
+            "format_rate": sum(sum(row) for row in self.well_formed) / total,
+        }
 
 
-def sample_choices(model_dir: str, records: list[PreferenceRecord], config: Config, k: int,
-                   temperature: float = 1.0, seed: int = 0) -> Choices:
+def sample_choices(
+    model_dir: str, records: list[PreferenceRecord], config: Config, k: int, temperature: float = 1.0, seed: int = 0
+) -> Choices:
     """K samples per record from one vLLM rollout worker (a Ray actor on the rollout-only plan, so on a
     cluster it gets the GPUs and CPUs a training rollout worker gets) loaded from `model_dir`."""
     from transformers import AutoProcessor
@@ -43,16 +47,19 @@ def sample_choices(model_dir: str, records: list[PreferenceRecord], config: Conf
     processor = AutoProcessor.from_pretrained(model_dir)
     pixels = (config.data.min_pixels, config.data.max_pixels)
     prompts = [rollout_prompt(processor, record, *pixels) for record in records]
-    workers = RolloutGroup.start_alone(model_dir, asdict(config.rollout), pixels, rollout_plan(config, num_workers=1),
-                                       timeouts=config.timeouts)
+    workers = RolloutGroup.start_alone(
+        model_dir, asdict(config.rollout), pixels, rollout_plan(config, num_workers=1), timeouts=config.timeouts
+    )
     try:
-        results = workers.generate(prompts, n=k, temperature=temperature,
-                                   seeds=[seed * 100_003 + i for i in range(len(prompts))])
+        results = workers.generate(
+            prompts, n=k, temperature=temperature, seeds=[seed * 100_003 + i for i in range(len(prompts))]
+        )
     finally:
         workers.close()
     texts = [[g["text"] for g in r["generations"]] for r in results]
-    return Choices([[parse_answer(t) for t in row] for row in texts],
-                   [[format_reward(t) == 1.0 for t in row] for row in texts])
+    return Choices(
+        [[parse_answer(t) for t in row] for row in texts], [[format_reward(t) == 1.0 for t in row] for row in texts]
+    )
 
 
 def select_hard(records: list[PreferenceRecord], choices: Choices) -> list[PreferenceRecord]:

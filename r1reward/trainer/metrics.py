@@ -12,8 +12,14 @@ class MetricsLogger:
     # What the progress bar shows: only the metrics the stage has (SFT has no reward).
     RL_BAR = {"reward": "reward/mean", "acc": "reward/result_rate", "format": "reward/format_rate"}
 
-    def __init__(self, output_dir: Path, total_steps: int, start_step: int = 0, desc: str = "train",
-                 bar_metrics: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        output_dir: Path,
+        total_steps: int,
+        start_step: int = 0,
+        desc: str = "train",
+        bar_metrics: dict[str, str] | None = None,
+    ) -> None:
         from torch.utils.tensorboard import SummaryWriter
         from tqdm import tqdm
 

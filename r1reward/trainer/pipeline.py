@@ -51,12 +51,15 @@ def stage_table(per_seed: list[dict[str, dict[str, float]]], heldout: int) -> st
         if seeds == 1:
             low, high = wilson_interval(round(mean * heldout), heldout)
         fmt = statistics.fmean(run[stage]["format_rate"] for run in per_seed)
-        lines.append(f"| {stage} | {mean:.3f} [{low:.3f}, {high:.3f}] | {fmt:.3f} | "
-                     + " ".join(f"{a:.3f}" for a in accs) + " |")
+        lines.append(
+            f"| {stage} | {mean:.3f} [{low:.3f}, {high:.3f}] | {fmt:.3f} | " + " ".join(f"{a:.3f}" for a in accs) + " |"
+        )
     gains = [run["SFT + RL"]["accuracy"] - run["SFT"]["accuracy"] for run in per_seed]
     mean, low, high = mean_interval(gains)
-    lines.append(f"\nRL gain over SFT (paired by seed): {mean:+.3f}"
-                 + (f", 95% interval [{low:+.3f}, {high:+.3f}]" if seeds > 1 else ""))
+    lines.append(
+        f"\nRL gain over SFT (paired by seed): {mean:+.3f}"
+        + (f", 95% interval [{low:+.3f}, {high:+.3f}]" if seeds > 1 else "")
+    )
     return "\n".join(lines)
 
 
@@ -68,8 +71,12 @@ def plot_curves(runs: list[Path], out: Path) -> Path:
 
     from r1reward.trainer.metrics import read_metrics
 
-    panels = [("SFT loss", "sft", "sft_loss"), ("RL reward (mean)", "rl", "reward/mean"),
-              ("RL accuracy (result reward)", "rl", "reward/result_rate"), ("RL policy loss", "rl", "loss")]
+    panels = [
+        ("SFT loss", "sft", "sft_loss"),
+        ("RL reward (mean)", "rl", "reward/mean"),
+        ("RL accuracy (result reward)", "rl", "reward/result_rate"),
+        ("RL policy loss", "rl", "loss"),
+    ]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
     for run in runs:
         for ax, (_, stage, key) in zip(axes, panels):
@@ -106,8 +113,7 @@ def run_seed(config: Config, seed: int, out: Path, say) -> dict[str, Any]:
 
     say(f"[2/5] cold-start SFT on the learner ranks: {p.num_train} pairs x {config.sft.num_epochs} epochs")
     seeded = override(config, data__seed=seed, trainer__seed=seed)
-    sft = SFTTrainer(override(seeded, model__path=base, sft__data_path=train["sft"],
-                              sft__output_dir=out / "sft")).run()
+    sft = SFTTrainer(override(seeded, model__path=base, sft__data_path=train["sft"], sft__output_dir=out / "sft")).run()
 
     say(f"[3/5] hard examples: pairs the SFT model does not solve in all {p.select_k} samples")
     train_records = records_of(train["rl"], "r1reward-rl", config)
@@ -117,18 +123,33 @@ def run_seed(config: Config, seed: int, out: Path, say) -> dict[str, Any]:
     selection = summarise(choices, train_records, len(hard))
 
     say(f"[4/5] StableReinforce on {len(hard)} hard examples")
-    rl = Trainer(override(seeded, model__path=sft["hf"], data__train_path=out / "data" / "hard.parquet",
-                          data__schema="r1reward-rl", trainer__output_dir=out / "rl")).run()
+    rl = Trainer(
+        override(
+            seeded,
+            model__path=sft["hf"],
+            data__train_path=out / "data" / "hard.parquet",
+            data__schema="r1reward-rl",
+            trainer__output_dir=out / "rl",
+        )
+    ).run()
     rl_model = str(Path(rl["checkpoint"]) / "hf")
 
     say(f"[5/5] held-out evaluation of each stage on {p.num_heldout} pairs")
     heldout_records = records_of(heldout["pairs"], "canonical", config)
     labels = [r.label for r in heldout_records]
-    stages = {stage: sample_choices(model, heldout_records, config, k=1, temperature=p.eval_temperature,
-                                    seed=seed + 7).scores(labels)
-              for stage, model in zip(STAGES, (str(base), sft["hf"], rl_model))}
-    return {"seed": seed, "stages": stages, "hard_example_selection": selection, "rl_timings": rl["timings"],
-            "models": {"base": str(base), "sft": sft["hf"], "rl": rl_model}}
+    stages = {
+        stage: sample_choices(
+            model, heldout_records, config, k=1, temperature=p.eval_temperature, seed=seed + 7
+        ).scores(labels)
+        for stage, model in zip(STAGES, (str(base), sft["hf"], rl_model))
+    }
+    return {
+        "seed": seed,
+        "stages": stages,
+        "hard_example_selection": selection,
+        "rl_timings": rl["timings"],
+        "models": {"base": str(base), "sft": sft["hf"], "rl": rl_model},
+    }
 
 
 def run_pipeline(config: Config) -> dict[str, Any]:
@@ -143,20 +164,31 @@ def run_pipeline(config: Config) -> dict[str, Any]:
     runs = []
     for number, seed in enumerate(p.seeds, 1):
         run_dir = out / f"seed-{seed}"
-        say = lambda text, n=number: print(f"seed {seed} ({n}/{len(p.seeds)}) {text}", flush=True)
+
+        def say(text, n=number, seed=seed):
+            return print(f"seed {seed} ({n}/{len(p.seeds)}) {text}", flush=True)
+
         runs.append(run_seed(config, seed, run_dir, say))
         if len(p.seeds) > 1:  # one seed: the final table says it
             print(stage_table([runs[-1]["stages"]], p.num_heldout).split("\n\n")[0], flush=True)
 
     table = stage_table([run["stages"] for run in runs], p.num_heldout)
     plot = plot_curves([out / f"seed-{seed}" for seed in p.seeds], out / "training_curves.png")
-    summary = {"seeds": list(p.seeds), "heldout_pairs": p.num_heldout, "runs": runs, "plot": str(plot),
-               "stages": {stage: dict(zip(("mean", "low", "high"),
-                                          mean_interval([r["stages"][stage]["accuracy"] for r in runs])))
-                          for stage in STAGES}}
+    summary = {
+        "seeds": list(p.seeds),
+        "heldout_pairs": p.num_heldout,
+        "runs": runs,
+        "plot": str(plot),
+        "stages": {
+            stage: dict(zip(("mean", "low", "high"), mean_interval([r["stages"][stage]["accuracy"] for r in runs])))
+            for stage in STAGES
+        },
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    (out / "summary.md").write_text(f"Held-out accuracy after each stage ({p.num_heldout} pairs, "
-                                    f"one greedy answer each), seeds {list(p.seeds)}:\n\n{table}\n")
+    (out / "summary.md").write_text(
+        f"Held-out accuracy after each stage ({p.num_heldout} pairs, "
+        f"one greedy answer each), seeds {list(p.seeds)}:\n\n{table}\n"
+    )
     print("\n" + table)
     print(f"\nsummary: {out / 'summary.md'}; curves: {plot}; actor logs: {out / 'logs'}")
     return summary

@@ -53,8 +53,14 @@ class SFTTrainer(ActorRun):
         plan = learner_plan(cfg)
         validate_cluster(plan)
         self.placement_group, _ = create_placement_group(plan)
-        self.learners = LearnerGroup.start(cfg, self.placement_group, plan.role_slots("learner"), self.total_steps,
-                                           lr=cfg.sft.lr, train_batch_size=batch)
+        self.learners = LearnerGroup.start(
+            cfg,
+            self.placement_group,
+            plan.role_slots("learner"),
+            self.total_steps,
+            lr=cfg.sft.lr,
+            train_batch_size=batch,
+        )
         checkpoint = latest_checkpoint(self.output_dir) if cfg.sft.resume else None
         if checkpoint is not None:
             self.step = load_checkpoint(self.learners, checkpoint)["step"]
@@ -69,7 +75,9 @@ class SFTTrainer(ActorRun):
 
     def fit(self) -> dict[str, Any]:
         cfg = self.config
-        logger = MetricsLogger(self.output_dir, self.total_steps, self.step, desc="sft", bar_metrics={"loss": "sft_loss"})
+        logger = MetricsLogger(
+            self.output_dir, self.total_steps, self.step, desc="sft", bar_metrics={"loss": "sft_loss"}
+        )
         save_every = cfg.sft.save_every or self.total_steps
         last = latest_checkpoint(self.output_dir)
         try:
@@ -78,8 +86,13 @@ class SFTTrainer(ActorRun):
                 self.step += 1
                 logger.log(self.step, {k: sum(p[k] for p in parts) / len(parts) for k in parts[0]})
                 if self.step % save_every == 0 or self.step == self.total_steps:
-                    last = save_checkpoint(self.learners, self.processor, self.output_dir, self.step,
-                                           {"stage": "sft", "config": asdict(cfg)})
+                    last = save_checkpoint(
+                        self.learners,
+                        self.processor,
+                        self.output_dir,
+                        self.step,
+                        {"stage": "sft", "config": asdict(cfg)},
+                    )
         finally:
             logger.close()
         return {"step": self.step, "checkpoint": str(last), "hf": str(Path(last) / "hf")}
