@@ -8,8 +8,8 @@ Each run is `python -m r1reward train` in a subprocess, as a user starts it, wit
   (after its step_4 checkpoint, in the middle of step 6);
 - C, B resumed with trainer.resume=true.
 
-Below them, runs D (bad rows, a hanging/garbage judge, a stalled sync receiver), E (a learner rank
-SIGKILLed) and F (the same with trainer.max_restarts=1) test the remaining faults.
+Below them, runs D (bad rows, a hanging/garbage judge, a stalled sync receiver) and F (a learner rank
+SIGKILLed, with trainer.max_restarts=1: the stop line, then the restart) test the remaining faults.
 """
 
 from __future__ import annotations
@@ -338,11 +338,11 @@ def _kill_a_learner_rank_after_step_2(proc: subprocess.Popen, out: Path, log: Pa
 
 @pytest.fixture(scope="module")
 def fault_runs(sft_model_dir, synthetic_dir, tmp_path_factory):
-    from test_faults_unit import write_bad_corpus
+    from helpers import write_bad_corpus
 
     root = tmp_path_factory.mktemp("fault-runs")
-    d, e = root / "D", root / "E"
-    result: dict = {"D": d, "E": e}
+    d = root / "D"
+    result: dict = {"D": d}
 
     corpus, result["good_ids"] = write_bad_corpus(synthetic_dir, root / "corpus")
     judge = _BadJudge()
@@ -374,17 +374,9 @@ def fault_runs(sft_model_dir, synthetic_dir, tmp_path_factory):
     finally:
         judge.close()
 
-    proc = _start(
-        _fault_command(sft_model_dir, synthetic_dir / "train.parquet", e, "timeouts.collective_s=60"), root / "E.log"
-    )
-    _kill_a_learner_rank_after_step_2(proc, e, root / "E.log")
-    killed_at = time.monotonic()
-    proc.wait(timeout=600)
-    result["E_detect_s"] = time.monotonic() - killed_at
-    result["E_rc"], result["E_log"] = proc.returncode, (root / "E.log").read_text(errors="replace")
     print(
         f"\nfaults: D ended {result['D_after_step_2_s']:.0f} s after its step_2 checkpoint (sync timeout "
-        f"{SYNC_TIMEOUT_S:.0f} s); E ended {result['E_detect_s']:.1f} s after a learner rank's SIGKILL"
+        f"{SYNC_TIMEOUT_S:.0f} s)"
     )
     return result
 
@@ -410,7 +402,7 @@ def test_a_judge_that_hangs_or_answers_garbage_is_counted_and_training_goes_on(f
 
 
 def test_bad_rows_are_skipped_and_reported_by_reason_in_a_real_run(fault_runs):
-    from test_faults_unit import BAD_KINDS, GOOD_ROWS
+    from helpers import BAD_KINDS, GOOD_ROWS
 
     report = json.loads((fault_runs["D"] / "data_report.json").read_text())
     assert report["kept"] == GOOD_ROWS and report["rows"] == GOOD_ROWS + len(BAD_KINDS)
@@ -418,27 +410,37 @@ def test_bad_rows_are_skipped_and_reported_by_reason_in_a_real_run(fault_runs):
     assert "skipped 8" in fault_runs["D_log"]
 
 
-def test_a_killed_learner_rank_ends_the_run_naming_role_step_and_checkpoint(fault_runs):
-    line = _error_line(fault_runs["E_log"])
-    assert fault_runs["E_rc"] == 2, fault_runs["E_log"][-4000:]
-    assert "training stopped at step 3" in line and "learner rank" in line, line
-    assert f"resume from {fault_runs['E'] / 'checkpoints' / 'step_2'} with trainer.resume=true" in line, line
-    assert fault_runs["E_detect_s"] < 120, fault_runs["E_detect_s"]
-
-
-def test_max_restarts_starts_again_from_the_last_checkpoint_after_a_killed_learner_rank(
-    sft_model_dir, synthetic_dir, tmp_path
-):
-    out = tmp_path / "F"
-    proc = _start(
-        _fault_command(
-            sft_model_dir, synthetic_dir / "train.parquet", out, "timeouts.collective_s=60", "trainer.max_restarts=1"
-        ),
-        tmp_path / "F.log",
+@pytest.fixture(scope="module")
+def killed_learner_run(sft_model_dir, synthetic_dir, tmp_path_factory):
+    """Run F: a learner rank SIGKILLed during step 3, with trainer.max_restarts=1. The run stops with the
+    one line (role, step, checkpoint), then starts again from step_2 and finishes."""
+    out = tmp_path_factory.mktemp("fault-run-F") / "F"
+    log = out.parent / "F.log"
+    command = _fault_command(
+        sft_model_dir, synthetic_dir / "train.parquet", out, "timeouts.collective_s=60", "trainer.max_restarts=1"
     )
-    _kill_a_learner_rank_after_step_2(proc, out, tmp_path / "F.log")
-    log = _finish(proc, tmp_path / "F.log", timeout=600)
-    assert "training stopped at step 3" in log and "learner rank" in log and "restart 1 of 1" in log, log[-4000:]
+    proc = _start(command, log)
+    _kill_a_learner_rank_after_step_2(proc, out, log)
+    killed_at = time.monotonic()
+    while "restart 1 of 1" not in log.read_text(errors="replace"):  # the stop line is printed with it
+        assert proc.poll() is None, log.read_text(errors="replace")[-4000:]
+        assert time.monotonic() - killed_at < 600, "no stop line 600 s after a learner rank was killed"
+        time.sleep(0.05)
+    detect_s = time.monotonic() - killed_at
+    print(f"\nfaults: F stopped {detect_s:.1f} s after a learner rank's SIGKILL, then restarted")
+    return {"out": out, "log": _finish(proc, log, timeout=600), "detect_s": detect_s}
+
+
+def test_a_killed_learner_rank_ends_the_run_naming_role_step_and_checkpoint(killed_learner_run):
+    out, log = killed_learner_run["out"], killed_learner_run["log"]
+    line = next(line for line in log.splitlines() if "restart 1 of 1" in line)
+    assert "training stopped at step 3" in line and "learner rank" in line, line
+    assert f"resume from {out / 'checkpoints' / 'step_2'} with trainer.resume=true" in line, line
+    assert killed_learner_run["detect_s"] < 120, killed_learner_run["detect_s"]
+
+
+def test_max_restarts_starts_again_from_the_last_checkpoint_after_a_killed_learner_rank(killed_learner_run):
+    out, log = killed_learner_run["out"], killed_learner_run["log"]
     assert f"resumed from {out / 'checkpoints' / 'step_2'} at step 2" in log, log[-4000:]
     assert [r["step"] for r in _rows(out)] == list(range(1, FAULT_STEPS + 1))  # each step once
     assert _checkpoint_done(out, FAULT_STEPS)

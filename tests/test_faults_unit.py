@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import BAD_KINDS, GOOD_ROWS, write_bad_corpus
 from r1reward.trainer import checkpoint as ckpt
 
 
@@ -311,67 +312,6 @@ def test_a_failed_remote_call_is_named_in_one_line_without_rays_traceback():
 
 
 # --- bad input, counted ---------------------------------------------------------------------------
-GOOD_ROWS = 8
-BAD_KINDS = (
-    "image-missing",
-    "image-undecodable",
-    "unparseable-prompt",
-    "bad-label",
-    "empty-response",
-    "prompt-too-long",
-    "duplicate-id",
-    "video-unsupported",
-)
-
-
-def write_bad_corpus(synthetic_dir: Path, out: Path) -> tuple[Path, list[str]]:
-    """An R1-Reward RL JSONL file: GOOD_ROWS good rows of the synthetic set (images relative to
-    `synthetic_dir`, to be passed as data.image_root) with one row of each kind in BAD_KINDS after
-    them; returns the file and the good rows' ids in file order."""
-    import pyarrow.parquet as pq
-
-    from r1reward.data.prompt import format_prompt
-
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "broken.png").write_bytes(b"\x89PNG not really an image")
-    source = pq.read_table(synthetic_dir / "train.parquet").to_pylist()[:GOOD_ROWS]
-    good = [{**row, "id": f"good-{i}"} for i, row in enumerate(source)]
-
-    def with_image(row: dict, image: str) -> dict:
-        chat = json.loads(row["message"])
-        for part in chat[0]["content"]:
-            if part.get("type") == "image":
-                part["image"] = image
-        return {**row, "message": json.dumps(chat), "image": image}
-
-    base = good[0]
-    filled = lambda q, r1, r2: format_prompt(q, r1, r2)  # noqa: E731
-    video_chat = [
-        {
-            "role": "user",
-            "content": [{"type": "text", "text": base["question"]}, {"type": "video", "video": "clip.mp4"}],
-        }
-    ]
-    bad = {
-        "image-missing": with_image({**base, "id": "bad-1"}, "absent.png"),
-        "image-undecodable": with_image({**base, "id": "bad-2"}, str(out / "broken.png")),
-        "unparseable-prompt": {
-            **base,
-            "id": "bad-3",
-            "question": "What is shown?",
-            "message": json.dumps([{"role": "user", "content": "What is shown?"}]),
-        },
-        "bad-label": {**base, "id": "bad-4", "answer": ["<answer>3</answer>"]},
-        "empty-response": {**base, "id": "bad-5", "question": filled("Which is better?", "A cat.", "  ")},
-        "prompt-too-long": {**base, "id": "bad-6", "question": filled("word " * 3000, "A cat.", "A dog.")},
-        "duplicate-id": {**good[1], "id": "good-0"},
-        "video-unsupported": {**base, "id": "bad-8", "message": json.dumps(video_chat), "image": ""},
-    }
-    path = out / "corpus.jsonl"
-    path.write_text("".join(json.dumps(row) + "\n" for row in [*good, *bad.values()]))
-    return path, [row["id"] for row in good]
-
-
 def test_a_corpus_of_every_bad_row_kind_keeps_exactly_the_good_rows_and_counts_the_rest(synthetic_dir, tmp_path):
     from r1reward.data.dataset import load_preferences
 
