@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from r1reward.algo import get_advantage_estimator, kl_penalty, normalize_and_filter, seq_mean_token_mean
+from r1reward.algo.mismatch import mismatch_metrics
 from r1reward.config.schema import AlgoConfig
 from r1reward.data.records import PreferenceRecord
 from r1reward.data.render import encode_rendered, rollout_prompt
@@ -98,4 +99,5 @@ def assign_advantages(
 def logprob_gap(samples: list[Sample]) -> dict[str, float]:
     """How far the learner's recomputed log-probs are from the sampler's (kernels and dtype differ)."""
     gaps = torch.cat([(torch.tensor(s.old_logprobs) - torch.tensor(s.sampler_logprobs)).abs() for s in samples])
-    return {"logprob_gap/mean": float(gaps.mean()), "logprob_gap/max": float(gaps.max())}
+    mismatch = mismatch_metrics([s.old_logprobs for s in samples], [s.sampler_logprobs for s in samples])
+    return {"logprob_gap/mean": float(gaps.mean()), "logprob_gap/max": float(gaps.max()), **mismatch}
