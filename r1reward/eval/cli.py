@@ -35,6 +35,25 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="image size bound (default 640*28*28)")
 
 
+def load_reward_model(args: argparse.Namespace) -> Any:
+    """`RewardModel.load` with the model and engine options of `score` and `serve` (a context manager)."""
+    from r1reward.eval.api import RewardModel
+
+    return RewardModel.load(
+        args.model,
+        workers=args.workers,
+        temperature=args.temperature,
+        max_tokens=args.max_tokens,
+        min_pixels=args.min_pixels,
+        max_pixels=args.max_pixels,
+        dtype=args.dtype,
+        max_model_len=args.max_model_len,
+        seed=args.seed,
+        gpus_per_worker=args.gpus_per_worker,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+    )
+
+
 def _add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="checkpoint folder (Hugging Face format)")
     p.add_argument("--k", type=int, default=1, help="samples per pair; the majority vote decides (default 1)")
@@ -137,7 +156,6 @@ def _eval_metrics(args: argparse.Namespace) -> None:
 
 def _score(args: argparse.Namespace) -> None:
     from r1reward.errors import UserError
-    from r1reward.eval.api import RewardModel
     from r1reward.eval.score import load_pairs, score_pairs
 
     if args.k < 1:
@@ -145,19 +163,7 @@ def _score(args: argparse.Namespace) -> None:
     if not Path(args.out).absolute().parent.is_dir():
         raise UserError(f"cannot write {args.out}: its folder does not exist")
     rows = load_pairs(args.pairs, args.image_root, args.skip_missing_images)  # fails before the model loads
-    with RewardModel.load(
-        args.model,
-        workers=args.workers,
-        temperature=args.temperature,
-        max_tokens=args.max_tokens,
-        min_pixels=args.min_pixels,
-        max_pixels=args.max_pixels,
-        dtype=args.dtype,
-        max_model_len=args.max_model_len,
-        seed=args.seed,
-        gpus_per_worker=args.gpus_per_worker,
-        gpu_memory_utilization=args.gpu_memory_utilization,
-    ) as model:
+    with load_reward_model(args) as model:
         summary = score_pairs(model, rows, args.out, k=args.k)
     accuracy = "" if summary["accuracy"] is None else f"; accuracy {100 * summary['accuracy']:.2f}%"
     print(f"judged {summary['judged']} of {summary['pairs']} pairs{accuracy}; wrote {args.out}")

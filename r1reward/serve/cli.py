@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from r1reward.errors import UserError
-from r1reward.eval.cli import add_engine_options
+from r1reward.eval.cli import add_engine_options, load_reward_model
 
 _HELP = (
     "serve a trained reward model over HTTP: /v1/compare, /v1/rank, OpenRLHF's /get_reward, /health, "
@@ -96,7 +96,6 @@ def _serve(args: argparse.Namespace) -> int:
     _check(args)
     import uvicorn
 
-    from r1reward.eval.api import RewardModel
     from r1reward.serve.app import create_app
     from r1reward.serve.service import RewardService
 
@@ -105,19 +104,7 @@ def _serve(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     model = None
     try:
-        model = RewardModel.load(
-            args.model,
-            workers=args.workers,
-            temperature=args.temperature,
-            max_tokens=args.max_tokens,
-            min_pixels=args.min_pixels,
-            max_pixels=args.max_pixels,
-            dtype=args.dtype,
-            max_model_len=args.max_model_len,
-            seed=args.seed,
-            gpus_per_worker=args.gpus_per_worker,
-            gpu_memory_utilization=args.gpu_memory_utilization,
-        )
+        model = load_reward_model(args)
         signal.signal(signal.SIGTERM, _on_sigterm)  # ray.init (--workers > 1) installs its own, which exits 15
         name = args.name or Path(args.model).resolve().name
         service = RewardService(
