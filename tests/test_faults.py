@@ -33,7 +33,8 @@ NAN_LOSS_STEP, NAN_ADVANTAGES_STEP = 2, 3
 ORPHAN_DEADLINE_S = 60.0
 
 
-def _command(model: Path, data: Path, out: Path, *overrides: str) -> list[str]:
+def _train_command(model: Path, train_path: Path, out: Path, steps: int, *overrides: str) -> list[str]:
+    """`python -m r1reward train` on the tiny config: 4 prompts a step, two micro-batches of 2."""
     return [
         sys.executable,
         "-m",
@@ -42,17 +43,28 @@ def _command(model: Path, data: Path, out: Path, *overrides: str) -> list[str]:
         "--config",
         str(ROOT / "configs" / "tiny-cpu.yaml"),
         f"model.path={model}",
-        f"data.train_path={data / 'train.parquet'}",
+        f"data.train_path={train_path}",
         f"trainer.output_dir={out}",
-        f"trainer.num_steps={STEPS}",
+        f"trainer.num_steps={steps}",
         "trainer.rollout_batch_size=4",
         "learner.train_batch_size=4",
         "learner.micro_batch_size=2",
         "rollout.max_new_tokens=64",
+        *overrides,
+    ]
+
+
+def _command(model: Path, data: Path, out: Path, *overrides: str) -> list[str]:
+    """Runs A, B, C: STEPS steps with NaN injected into a loss and into advantages."""
+    return _train_command(
+        model,
+        data / "train.parquet",
+        out,
+        STEPS,
         f"trainer.debug_nan_loss_step={NAN_LOSS_STEP}",
         f"trainer.debug_nan_advantages_step={NAN_ADVANTAGES_STEP}",
         *overrides,
-    ]
+    )
 
 
 def _start(command: list[str], log: Path) -> subprocess.Popen:
@@ -290,24 +302,8 @@ class _BadJudge:
 
 
 def _fault_command(model: Path, train_path: Path, out: Path, *overrides: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "r1reward",
-        "train",
-        "--config",
-        str(ROOT / "configs" / "tiny-cpu.yaml"),
-        f"model.path={model}",
-        f"data.train_path={train_path}",
-        f"trainer.output_dir={out}",
-        f"trainer.num_steps={FAULT_STEPS}",
-        "trainer.save_every=2",
-        "trainer.rollout_batch_size=4",
-        "learner.train_batch_size=4",
-        "learner.micro_batch_size=2",
-        "rollout.max_new_tokens=64",
-        *overrides,
-    ]
+    """Runs D and F: FAULT_STEPS steps with a checkpoint every 2."""
+    return _train_command(model, train_path, out, FAULT_STEPS, "trainer.save_every=2", *overrides)
 
 
 def _checkpoint_done(out: Path, step: int) -> bool:
