@@ -23,6 +23,16 @@ def _load(path: Path, schema: str = "r1reward-rl"):
     return records, report
 
 
+def _load_moved_hard_parquet(cwd: Path, check: bool) -> subprocess.CompletedProcess:
+    """Load ../run-moved/pipeline/data/hard.parquet from `cwd` in a fresh process; prints kept and skipped."""
+    code = (
+        "from r1reward.data.dataset import load_preferences;"
+        "r, rep = load_preferences('../run-moved/pipeline/data/hard.parquet', 'r1reward-rl', swap_seed=None,"
+        " verbose=False); print(rep.kept, rep.skipped)"
+    )
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, check=check)
+
+
 def test_synthetic_set_written_relative_loads_from_another_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     make_synthetic_data("runs/data/train", num=6, seed=0)  # relative, as the pipeline does
@@ -46,39 +56,11 @@ def test_rewritten_records_keep_working_after_cwd_change_and_move(tmp_path, monk
     content = json.loads(messages[0])[0]["content"]
     assert [part["type"] for part in content] == ["text", "image"]  # the released layout: text first
     # Read it from another working directory, then after moving the whole run folder.
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            (
-                "from r1reward.data.dataset import load_preferences;"
-                "r, rep = load_preferences('../run-moved/pipeline/data/hard.parquet', 'r1reward-rl', swap_seed=None,"
-                " verbose=False); print(rep.kept, rep.skipped)"
-            ),
-        ],
-        cwd=tmp_path / "runs",
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    out = _load_moved_hard_parquet(tmp_path / "runs", check=False)
     assert out.returncode != 0 or out.stdout.split()[:2] != ["3", "0"]  # not moved yet: must not load
     (tmp_path / "runs").rename(tmp_path / "run-moved")
     (tmp_path / "runs").mkdir()
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            (
-                "from r1reward.data.dataset import load_preferences;"
-                "r, rep = load_preferences('../run-moved/pipeline/data/hard.parquet', 'r1reward-rl', swap_seed=None,"
-                " verbose=False); print(rep.kept, rep.skipped)"
-            ),
-        ],
-        cwd=tmp_path / "runs",
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    out = _load_moved_hard_parquet(tmp_path / "runs", check=True)
     assert out.stdout.split()[:2] == ["3", "0"]
 
 
