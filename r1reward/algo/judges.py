@@ -74,7 +74,6 @@ JUDGE_PROMPTS: Registry[JudgePrompt] = Registry("judge prompt")
 # Released: the text before <answer>, last 3 lines joined with ';', "response N is better".
 JUDGE_PROMPTS.add("released", JudgePrompt(RELEASED_JUDGE_PROMPT, ";", "response {n} is better", 1024))
 JUDGE_PROMPTS.add("concise", JudgePrompt(JUDGE_PROMPT, "\n", "Response {n} is better", 8))
-JUDGE_MAX_TOKENS = JUDGE_PROMPTS["concise"].max_tokens
 
 
 @dataclass
