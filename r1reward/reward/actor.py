@@ -14,6 +14,7 @@ from typing import Any
 from r1reward.algo.judges import JudgeResult, make_judge, needs_model_actor
 from r1reward.algo.reward import score_generation
 from r1reward.config.schema import RewardConfig
+from r1reward.placement.engine_process import keep_engine_core_in_process
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,7 @@ class JudgeEngine:
         from vllm import LLM
 
         on_gpu = torch.cuda.is_available()
+        keep_engine_core_in_process(1, on_gpu)
         memory = (
             {"gpu_memory_utilization": gpu_memory_utilization}
             if on_gpu and gpu_memory_utilization

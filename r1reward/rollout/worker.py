@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from r1reward.config.schema import RolloutConfig
+from r1reward.placement.engine_process import keep_engine_core_in_process
 from r1reward.sync.backend import weight_transfer_backend
 
 # A random model can sample vision special tokens; a completion holding one breaks the learner's
@@ -37,6 +38,7 @@ class RolloutWorker:
         from vllm.config import WeightTransferConfig
 
         self.cfg = RolloutConfig(**cfg)
+        keep_engine_core_in_process(self.cfg.tensor_parallel_size, torch.cuda.is_available())
         engine_kwargs = (
             {"kv_cache_memory_bytes": self.cfg.kv_cache_memory_bytes}
             if self.cfg.kv_cache_memory_bytes
@@ -134,7 +136,17 @@ class RolloutWorker:
 
     def finish_weight_update(self, weight_version: str | None = None) -> None:
         self.llm.finish_weight_update(weight_version)
-        # Cached image embeddings and prefixes were computed with the old weights.
+        self._forget_cached()
+
+    def load_checkpoint(self, path: str) -> int:
+        """Another checkpoint of the same architecture (and processor) into this engine, without a restart:
+        evaluating several stages costs one engine start. Returns the number of tensors loaded."""
+        loaded = sum(self.llm.collective_rpc("r1reward_load_checkpoint", args=(str(path),)))
+        self._forget_cached()
+        return loaded
+
+    def _forget_cached(self) -> None:
+        """Cached image embeddings and prefixes were computed with the old weights."""
         self.llm.reset_prefix_cache()
         engine = self.llm.llm_engine
         for reset in ("reset_mm_cache", "reset_encoder_cache"):
