@@ -91,7 +91,7 @@ def main() -> int:
     from r1reward.config import load_config
     from r1reward.placement.ray_init import ensure_ray
     from r1reward.trainer.checkpoint import latest_checkpoint
-    from r1reward.trainer.hard_examples import records_of, sample_choices
+    from r1reward.trainer.hard_examples import Sampler, records_of
 
     source, out = Path(args.source), Path(args.out)
     sft_checkpoint = latest_checkpoint(source / "sft")
@@ -108,7 +108,8 @@ def main() -> int:
     labels = [r.label for r in records]
 
     def score(model):
-        return sample_choices(model, records, config, k=1, temperature=0.0, seed=7).scores(labels)
+        with Sampler(model, config) as sampler:
+            return sampler.choices(records, k=1, temperature=0.0, seed=7).scores(labels)
 
     sft_scores = score(str(sft_checkpoint / "hf"))
     results: dict = {

@@ -76,13 +76,14 @@ def _train(args: argparse.Namespace) -> None:
 @command("select-hard")
 def _select_hard(args: argparse.Namespace) -> None:
     from r1reward.config import load_config
-    from r1reward.trainer.hard_examples import records_of, sample_choices, select_hard, summarise, write_hard
+    from r1reward.trainer.hard_examples import Sampler, records_of, select_hard, summarise, write_hard
 
     config = load_config(args.config, args.overrides)
     if not Path(args.model).exists():
         raise UserError(f"model not found: {args.model}")
     records = records_of(args.data, args.schema, config)  # the sampling starts (or joins) Ray on its own plan
-    choices = sample_choices(args.model, records, config, k=args.k)
+    with Sampler(args.model, config) as sampler:
+        choices = sampler.choices(records, k=args.k)
     hard = select_hard(records, choices)
     write_hard(hard, args.out)
     stats = summarise(choices, records, len(hard))

@@ -121,6 +121,11 @@ class RolloutGroup:
         parts = wait_all(refs, [role for *_, role in busy], "generate", timeout_s or self.timeouts.remote_call_s)
         return [result for part in parts for result in part]
 
+    def load_checkpoint(self, path: str) -> None:
+        """Every worker loads the Hugging Face checkpoint at `path` (same architecture) in place."""
+        refs = [w.load_checkpoint.remote(str(path)) for w in self.workers]
+        wait_all(refs, self.roles, f"loading {path}", self.timeouts.startup_s)
+
     def sync_client(self) -> Any:
         """The weight-sync client over these workers (vLLM's weight-transfer protocol; see r1reward.sync)."""
         from r1reward.sync.transfer import RayRolloutClient

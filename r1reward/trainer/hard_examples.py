@@ -34,32 +34,55 @@ class Choices:
         }
 
 
-def sample_choices(
-    model_dir: str, records: list[PreferenceRecord], config: Config, k: int, temperature: float = 1.0, seed: int = 0
-) -> Choices:
-    """K samples per record from one vLLM rollout worker (a Ray actor on the rollout-only plan, so on a
-    cluster it gets the GPUs and CPUs a training rollout worker gets) loaded from `model_dir`."""
-    from transformers import AutoProcessor
+class Sampler:
+    """One vLLM rollout worker (a Ray actor on the rollout-only plan, so on a cluster it gets the GPUs and
+    CPUs a training rollout worker gets) that samples K choices per preference pair. `load` swaps in
+    another checkpoint of the same model without a restart, so scoring several stages costs one start.
 
-    from r1reward.placement.plan import rollout_plan
-    from r1reward.rollout.group import RolloutGroup
+        with Sampler(model_dir, config) as sampler:
+            choices = sampler.choices(records, k=4)
+    """
 
-    processor = AutoProcessor.from_pretrained(model_dir)
-    pixels = (config.data.min_pixels, config.data.max_pixels)
-    prompts = [rollout_prompt(processor, record, *pixels) for record in records]
-    workers = RolloutGroup.start_alone(
-        model_dir, asdict(config.rollout), pixels, rollout_plan(config, num_workers=1), timeouts=config.timeouts
-    )
-    try:
-        results = workers.generate(
+    def __init__(self, model_dir: str | Path, config: Config) -> None:
+        from transformers import AutoProcessor
+
+        from r1reward.placement.plan import rollout_plan
+        from r1reward.rollout.group import RolloutGroup
+
+        self.config = config
+        self.pixels = (config.data.min_pixels, config.data.max_pixels)
+        self.processor = AutoProcessor.from_pretrained(model_dir)
+        self.group = RolloutGroup.start_alone(
+            str(model_dir),
+            asdict(config.rollout),
+            self.pixels,
+            rollout_plan(config, num_workers=1),
+            timeouts=config.timeouts,
+        )
+
+    def load(self, model_dir: str | Path) -> None:
+        """Another checkpoint of the same architecture and processor, in place."""
+        self.group.load_checkpoint(str(model_dir))
+
+    def choices(self, records: list[PreferenceRecord], k: int, temperature: float = 1.0, seed: int = 0) -> Choices:
+        prompts = [rollout_prompt(self.processor, record, *self.pixels) for record in records]
+        results = self.group.generate(
             prompts, n=k, temperature=temperature, seeds=[seed * 100_003 + i for i in range(len(prompts))]
         )
-    finally:
-        workers.close()
-    texts = [[g["text"] for g in r["generations"]] for r in results]
-    return Choices(
-        [[parse_answer(t) for t in row] for row in texts], [[format_reward(t) == 1.0 for t in row] for row in texts]
-    )
+        texts = [[g["text"] for g in r["generations"]] for r in results]
+        return Choices(
+            [[parse_answer(t) for t in row] for row in texts],
+            [[format_reward(t) == 1.0 for t in row] for row in texts],
+        )
+
+    def close(self) -> None:
+        self.group.close()
+
+    def __enter__(self) -> Sampler:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def select_hard(records: list[PreferenceRecord], choices: Choices) -> list[PreferenceRecord]:

@@ -99,7 +99,7 @@ def run_seed(config: Config, seed: int, out: Path, say) -> dict[str, Any]:
     from r1reward.learner.sft_local import caption_warmup
     from r1reward.models.tiny import make_tiny_model
     from r1reward.trainer.driver import Trainer
-    from r1reward.trainer.hard_examples import records_of, sample_choices, select_hard, summarise, write_hard
+    from r1reward.trainer.hard_examples import Sampler, records_of, select_hard, summarise, write_hard
     from r1reward.trainer.sft import SFTTrainer
 
     p = config.pipeline
@@ -117,7 +117,17 @@ def run_seed(config: Config, seed: int, out: Path, say) -> dict[str, Any]:
 
     say(f"[3/5] hard examples: pairs the SFT model does not solve in all {p.select_k} samples")
     train_records = records_of(train["rl"], "r1reward-rl", config)
-    choices = sample_choices(sft["hf"], train_records, config, k=p.select_k, seed=seed)
+    heldout_records = records_of(heldout["pairs"], "canonical", config)
+    labels = [r.label for r in heldout_records]
+
+    def heldout_scores(sampler: Sampler) -> dict[str, float]:
+        choices = sampler.choices(heldout_records, k=1, temperature=p.eval_temperature, seed=seed + 7)
+        return choices.scores(labels)
+
+    stages: dict[str, dict[str, float]] = {}
+    with Sampler(sft["hf"], config) as sampler:  # one engine: the selection, then SFT's held-out score
+        choices = sampler.choices(train_records, k=p.select_k, seed=seed)
+        stages["SFT"] = heldout_scores(sampler)
     hard = select_hard(train_records, choices) or train_records  # all solved: keep training on everything
     write_hard(hard, out / "data" / "hard.parquet")
     selection = summarise(choices, train_records, len(hard))
@@ -135,17 +145,13 @@ def run_seed(config: Config, seed: int, out: Path, say) -> dict[str, Any]:
     rl_model = str(Path(rl["checkpoint"]) / "hf")
 
     say(f"[5/5] held-out evaluation of each stage on {p.num_heldout} pairs")
-    heldout_records = records_of(heldout["pairs"], "canonical", config)
-    labels = [r.label for r in heldout_records]
-    stages = {
-        stage: sample_choices(
-            model, heldout_records, config, k=1, temperature=p.eval_temperature, seed=seed + 7
-        ).scores(labels)
-        for stage, model in zip(STAGES, (str(base), sft["hf"], rl_model))
-    }
+    with Sampler(rl_model, config) as sampler:  # one engine: the RL model, then the base model loaded into it
+        stages["SFT + RL"] = heldout_scores(sampler)
+        sampler.load(base)
+        stages["base"] = heldout_scores(sampler)
     return {
         "seed": seed,
-        "stages": stages,
+        "stages": {stage: stages[stage] for stage in STAGES},
         "hard_example_selection": selection,
         "rl_timings": rl["timings"],
         "models": {"base": str(base), "sft": sft["hf"], "rl": rl_model},
