@@ -1,7 +1,8 @@
 """End to end on the CPU: real Ray, vLLM, DeepSpeed and the tiny Qwen2.5-VL; no mocks.
 
-One short run (one rollout worker, two learner ranks, two steps) is shared by the tests; a second
-trainer resumes from its checkpoint.
+One short run is shared by the tests: one rollout worker, two learner ranks, two steps, with a KL
+penalty to a frozen reference (algo.kl_coef=0.001, the released script's value). Resuming from a
+checkpoint is tested against an uninterrupted run in tests/test_faults.py.
 """
 
 from __future__ import annotations
@@ -15,22 +16,25 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def _config(tiny_model_dir, synthetic_dir, output_dir, steps: int, resume: bool = False):
+def _config(model_dir, synthetic_dir, output_dir):
     from r1reward.config import load_config
 
     return load_config(
         "configs/tiny-cpu.yaml",
         [
-            f"model.path={tiny_model_dir}",
+            f"model.path={model_dir}",
             f"data.train_path={synthetic_dir / 'train.parquet'}",
             f"trainer.output_dir={output_dir}",
-            f"trainer.num_steps={steps}",
+            "trainer.num_steps=2",
             "trainer.save_every=1",
-            "trainer.rollout_batch_size=4",
+            # 8 prompts of up to 64 tokens: room for the SFT-primed format, and rewards that vary, so the
+            # first update moves the policy away from the reference.
+            "trainer.rollout_batch_size=8",
             "learner.train_batch_size=4",
             "learner.micro_batch_size=2",
             "rollout.max_new_tokens=64",
-            f"trainer.resume={str(resume).lower()}",
+            "algo.kl_coef=0.001",
+            "algo.kl_estimator=k1",
         ],
     )
 
@@ -38,55 +42,87 @@ def _config(tiny_model_dir, synthetic_dir, output_dir, steps: int, resume: bool 
 def _probe(trainer, prompts):
     import ray
 
-    return ray.get(trainer.rollout.workers[0].generate.remote(prompts, seeds=[11, 12]))
+    return ray.get(trainer.rollout.workers[0].generate.remote(prompts, seeds=[11, 12]), timeout=600)
+
+
+def _fixed_sample(trainer) -> dict:
+    """A prompt from the data and a fixed completion: the same tokens are scored before and after."""
+    from r1reward.trainer.experience import prepare_prompt
+
+    cfg = trainer.config
+    prompt = prepare_prompt(trainer.processor, trainer.dataset[0], cfg.data.min_pixels, cfg.data.max_pixels)
+    completion = trainer.processor.tokenizer(
+        "<think>The first response is right.</think><answer>1</answer>", add_special_tokens=False
+    ).input_ids
+    return {
+        "prompt_ids": prompt["prompt_ids"],
+        "completion_ids": completion,
+        "pixel_values": prompt["pixel_values"],
+        "image_grid_thw": prompt["image_grid_thw"],
+    }
 
 
 @pytest.fixture(scope="module")
 def ray_session():
     import ray
 
-    ray.init(num_cpus=8, include_dashboard=False)
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
 
 @pytest.fixture(scope="module")
 def trained(ray_session, sft_model_dir, synthetic_dir, tmp_path_factory):
+    import ray
+
     from r1reward.trainer.driver import Trainer
     from r1reward.trainer.experience import prepare_prompt
 
     output_dir = tmp_path_factory.mktemp("run")
-    trainer = Trainer(_config(sft_model_dir, synthetic_dir, output_dir, steps=2))
-    trainer.setup()
-    cfg = trainer.config
-    prompts = [
-        {"prompt": p["prompt"], "images": p["images"]}
-        for p in (
-            prepare_prompt(trainer.processor, trainer.dataset[i], cfg.data.min_pixels, cfg.data.max_pixels)
-            for i in range(2)
-        )
-    ]
-    before = _probe(trainer, prompts)
-    result = trainer.fit()
-    after = _probe(trainer, prompts)
-    trainer.shutdown()
-    yield {
-        "trainer": trainer,
-        "result": result,
-        "before": before,
-        "after": after,
-        "prompts": prompts,
-        "output_dir": output_dir,
-    }
+    trainer = Trainer(_config(sft_model_dir, synthetic_dir, output_dir))
+    try:
+        trainer.setup()
+        cfg = trainer.config
+        prompts = [
+            {"prompt": p["prompt"], "images": p["images"]}
+            for p in (
+                prepare_prompt(trainer.processor, trainer.dataset[i], cfg.data.min_pixels, cfg.data.max_pixels)
+                for i in range(2)
+            )
+        ]
+        sample = _fixed_sample(trainer)
+        before = _probe(trainer, prompts)
+        logprobs_before = ray.get([rank.compute_logprobs.remote([sample]) for rank in trainer.learners.ranks])
+        result = trainer.fit()
+        after = _probe(trainer, prompts)
+        logprobs_after = ray.get([rank.compute_logprobs.remote([sample]) for rank in trainer.learners.ranks])
+        yield {
+            "trainer": trainer,
+            "result": result,
+            "before": before,
+            "after": after,
+            "logprobs_before": logprobs_before,
+            "logprobs_after": logprobs_after,
+            "prompts": prompts,
+            "output_dir": output_dir,
+        }
+    finally:
+        trainer.shutdown()
 
 
 def _tokens_and_logprobs(results):
     return [(g["token_ids"], g["logprobs"]) for r in results for g in r["generations"]]
 
 
+def _max_gap(a: list[float], b: list[float]) -> float:
+    assert len(a) == len(b) > 0
+    return max(abs(x - y) for x, y in zip(a, b))
+
+
 def test_every_logged_metric_is_finite(trained):
     from r1reward.trainer.metrics import read_metrics
 
+    assert trained["result"]["step"] == 2
     rows = read_metrics(trained["output_dir"] / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
     for row in rows:
@@ -99,6 +135,7 @@ def test_every_logged_metric_is_finite(trained):
             "clip_frac",
             "filter/filtered_frac",
             "logprob_gap/max",
+            "kl/mean",
             "time/generate",
             "time/train",
             "time/sync",
@@ -114,6 +151,28 @@ def test_every_logged_metric_is_finite(trained):
     assert max(r["reward/mean"] for r in rows) > 0 and max(r["reward/format_rate"] for r in rows) > 0
 
 
+def test_kl_to_the_reference_is_zero_at_step_1_and_grows_after_an_update(trained):
+    from r1reward.trainer.metrics import read_metrics
+
+    rows = read_metrics(trained["output_dir"] / "metrics.jsonl")
+    # Step 1 samples from the initial weights, which are the reference: KL 0 up to float noise.
+    # By step 2 the policy has had an update, so its log-probs differ from the reference's.
+    assert abs(rows[0]["kl/mean"]) < 1e-5, rows
+    assert rows[0]["filter/std"] > 0, rows  # the rewards varied: the first update had a signal
+    assert abs(rows[1]["kl/mean"]) > 1e-6, rows
+
+
+def test_reference_stays_fixed_while_the_policy_moves(trained):
+    for before, after in zip(trained["logprobs_before"], trained["logprobs_after"]):  # every rank holds one
+        assert set(before) == {"old_logprobs", "ref_logprobs"}
+        (ref_before,), (ref_after,) = before["ref_logprobs"], after["ref_logprobs"]
+        (policy_before,), (policy_after,) = before["old_logprobs"], after["old_logprobs"]
+        assert _max_gap(policy_before, ref_before) < 1e-5  # the reference is the initial model
+        assert _max_gap(ref_before, ref_after) < 1e-6  # frozen: two optimizer steps did not touch it
+        assert _max_gap(policy_before, policy_after) > 1e-4  # the policy did move
+        assert _max_gap(policy_after, ref_after) > 1e-4
+
+
 def test_synced_worker_equals_fresh_engine_from_checkpoint_and_not_the_base(trained):
     import ray
 
@@ -122,13 +181,25 @@ def test_synced_worker_equals_fresh_engine_from_checkpoint_and_not_the_base(trai
     trainer, output_dir = trained["trainer"], trained["output_dir"]
     checkpoint = output_dir / "checkpoints" / "step_2" / "hf"
     cfg = trainer.config
-    fresh = ray.remote(num_cpus=1)(RolloutWorker).remote(
+    fresh = ray.remote(num_cpus=0)(RolloutWorker).remote(
         str(checkpoint), asdict(cfg.rollout), (cfg.data.min_pixels, cfg.data.max_pixels)
     )
-    from_checkpoint = ray.get(fresh.generate.remote(trained["prompts"], seeds=[11, 12]))
-    ray.kill(fresh)
+    try:
+        from_checkpoint = ray.get(fresh.generate.remote(trained["prompts"], seeds=[11, 12]), timeout=600)
+    finally:
+        ray.kill(fresh)
     assert _tokens_and_logprobs(trained["after"]) == _tokens_and_logprobs(from_checkpoint)
     assert _tokens_and_logprobs(trained["before"]) != _tokens_and_logprobs(trained["after"])
+
+
+def test_a_checkpoint_loaded_into_the_running_worker_generates_as_that_checkpoint(trained, sft_model_dir):
+    """RolloutGroup.load_checkpoint (the pipeline scores several stages on one engine): the base model
+    loaded in place gives the samples from before training, the step_2 checkpoint those from after."""
+    trainer = trained["trainer"]
+    trainer.rollout.load_checkpoint(str(sft_model_dir))
+    assert _tokens_and_logprobs(_probe(trainer, trained["prompts"])) == _tokens_and_logprobs(trained["before"])
+    trainer.rollout.load_checkpoint(str(trained["output_dir"] / "checkpoints" / "step_2" / "hf"))
+    assert _tokens_and_logprobs(_probe(trainer, trained["prompts"])) == _tokens_and_logprobs(trained["after"])
 
 
 def test_checkpoint_loads_in_transformers(trained):
@@ -141,33 +212,44 @@ def test_checkpoint_loads_in_transformers(trained):
     assert state["step"] == 2 and type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
 
 
-def test_resume_continues_at_the_saved_step_and_a_dead_actor_ends_the_run(
-    trained, sft_model_dir, synthetic_dir, capsys
-):
+def test_without_kl_no_reference_model_is_loaded(ray_session, sft_model_dir):
+    import ray
+    from vllm.utils.network_utils import get_open_port
+
+    from r1reward.config import load_config
+    from r1reward.learner.worker import LearnerRank
+
+    cfg = load_config(
+        "configs/tiny-cpu.yaml", ["learner.num_ranks=1", "learner.train_batch_size=2", "learner.micro_batch_size=2"]
+    )
+    assert cfg.algo.kl_coef == 0
+    learner = ray.remote(num_cpus=0)(LearnerRank).remote(
+        0,
+        1,
+        "127.0.0.1",
+        get_open_port(),
+        str(sft_model_dir),
+        asdict(cfg.model),
+        asdict(cfg.learner),
+        asdict(cfg.algo),
+        1,
+    )
+    try:
+        sample = {"prompt_ids": [1, 2, 3], "completion_ids": [4, 5]}
+        out = ray.get(learner.compute_logprobs.remote([sample]), timeout=600)
+        assert set(out) == {"old_logprobs"} and len(out["old_logprobs"][0]) == 2
+    finally:
+        ray.kill(learner)
+
+
+def test_a_dead_actor_ends_the_run_naming_the_checkpoint(trained):
+    """Last in the module: it kills the shared run's rollout worker."""
     import ray
 
     from r1reward.errors import UserError
-    from r1reward.trainer.driver import Trainer
-    from r1reward.trainer.metrics import read_metrics
 
-    output_dir = trained["output_dir"]
-    trainer = Trainer(_config(sft_model_dir, synthetic_dir, output_dir, steps=3, resume=True))
-    try:
-        trainer.setup()
-        result = trainer.fit()
-        assert result["step"] == 3
-        assert [r["step"] for r in read_metrics(output_dir / "metrics.jsonl")] == [1, 2, 3]
-        out = capsys.readouterr().out
-        assert "resumed from" in out and "step_2" in out
-        assert "per-phase time of the last step" in out
-        assert (output_dir / "checkpoints" / "step_3" / "trainer_state.json").is_file()
-
-        # An actor that dies ends the run with its error and the checkpoint to resume from; no hang.
-        ray.kill(trainer.rollout.workers[0])
-        trainer.config.trainer.num_steps = 4
-        with pytest.raises(
-            UserError, match=r"training stopped at step 4: .*resume from .*step_3 with trainer.resume=true"
-        ):
-            trainer.fit()
-    finally:
-        trainer.shutdown()
+    trainer = trained["trainer"]
+    ray.kill(trainer.rollout.workers[0])
+    trainer.config.trainer.num_steps = 3
+    with pytest.raises(UserError, match=r"training stopped at step 3: .*resume from .*step_2 with trainer.resume=true"):
+        trainer.fit()
