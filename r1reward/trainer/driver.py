@@ -262,6 +262,7 @@ class Trainer(ActorRun):
                 "response_length/mean": sum(lengths) / len(lengths),
                 "response_length/max": float(max(lengths)),
                 **{f"time/{k}": v for k, v in self.timings.items()},
+                "time/step": wall,
                 **idle_fractions(self._started, self.rollout.roles, self.timings, wall),
             }
         )
