@@ -2,10 +2,11 @@
 
 Both runs train the same random tiny Qwen2.5-VL on the same synthetic prompts with the tiny CPU config
 (one vLLM rollout worker, two DeepSpeed learner ranks), one after the other in one Ray session; the
-result is the ratio of their median step times (step 1 left out: nothing is generated ahead yet, and
-it warms the engines), with each role's median idle fraction.
+result is the ratio of their median step times over the steady steps 2 .. N-1 (step 1 warms the engines
+and has nothing generated ahead; the last step starts nothing ahead), with each role's median idle
+fraction over the same steps.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/staleness.py [--steps 6] [--out benchmarks/results]
+    PYTHONPATH=. .venv/bin/python benchmarks/staleness.py [--steps 12] [--out benchmarks/results]
 
 `main(out_dir)` returns the result and writes `staleness.json` and `staleness.md` under out_dir.
 """
@@ -45,10 +46,10 @@ def _run(model: Path, data: Path, output_dir: Path, eta: int, steps: int) -> lis
 
 
 def _median(rows: list[dict[str, Any]], key: str) -> float:
-    return statistics.median(r[key] for r in rows[1:])
+    return statistics.median(r[key] for r in rows[1:-1])
 
 
-def main(out_dir: str | Path, steps: int = 6, work_dir: str | Path | None = None) -> dict[str, Any]:
+def main(out_dir: str | Path, steps: int = 12, work_dir: str | Path | None = None) -> dict[str, Any]:
     import ray
 
     from r1reward.data.synthetic import make_synthetic_data
@@ -56,7 +57,7 @@ def main(out_dir: str | Path, steps: int = 6, work_dir: str | Path | None = None
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if steps < 3:
-        raise ValueError("steps must be >= 3: step 1 is left out of the medians")
+        raise ValueError("steps must be >= 3: the first and the last step are left out of the medians")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
@@ -85,7 +86,7 @@ def main(out_dir: str | Path, steps: int = 6, work_dir: str | Path | None = None
             if started:
                 ray.shutdown()
     result = {
-        "what": "median step time, trainer.max_staleness=1 over 0 (steps 2..N), tiny CPU config",
+        "what": "median step time, trainer.max_staleness=1 over 0 (steps 2..N-1), tiny CPU config",
         "steps": steps,
         "cpus": os.cpu_count(),
         "ratio_eta1_over_eta0": runs[1]["median_step_s"] / runs[0]["median_step_s"],
@@ -117,7 +118,7 @@ def _markdown(result: dict[str, Any]) -> str:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args()
     print(json.dumps(main(args.out, args.steps), indent=1))
