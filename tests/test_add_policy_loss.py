@@ -6,6 +6,8 @@ for every micro-batch."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -71,3 +73,44 @@ def test_a_registered_loss_trains_one_micro_batch(tiny_model_dir, synthetic_dir)
     assert torch.isfinite(loss)
     changed = [name for name, p in model.named_parameters() if not torch.equal(p, before[name])]
     assert any(name.startswith("lm_head") or "language_model" in name for name in changed), changed
+
+
+SEEN: list[tuple] = []
+
+
+@register_policy_loss("test_capture")
+def capture(logp, logp_old, advantages, action_mask, config: AlgoConfig):
+    """Records what the learner hands a loss; the loss is the plain token mean of -A * logp."""
+    SEEN.append((advantages.clone(), action_mask.clone()))
+    return -(advantages * logp * action_mask).sum() / action_mask.sum().clamp(min=1), {}
+
+
+def test_the_learner_hands_every_loss_the_corrected_advantages():
+    from types import SimpleNamespace
+
+    from r1reward.algo.correction import rollout_correction
+
+    # Two samples of 3 completion tokens; the sampler (behaviour) lies below the learner's old log-probs.
+    old, sampler = [[-1.0, -0.5, -2.0], [-0.2, -0.2, -0.2]], [[-1.0, -2.0, -1.5], [-0.2, -0.9, -0.2]]
+    samples = [
+        Sample(prompt_ids=[1, 2], completion_ids=[3, 4, 5], old_logprobs=o, sampler_logprobs=s, advantages=[1.0] * 3)
+        for o, s in zip(old, sampler)
+    ]
+    batch = collate_for_learner(samples, pad_token_id=0)
+
+    def model(input_ids, attention_mask, use_cache):  # uniform logits: no weights needed here
+        return SimpleNamespace(logits=torch.zeros(*input_ids.shape, 8, requires_grad=True))
+
+    for name in ("none", "tis", "mask_token"):
+        algo = AlgoConfig(policy_loss="test_capture", rollout_correction=name)
+        SEEN.clear()
+        _, stats = policy_loss_on_micro_batch(model, batch, algo, (6, 7), "cpu")
+        expected = rollout_correction(
+            batch.old_logprobs, batch.sampler_logprobs, batch.advantages, batch.action_mask, algo
+        )
+        assert torch.equal(SEEN[0][0], expected[0]) and torch.equal(SEEN[0][1], expected[1])
+        assert (name == "none") == (stats == {})
+        if name == "tis":  # log w = old - sampler = [0, 1.5, -0.5] and [0, 0.7, 0]; e^1.5 and e^0.7 capped at 2
+            assert SEEN[0][0][batch.action_mask].tolist() == pytest.approx([1, 2, math.exp(-0.5), 1, 2, 1])
+        if name == "mask_token":  # the two tokens above the cap leave the loss
+            assert SEEN[0][1][batch.action_mask].tolist() == [True, False, True, True, False, True]

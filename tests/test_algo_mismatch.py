@@ -33,3 +33,35 @@ def test_empty_completions_are_skipped_and_lengths_must_agree():
     assert mismatch_metrics([[], [-1.0]], [[], [-1.0]])["mismatch/kl_k1"] == 0
     with pytest.raises(ValueError, match="learner log-probs"):
         mismatch_metrics([[-1.0, -2.0]], [[-1.0]])
+
+
+def test_answer_start_finds_the_last_answer_tag_from_the_end():
+    from r1reward.algo.tags import answer_start
+
+    pieces = ["<think>", "red", "</think>", "<ans", "wer>", "2", "</answer>", "<eos>"]
+    ids = list(range(len(pieces)))
+
+    def decode(token_ids):
+        return "".join(pieces[i] for i in token_ids)
+
+    assert answer_start(ids, decode) == 3  # the tag split over two tokens starts at the first
+    assert answer_start(ids[:3], decode) is None  # no tag
+    assert answer_start(ids, decode, max_tokens=4) is None  # the tag lies further back than searched
+    assert answer_start([], decode) is None
+
+
+def test_mismatch_by_region_splits_answer_and_reasoning_tokens():
+    from r1reward.algo.mismatch import mismatch_by_region
+
+    learner, sampler = [[-1.0, -0.5, -0.2], [-0.3, -0.3]], [[-1.0, -0.4, -0.7], [-0.3, -0.2]]
+    # sequence 0: reasoning = 2 tokens (gaps 0, -0.1), answer = 1 token (+0.5); sequence 1: no answer tag
+    m = mismatch_by_region(learner, sampler, [2, None])
+    assert m["mismatch/answer/max_gap"] == pytest.approx(0.5)
+    assert m["mismatch/answer/kl_k3"] == pytest.approx(math.exp(0.5) - 1.5)
+    assert m["mismatch/reasoning/max_gap"] == pytest.approx(0.1)
+    expected = sum(math.exp(r) - 1 - r for r in (0.0, -0.1, 0.0, -0.1)) / 4
+    assert m["mismatch/reasoning/kl_k3"] == pytest.approx(expected)
+    assert set(mismatch_by_region(learner, sampler, [None, None])) == {
+        "mismatch/reasoning/kl_k3",
+        "mismatch/reasoning/max_gap",
+    }

@@ -149,3 +149,94 @@ def test_masked_tokens_never_change_the_loss(seed, name, junk):
     loss.backward()
     assert loss.item() == reference.item()
     assert torch.isfinite(noisy_logp.grad).all() and torch.all(noisy_logp.grad[~mask] == 0)
+
+
+# --- rollout correction (decoupled StableReinforce): r1reward/algo/correction.py ---------------------
+
+
+def _decoupled_inputs():
+    # proximal (old) - behaviour (sampler) log-ratios per token: w = e^0 = 1, e^1.5 = 4.48, e^-1 = 0.37, e^0.5 = 1.65
+    old = _t([[-1.0, -0.5, -2.0, -0.3]])
+    sampler = old - _t([[0.0, 1.5, -1.0, 0.5]])
+    logp = old + _t([[0.05, -0.1, 0.3, 0.0]])
+    adv = _t([[1.0, -2.0, 0.5, 1.5]])
+    return logp, old, sampler, adv
+
+
+def test_correction_none_is_the_uncorrected_loss_exactly():
+    from r1reward.algo.correction import rollout_correction
+
+    logp, old, sampler, adv = _decoupled_inputs()
+    mask = torch.tensor([[True, True, True, False]])
+    for name in ("ppo", "stable_reinforce"):
+        today, today_stats = get_policy_loss(name)(logp, old, adv, mask, AlgoConfig())
+        new_adv, new_mask, stats = rollout_correction(old, sampler, adv, mask, AlgoConfig())
+        loss, loss_stats = get_policy_loss(name)(logp, old, new_adv, new_mask, AlgoConfig())
+        assert stats == {} and new_adv is adv and torch.equal(new_mask, mask)
+        assert loss.item() == today.item() and loss_stats == today_stats
+
+
+def test_tis_weights_each_token_loss_by_the_capped_behaviour_weight():
+    from r1reward.algo.correction import rollout_correction
+
+    logp, old, sampler, adv = _decoupled_inputs()
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    config = AlgoConfig(rollout_correction="tis", rollout_correction_cap=2.0)
+    new_adv, new_mask, stats = rollout_correction(old, sampler, adv, mask, config)
+    weights = [1.0, 2.0, math.exp(-1.0), math.exp(0.5)]  # e^1.5 = 4.48 capped at 2
+    assert new_adv[0].tolist() == pytest.approx([a * w for a, w in zip(adv[0].tolist(), weights)])
+    assert torch.equal(new_mask, mask) and stats["correction/masked_frac"] == 0.0
+    assert stats["correction/weight_mean"] == pytest.approx(sum(weights) / 4)
+    # The decoupled loss: each token's (Pre-CLIPped, clipped) surrogate against the proximal policy, times w.
+    loss, _ = get_policy_loss("stable_reinforce")(logp, old, new_adv, new_mask, config)
+    per_token = token_losses(logp, old, adv) * _t([weights])
+    assert loss.item() == pytest.approx(per_token.mean().item())
+
+
+def test_mask_token_drops_tokens_above_the_cap_and_weights_the_rest():
+    from r1reward.algo.correction import rollout_correction
+
+    logp, old, sampler, adv = _decoupled_inputs()
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    config = AlgoConfig(rollout_correction="mask_token", rollout_correction_cap=2.0)
+    new_adv, new_mask, stats = rollout_correction(old, sampler, adv, mask, config)
+    assert new_mask[0].tolist() == [True, False, True, True]  # w = 4.48 > 2 leaves the loss
+    kept_w = [1.0, math.exp(-1.0), math.exp(0.5)]
+    assert new_adv[0].tolist() == pytest.approx([1.0, 0.0, 0.5 * kept_w[1], 1.5 * kept_w[2]])
+    assert stats["correction/masked_frac"] == 0.25
+    assert stats["correction/weight_mean"] == pytest.approx(sum(kept_w) / 3)
+    # The masked token is out of the token mean as well as the sum.
+    loss, _ = get_policy_loss("stable_reinforce")(logp, old, new_adv, new_mask, config)
+    per_token = token_losses(logp, old, adv)[0] * _t([1.0, 0.0, kept_w[1], kept_w[2]])
+    assert loss.item() == pytest.approx((per_token[0] + per_token[2] + per_token[3]).item() / 3)
+
+
+def test_mask_sequence_drops_whole_sequences_by_their_geometric_mean_weight():
+    from r1reward.algo.correction import rollout_correction
+
+    old = torch.zeros(3, 3, dtype=torch.float64)
+    # log w per token: mean 0.2 (kept although one token is at e^1.2 > 2), mean 1.0 (> log 2), mean -1 (< -log 2)
+    log_w = _t([[1.2, -0.3, -0.3], [1.0, 1.0, 1.0], [-1.0, -1.0, 0.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 1], [1, 1, 0]], dtype=torch.bool)
+    adv = torch.ones(3, 3, dtype=torch.float64)
+    config = AlgoConfig(rollout_correction="mask_sequence", rollout_correction_cap=2.0)
+    new_adv, new_mask, stats = rollout_correction(old, old - log_w, adv, mask, config)
+    assert new_mask.tolist() == [[True, True, True], [False] * 3, [False] * 3]
+    assert new_adv[0].tolist() == pytest.approx([math.exp(1.2), math.exp(-0.3), math.exp(-0.3)])
+    assert torch.all(new_adv[1:] == 0) and stats["correction/masked_frac"] == pytest.approx(5 / 8)
+
+
+def test_correction_ignores_padding_and_needs_sampler_logprobs():
+    from r1reward.algo.correction import rollout_correction
+
+    logp, old, sampler, adv = _decoupled_inputs()
+    mask = torch.tensor([[True, True, False, False]])
+    junk = sampler.clone()
+    junk[0, 2:] = torch.tensor([math.inf, math.nan])  # padding garbage off the mask
+    for name in ("tis", "mask_token", "mask_sequence"):
+        config = AlgoConfig(rollout_correction=name)
+        new_adv, new_mask, stats = rollout_correction(old, junk, adv, mask, config)
+        assert torch.isfinite(new_adv).all() and not new_mask[0, 2:].any()
+        assert all(math.isfinite(v) for v in stats.values())
+        with pytest.raises(ValueError, match="sampler_logprobs"):
+            rollout_correction(old, None, adv, mask, config)

@@ -33,6 +33,9 @@ def test_overrides_win_over_the_file():
         ("algo:\n  advantage_filter: sometimes\n", "'algo.advantage_filter' is 'sometimes'"),
         ("learner:\n  num_ranks: 0\n", "'learner.num_ranks' must be > 0"),
         ("reward:\n  judge: openai\n", "needs 'reward.judge_url'"),
+        ("algo:\n  rollout_correction: clip\n", "'algo.rollout_correction' is 'clip', expected one of the registered"),
+        ("algo:\n  rollout_correction_cap: 0.5\n", "'algo.rollout_correction_cap' must be >= 1"),
+        ("trainer:\n  max_staleness: -1\n", "'trainer.max_staleness' must be >= 0"),
     ],
 )
 def test_bad_file_names_key_and_file(tmp_path, yaml_text, message):

@@ -61,7 +61,8 @@ def test_make_samples_records_the_policy_version_and_for_learner_drops_driver_fi
     assert samples[0].text == "<answer>2</answer>" and samples[0].label == 2
     assert samples[0].pixel_values is prompt["pixel_values"]  # shared, not copied
     slim = samples[0].for_learner()
-    assert slim.text is None and slim.label is None and slim.sampler_logprobs is None and slim.prompt_index is None
+    assert slim.text is None and slim.label is None and slim.prompt_index is None
+    assert slim.sampler_logprobs == [-0.1, -0.2]  # the behaviour policy of the rollout correction
     assert slim.completion_ids == [7, 8] and slim.policy_version == 5
     assert samples[0].text is not None  # the driver's copy keeps them
     restored = pickle.loads(pickle.dumps(slim))  # what crosses Ray

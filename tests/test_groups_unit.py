@@ -80,7 +80,7 @@ def test_rollout_group_keeps_the_order_and_gives_each_worker_its_seeds(monkeypat
     def wait_all(refs, roles, call, timeout_s):  # each fake worker: one result per prompt, with rank and seed
         roles_seen.append(list(roles))
         return [
-            [{"rank": r["rank"], "prompt": p, "seed": s} for p, s in zip(r["args"][0], r["kwargs"]["seeds"])]
+            ([{"rank": r["rank"], "prompt": p, "seed": s} for p, s in zip(r["args"][0], r["kwargs"]["seeds"])], 0.5)
             for r in refs
         ]
 
@@ -93,3 +93,12 @@ def test_rollout_group_keeps_the_order_and_gives_each_worker_its_seeds(monkeypat
     log.clear()
     group.generate(["a"], seeds=[1])  # a worker with no prompts gets no call and is not waited for
     assert [r for r, *_ in log] == [0] and roles_seen[-1] == ["rollout worker 0"]
+
+    # Non-blocking: generate_async submits and returns; only collect waits, once, however often called.
+    log.clear()
+    handle = group.generate_async(["a", "b", "c"], seeds=[1, 2, 3])
+    assert len(log) == 2 and len(roles_seen) == 2 and handle.results is None
+    first = group.collect(handle)
+    assert group.collect(handle) is first and len(roles_seen) == 3
+    assert [o["seed"] for o in first] == [1, 2, 3]
+    assert handle.busy_s == {"rollout worker 0": 0.5, "rollout worker 1": 0.5}

@@ -4,6 +4,7 @@ spells its tags. The rule reward, the consistency judge and evaluation all read 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 
 THINK_PATTERN = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 ANSWER_PATTERN = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
@@ -39,3 +40,13 @@ def text_before_answer(text: str) -> str:
     """Everything before the first ``<answer>``, with the think/answer tags removed (the released
     judge's view of the reasoning, which also works when ``<think>`` is missing)."""
     return _ANY_TAG.sub("", text.split("<answer>")[0])
+
+
+def answer_start(token_ids: Sequence[int], decode: Callable[[list[int]], str], max_tokens: int = 32) -> int | None:
+    """The index of the token where the last ``<answer>`` tag starts (the verdict and what follows it
+    are ``token_ids[index:]``), or None when the last ``max_tokens`` tokens hold no ``<answer>``.
+    Decodes growing suffixes, at most ``max_tokens`` short decodes: cheap beside a step."""
+    for start in range(len(token_ids) - 1, max(-1, len(token_ids) - 1 - max_tokens), -1):
+        if "<answer>" in decode(list(token_ids[start:])):
+            return start
+    return None

@@ -16,6 +16,7 @@ from r1reward.algo.advantages import (
     ADVANTAGE_FILTER_REGISTRY,
     KL_ESTIMATOR_REGISTRY,
 )
+from r1reward.algo.correction import ROLLOUT_CORRECTION_REGISTRY
 from r1reward.algo.policy_loss import POLICY_LOSS_REGISTRY
 from r1reward.algo.registry import Registry
 from r1reward.config.schema import Config, RewardConfig
@@ -33,6 +34,7 @@ REGISTERED = {
     "algo.advantage_estimator": ADVANTAGE_ESTIMATOR_REGISTRY,
     "algo.advantage_filter": ADVANTAGE_FILTER_REGISTRY,
     "algo.kl_estimator": KL_ESTIMATOR_REGISTRY,
+    "algo.rollout_correction": ROLLOUT_CORRECTION_REGISTRY,
 }
 # Fixed value sets that no registry owns (dtypes, DeepSpeed stages, Ray strategies).
 CHOICES = {
@@ -85,6 +87,7 @@ NON_NEGATIVE = [
     "rollout.top_k",
     "trainer.debug_stall_sync_step",
     "trainer.max_restarts",
+    "trainer.max_staleness",
 ]
 
 
@@ -180,6 +183,7 @@ def _check_ranges(config: Config, origin: str) -> None:
     checks = [
         ("rollout.top_p", 0 < config.rollout.top_p <= 1, "in (0, 1]"),
         ("algo.gamma", 0 < algo.gamma <= 1, "in (0, 1]"),
+        ("algo.rollout_correction_cap", algo.rollout_correction_cap >= 1, ">= 1 (a weight of 1 is on-policy)"),
         ("learner.min_lr_ratio", 0 <= learner.min_lr_ratio <= 1, "in [0, 1]"),
         ("learner.warmup_ratio", 0 <= learner.warmup_ratio < 1, "in [0, 1)"),
         (

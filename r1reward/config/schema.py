@@ -85,6 +85,11 @@ class AlgoConfig:
     kl_estimator: str = "k1"
     reward_clip: float = 10.0
     gamma: float = 1.0
+    # Decoupled StableReinforce (r1reward/algo/correction.py): the sampler's log-probs are the behaviour
+    # policy, the learner's recomputed ones the proximal policy of the ratio. none | tis | mask_token |
+    # mask_sequence; the cap bounds the importance weight pi_prox / pi_behav (tis) or masks above it.
+    rollout_correction: str = "none"
+    rollout_correction_cap: float = 2.0
 
 
 @dataclass
@@ -128,6 +133,9 @@ class TrainerConfig:
     resume: bool = False
     seed: int = 0
     log_every: int = 1
+    # Bounded staleness eta: the rollout workers generate up to eta batches ahead while the learners
+    # train; a sample more than eta policy versions behind the learner is dropped. 0: synchronous.
+    max_staleness: int = 0
     # > 0: after each save, delete all but the newest N checkpoints; 0 keeps all.
     keep_checkpoints: int = 0
     # After a dead or late actor, start again from the last checkpoint up to this many times (0: end the run).

@@ -46,7 +46,8 @@ class Sample:
     # The weight-sync version of the policy that generated it: 0 for the initial weights, k after the
     # k-th sync of trained weights. The learner's ratio is against this policy's log-probs.
     policy_version: int = _declare(PER_SEQUENCE, 0)
-    sampler_logprobs: list[float] | None = _declare(PER_TOKEN, to_learner=False)  # vLLM's, for the gap metric
+    # vLLM's: the behaviour policy of the rollout correction (algo.rollout_correction), and the gap metric.
+    sampler_logprobs: list[float] | None = _declare(PER_TOKEN)
     old_logprobs: list[float] | None = _declare(PER_TOKEN)  # the learner's, recomputed before the update
     ref_logprobs: list[float] | None = _declare(PER_TOKEN, to_learner=False)  # reference model (KL > 0)
     advantages: list[float] | None = _declare(PER_TOKEN)

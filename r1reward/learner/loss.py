@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from r1reward.algo import get_policy_loss
+from r1reward.algo.correction import rollout_correction
 from r1reward.config.schema import AlgoConfig
 from r1reward.data.collate import model_inputs
 from r1reward.data.samples import Batch
@@ -29,9 +30,17 @@ def policy_loss_on_micro_batch(
     model: Any, batch: Batch, algo: AlgoConfig, mm_token_ids: tuple[int, int], device: torch.device | str
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The configured policy loss (`algo.policy_loss`) of one micro-batch carrying `old_logprobs` and
-    `advantages`; the loss reads its own settings from `algo`. Returns (loss with grad, loss stats)."""
+    `advantages` (and `sampler_logprobs` for `algo.rollout_correction`); the loss reads its own settings
+    from `algo`. Returns (loss with grad, loss stats)."""
     if batch.old_logprobs is None or batch.advantages is None:
         raise ValueError("a policy-loss micro-batch needs old_logprobs and advantages on every sample")
     logp = token_logprobs(model, batch, mm_token_ids, device)
-    loss_fn = get_policy_loss(algo.policy_loss)
-    return loss_fn(logp, batch.old_logprobs.to(device), batch.advantages.to(device), batch.action_mask.to(device), algo)
+    old = batch.old_logprobs.to(device)
+    sampler = batch.sampler_logprobs.to(device) if batch.sampler_logprobs is not None else None
+    # Decoupled objective: the behaviour (sampler) policy only reweights or masks the advantages; the
+    # loss's ratio stays against the proximal policy (`old_logprobs`). "none" passes them through.
+    advantages, mask, correction = rollout_correction(
+        old, sampler, batch.advantages.to(device), batch.action_mask.to(device), algo
+    )
+    loss, stats = get_policy_loss(algo.policy_loss)(logp, old, advantages, mask, algo)
+    return loss, {**stats, **correction}

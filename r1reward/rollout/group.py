@@ -8,11 +8,22 @@ every wait has a deadline and fails with one line naming the call.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from r1reward.config.schema import TimeoutsConfig
 from r1reward.placement.remote import split_even
 from r1reward.waits import wait_all
+
+
+@dataclass
+class Generation:
+    """A submitted `RolloutGroup.generate_async`: one call per busy worker, collected once."""
+
+    refs: list[Any]
+    roles: list[str]
+    results: list[dict[str, Any]] | None = None
+    busy_s: dict[str, float] = field(default_factory=dict)  # worker role -> seconds spent generating
 
 
 class RolloutGroup:
@@ -100,6 +111,35 @@ class RolloutGroup:
     def __len__(self) -> int:
         return len(self.workers)
 
+    def generate_async(
+        self,
+        prompts: list[dict[str, Any]],
+        n: int = 1,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        max_tokens: int | None = None,
+        seeds: list[int] | None = None,
+    ) -> Generation:
+        """Submit `RolloutWorker.generate` over the workers (contiguous chunks) and return at once; the
+        results come from `collect`. Each worker runs its calls in the order they were submitted."""
+        chunks = split_even(prompts, len(self.workers))
+        seed_chunks = split_even(seeds, len(self.workers)) if seeds is not None else [None] * len(self.workers)
+        busy = [(w, c, s, role) for w, c, s, role in zip(self.workers, chunks, seed_chunks, self.roles) if c]
+        refs = [
+            w.generate_timed.remote(c, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seeds=s)
+            for w, c, s, _ in busy
+        ]
+        return Generation(refs, [role for *_, role in busy])
+
+    def collect(self, handle: Generation, timeout_s: float | None = None) -> list[dict[str, Any]]:
+        """The results of `generate_async`, in the input order (waits at most timeouts.remote_call_s).
+        Collecting twice returns the same results; `handle.busy_s` then holds each worker's seconds."""
+        if handle.results is None:
+            parts = wait_all(handle.refs, handle.roles, "generate", timeout_s or self.timeouts.remote_call_s)
+            handle.results = [result for part, _ in parts for result in part]
+            handle.busy_s = {role: seconds for role, (_, seconds) in zip(handle.roles, parts)}
+        return handle.results
+
     def generate(
         self,
         prompts: list[dict[str, Any]],
@@ -111,15 +151,10 @@ class RolloutGroup:
         timeout_s: float | None = None,
     ) -> list[dict[str, Any]]:
         """`RolloutWorker.generate` over the workers: contiguous chunks, results in the input order."""
-        chunks = split_even(prompts, len(self.workers))
-        seed_chunks = split_even(seeds, len(self.workers)) if seeds is not None else [None] * len(self.workers)
-        busy = [(w, c, s, role) for w, c, s, role in zip(self.workers, chunks, seed_chunks, self.roles) if c]
-        refs = [
-            w.generate.remote(c, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seeds=s)
-            for w, c, s, _ in busy
-        ]
-        parts = wait_all(refs, [role for *_, role in busy], "generate", timeout_s or self.timeouts.remote_call_s)
-        return [result for part in parts for result in part]
+        handle = self.generate_async(
+            prompts, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seeds=seeds
+        )
+        return self.collect(handle, timeout_s)
 
     def load_checkpoint(self, path: str) -> None:
         """Every worker loads the Hugging Face checkpoint at `path` (same architecture) in place."""

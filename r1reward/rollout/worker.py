@@ -117,6 +117,12 @@ class RolloutWorker:
             results.append({"prompt_token_ids": list(out.prompt_token_ids), "generations": generations})
         return results
 
+    def generate_timed(self, prompts: list[dict[str, Any]], **kwargs: Any) -> tuple[list[dict[str, Any]], float]:
+        """`generate` and the seconds this worker spent in it (its busy time, for the idle metrics)."""
+        start = time.perf_counter()
+        results = self.generate(prompts, **kwargs)
+        return results, time.perf_counter() - start
+
     # --- weight sync: vLLM's weight-transfer API, forwarded -------------------------------------
     def init_weight_transfer_engine(self, init_info: dict[str, Any]) -> None:
         self.llm.init_weight_transfer_engine({"init_info": init_info})

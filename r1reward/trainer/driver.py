@@ -3,6 +3,10 @@
     generate (rollout workers) -> score (reward actor) -> experience (old log-probs, returns,
     advantage filter) -> update (learner ranks) -> sync weights (learners -> rollout workers)
 
+With trainer.max_staleness = eta > 0 the workers generate the next eta batches while the learners
+score and train on this one (the batch of step k+1 comes from the weights of step k); with eta = 0
+each batch is generated at the start of its own step, as in the paper.
+
 Actors, placement and checkpoints are set up here; starting and calling the actors goes through the
 role groups (RolloutGroup, RewardGroup, LearnerGroup), so the step holds no Ray calls. The maths lives
 in `r1reward.algo` and `r1reward.trainer.experience`.
@@ -15,19 +19,35 @@ import json
 import math
 import time
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from r1reward.algo.staleness import bound_staleness
 from r1reward.config.schema import Config
 from r1reward.data.order import step_indices, steps_for_epochs
+from r1reward.data.samples import Sample
 from r1reward.errors import UserError
 from r1reward.lifetime import start_guard
 from r1reward.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from r1reward.trainer.experience import assign_advantages, logprob_gap, make_samples, prepare_prompt
-from r1reward.trainer.metrics import MetricsLogger, format_timings
+from r1reward.trainer.metrics import MetricsLogger, format_timings, idle_fractions
 from r1reward.trainer.run import ActorRun
 from r1reward.waits import WaitError, error_line
+
+if TYPE_CHECKING:  # the driver imports Ray's side only when it starts the actors
+    from r1reward.rollout.group import Generation
+
+
+@dataclass
+class StepRollout:
+    """A step's batch on its way: its prompts and the generation started for them on the rollout
+    workers' weights of `policy_version`."""
+
+    step: int
+    prompts: list[dict[str, Any]]
+    handle: Generation
+    policy_version: int
 
 
 class RunStopped(UserError):
@@ -40,6 +60,9 @@ class Trainer(ActorRun):
         self.output_dir = Path(config.trainer.output_dir)
         self.timings: dict[str, float] = {}
         self.step = 0
+        self.rollout_version = 0  # weight syncs the rollout workers have received (0: the initial weights)
+        self._ahead: dict[int, StepRollout] = {}  # steps generating ahead (max_staleness > 0)
+        self._started: list[Generation] = []  # the generations started in the current step
 
     @contextmanager
     def _phase(self, name: str):
@@ -124,10 +147,63 @@ class Trainer(ActorRun):
             records.append(self.dataset[index])
         return records
 
-    def _generate(self, prompts: list[dict[str, Any]], step: int) -> list[dict[str, Any]]:
+    def _seeds(self, step: int, count: int) -> list[int]:
+        """One sampling seed per prompt, a function of the step alone: a resumed or asynchronous run
+        samples each step's prompts with the seeds of the synchronous one."""
+        return [self.config.trainer.seed * 1_000_003 + step * 10_007 + i for i in range(count)]
+
+    def _submit(self, step: int) -> StepRollout:
+        """Prepare the step's prompts and start their generation on the workers' current weights."""
         cfg = self.config
-        seeds = [cfg.trainer.seed * 1_000_003 + step * 10_007 + i for i in range(len(prompts))]
-        return self.rollout.generate(prompts, n=cfg.rollout.n_samples_per_prompt, seeds=seeds)
+        prompts = [
+            prepare_prompt(self.processor, r, cfg.data.min_pixels, cfg.data.max_pixels) for r in self._records_for(step)
+        ]
+        handle = self.rollout.generate_async(
+            prompts, n=cfg.rollout.n_samples_per_prompt, seeds=self._seeds(step, len(prompts))
+        )
+        self._started.append(handle)
+        return StepRollout(step, prompts, handle, self.rollout_version)
+
+    def _collect(self, rollout: StepRollout, step: int) -> tuple[list[Sample], dict[str, float]]:
+        """The step's samples and their staleness counts. Samples more than trainer.max_staleness versions
+        behind the learner (version `step`) are dropped, counted, and their prompts generated again now
+        on the current weights (with their own seeds). The loop never submits further ahead than that, so
+        none is dropped in a run; this guards the rule."""
+        cfg = self.config
+        n, eta = cfg.rollout.n_samples_per_prompt, cfg.trainer.max_staleness
+        results = list(self.rollout.collect(rollout.handle))
+        versions = [rollout.policy_version] * len(results)
+        keep, counts = bound_staleness([v for v in versions for _ in range(n)], step, eta)
+        again = sorted({i // n for i in set(range(len(results) * n)) - set(keep)})
+        if again:
+            seeds = self._seeds(step, len(results))
+            fresh = self.rollout.generate_async(
+                [rollout.prompts[i] for i in again], n=n, seeds=[seeds[i] for i in again]
+            )
+            self._started.append(fresh)
+            for i, result in zip(again, self.rollout.collect(fresh)):
+                results[i], versions[i] = result, self.rollout_version
+            dropped = counts["staleness/dropped"]
+            _, counts = bound_staleness([v for v in versions for _ in range(n)], step, eta)
+            counts["staleness/dropped"] = dropped
+        samples = make_samples(rollout.prompts, results, policy_version=rollout.policy_version)
+        for sample in samples:
+            sample.policy_version = versions[sample.prompt_index]
+        return samples, counts
+
+    def _submit_ahead(self, step: int) -> None:
+        """With trainer.max_staleness = eta > 0, start generating steps step+1 .. step+eta (those not yet
+        started) on the current weights; the workers run them while the learners train on this step."""
+        last = min(step + self.config.trainer.max_staleness, self.config.trainer.num_steps - 1)
+        for ahead in range(step + 1, last + 1):
+            if ahead not in self._ahead:
+                self._ahead[ahead] = self._submit(ahead)
+
+    def _wait_ahead(self) -> None:
+        """Generations in flight end on the weights they started with (and carry that version): weights
+        change between batches, never inside one."""
+        for rollout in self._ahead.values():
+            self.rollout.collect(rollout.handle)
 
     def _sync_weights(self, step: int | None = None) -> None:
         """Learners -> rollout workers. Each side bounds its own waits by timeouts.weight_sync_s; the
@@ -135,17 +211,19 @@ class Trainer(ActorRun):
         if step is not None and self.config.trainer.debug_stall_sync_step == step + 1:  # fault injection
             self.rollout.debug_stall_next_update()
         self.learners.push_weights()
+        # The workers now hold the learners' weights after `step + 1` updates (a resume: the checkpoint's).
+        self.rollout_version = self.step if step is None else step + 1
 
     def train_step(self, step: int) -> dict[str, float]:
         cfg = self.config
+        started, self._started = time.perf_counter(), []
         with self._phase("prepare"):
-            prompts = [
-                prepare_prompt(self.processor, r, cfg.data.min_pixels, cfg.data.max_pixels)
-                for r in self._records_for(step)
-            ]
+            # Started a step ahead with max_staleness > 0; else prepared and generated now, as in the paper.
+            rollout = self._ahead.pop(step, None) or self._submit(step)
         with self._phase("generate"):
-            # The workers hold the weights of `step` syncs (one per step; a resume pushes its checkpoint's).
-            samples = make_samples(prompts, self._generate(prompts, step), policy_version=step)
+            samples, staleness = self._collect(rollout, step)
+        with self._phase("submit_ahead"):
+            self._submit_ahead(step)
         with self._phase("reward"):
             scores = self.reward.score([s.text for s in samples], [s.label for s in samples])
             for sample, reward in zip(samples, scores["reward"]):
@@ -157,7 +235,8 @@ class Trainer(ActorRun):
                     setattr(sample, key, logp)
             metrics = {
                 **assign_advantages(samples, scores["reward"], cfg.algo, cfg.rollout.n_samples_per_prompt),
-                **logprob_gap(samples),
+                **logprob_gap(samples, self.processor.tokenizer.decode),
+                **staleness,
             }
             if cfg.trainer.debug_nan_advantages_step == step + 1:  # fault injection (tests/test_faults.py)
                 samples[0].advantages = [math.nan] * len(samples[0].advantages)
@@ -165,8 +244,11 @@ class Trainer(ActorRun):
             samples = [s.for_learner() for s in samples]  # what the learner does not need stays here
             nan_loss = cfg.trainer.debug_nan_loss_step == step + 1  # fault injection: rank 0's loss only
             parts = self.learners.train(samples, debug_nan_loss=nan_loss)
+        with self._phase("rollout_wait"):
+            self._wait_ahead()
         with self._phase("sync"):
             self._sync_weights(step)
+        wall = time.perf_counter() - started
         lengths = [len(s.completion_ids) for s in samples]
         metrics.update({k: sum(p[k] for p in parts) / len(parts) for k in parts[0]})
         metrics.update(
@@ -180,6 +262,8 @@ class Trainer(ActorRun):
                 "response_length/mean": sum(lengths) / len(lengths),
                 "response_length/max": float(max(lengths)),
                 **{f"time/{k}": v for k, v in self.timings.items()},
+                "time/step": wall,
+                **idle_fractions(self._started, self.rollout.roles, self.timings, wall),
             }
         )
         return metrics

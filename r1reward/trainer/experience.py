@@ -5,12 +5,14 @@ Pure functions (no Ray): the driver calls them between the actors' phases.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from r1reward.algo import get_advantage_estimator, kl_penalty, normalize_and_filter, seq_mean_token_mean
-from r1reward.algo.mismatch import mismatch_metrics
+from r1reward.algo.mismatch import mismatch_by_region, mismatch_metrics
+from r1reward.algo.tags import answer_start
 from r1reward.config.schema import AlgoConfig
 from r1reward.data.records import PreferenceRecord
 from r1reward.data.render import encode_rendered, rollout_prompt
@@ -96,8 +98,18 @@ def assign_advantages(
     return {**metrics, **{f"filter/{k}": float(v) for k, v in stats.items()}}
 
 
-def logprob_gap(samples: list[Sample]) -> dict[str, float]:
-    """How far the learner's recomputed log-probs are from the sampler's (kernels and dtype differ)."""
+def logprob_gap(samples: list[Sample], decode: Callable[[list[int]], str] | None = None) -> dict[str, float]:
+    """How far the learner's recomputed log-probs are from the sampler's (kernels and dtype differ, and
+    with trainer.max_staleness > 0 the weights too). With the tokenizer's `decode`, also split into the
+    answer tokens and the reasoning before them."""
     gaps = torch.cat([(torch.tensor(s.old_logprobs) - torch.tensor(s.sampler_logprobs)).abs() for s in samples])
-    mismatch = mismatch_metrics([s.old_logprobs for s in samples], [s.sampler_logprobs for s in samples])
-    return {"logprob_gap/mean": float(gaps.mean()), "logprob_gap/max": float(gaps.max()), **mismatch}
+    learner, sampler = [s.old_logprobs for s in samples], [s.sampler_logprobs for s in samples]
+    regions = {}
+    if decode is not None:
+        regions = mismatch_by_region(learner, sampler, [answer_start(s.completion_ids, decode) for s in samples])
+    return {
+        "logprob_gap/mean": float(gaps.mean()),
+        "logprob_gap/max": float(gaps.max()),
+        **mismatch_metrics(learner, sampler),
+        **regions,
+    }

@@ -70,3 +70,17 @@ def format_timings(timings: dict[str, float]) -> str:
     total = sum(timings.values()) or 1.0
     rows = [f"  {name:<10} {seconds:8.2f} s  {100 * seconds / total:5.1f} %" for name, seconds in timings.items()]
     return "\n".join(["per-phase time of the last step:", *rows])
+
+
+def idle_fractions(
+    generations: list[Any], worker_roles: list[str], timings: dict[str, float], wall_s: float
+) -> dict[str, float]:
+    """Each role's share of the step's wall time spent not computing. Rollout: 1 - the seconds each
+    worker spent inside generate calls started in this step (they all end within it: the step waits
+    for them before the weight sync), averaged over the workers. Learner: 1 - the log-prob and train
+    phases' seconds. The weight sync counts as idle for both."""
+    wall = max(wall_s, 1e-9)
+    busy = [sum(g.busy_s.get(role, 0.0) for g in generations) for role in worker_roles]
+    rollout = sum(busy) / max(1, len(busy))
+    learner = timings.get("experience", 0.0) + timings.get("train", 0.0)
+    return {"idle/rollout": max(0.0, 1 - rollout / wall), "idle/learner": max(0.0, 1 - learner / wall)}
