@@ -33,6 +33,9 @@ SAMPLES_PER_PROMPT = 2
 OPTIMIZER_BATCH = 8
 LR = 2e-4
 PHASES = ("prepare", "generate", "reward", "experience", "train", "sync")
+# r1reward variants run in the same invocation: the default, and each speed-up that is a setting (its
+# before/after ratio is the one against `default`).
+VARIANTS = {"default": [], "old_logprobs=sampler": ["algo.old_logprobs=sampler"]}
 
 
 def r1reward_overrides(model_dir: Path, data_dir: Path, steps: int, out_dir: Path) -> list[str]:
@@ -56,9 +59,10 @@ def r1reward_overrides(model_dir: Path, data_dir: Path, steps: int, out_dir: Pat
     ]
 
 
-def run_r1reward(steps: int, extra: list[str], tag: str) -> dict[str, Any]:
+def run_r1reward(steps: int, variant: str) -> dict[str, Any]:
+    extra = VARIANTS[variant]
     model_dir, data_dir = ensure_assets()
-    out_dir = ASSETS / f"e2e-r1reward-{tag}"
+    out_dir = ASSETS / f"e2e-r1reward-{variant.replace('=', '-')}"
     metrics_path = out_dir / "metrics.jsonl"
     metrics_path.unlink(missing_ok=True)
     command = [sys.executable, "-m", "r1reward", "train", "--config", "configs/tiny-cpu.yaml"]
@@ -73,7 +77,7 @@ def run_r1reward(steps: int, extra: list[str], tag: str) -> dict[str, Any]:
     samples = PROMPTS_PER_STEP * SAMPLES_PER_PROMPT
     return {
         "framework": "r1reward",
-        "variant": tag,
+        "variant": variant,
         "overrides": extra,
         "step_s": statistics.median(steps_s),
         "step_s_all": steps_s,
@@ -179,11 +183,12 @@ def run_trl(steps: int) -> dict[str, Any]:
     }
 
 
-def _in_subprocess(which: str, steps: int) -> dict[str, Any]:
-    out = ASSETS / f"e2e-{which}.json"
+def _in_subprocess(which: str, steps: int, variant: str = "default") -> dict[str, Any]:
+    out = ASSETS / f"e2e-{which}-{variant.replace('=', '-')}.json"
     out.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "benchmarks.end_to_end", "--side", which, "--steps", str(steps)]
     subprocess.run(
-        [sys.executable, "-m", "benchmarks.end_to_end", "--side", which, "--steps", str(steps), "--out", str(out)],
+        command + ["--variant", variant, "--out", str(out)],
         cwd=ROOT,
         check=True,
         env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
@@ -195,14 +200,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5, help="RL steps per run; the first is warm-up")
     parser.add_argument("--side", choices=["both", "r1reward", "trl"], default="both")
+    parser.add_argument("--variant", choices=list(VARIANTS), default="default", help="with --side r1reward")
     parser.add_argument("--out", default="benchmarks/results/end_to_end.json")
     args = parser.parse_args()
     if args.side == "r1reward":
-        result: dict[str, Any] = run_r1reward(args.steps, [], "default")
+        result: dict[str, Any] = run_r1reward(args.steps, args.variant)
     elif args.side == "trl":
         result = run_trl(args.steps)
     else:
-        runs = [_in_subprocess("r1reward", args.steps), _in_subprocess("trl", args.steps)]
+        runs = [_in_subprocess("r1reward", args.steps, v) for v in VARIANTS] + [_in_subprocess("trl", args.steps)]
         result = {
             "name": "end_to_end",
             "work": {

@@ -36,7 +36,7 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def rollout_rows(result: dict[str, Any]) -> list[list[Any]]:
-    """batch, vLLM tok/s, HF tok/s, ratio, vLLM prompts/s, HF prompts/s, mean lengths."""
+    """batch, vLLM tok/s, HF tok/s, ratio, vLLM prompts/s, HF prompts/s, mean lengths, ms per decode step."""
     vllm, hf = result["engines"]["vllm_worker"], result["engines"]["hf_generate"]
     rows = []
     for batch in sorted(vllm, key=int):
@@ -51,6 +51,7 @@ def rollout_rows(result: dict[str, Any]) -> list[list[Any]]:
                 v["prompts_per_s"],
                 h["prompts_per_s"],
                 f"{v['mean_length']:.1f} / {h['mean_length']:.1f}",
+                f"{v.get('ms_per_decode_step', 0):.1f} / {h.get('ms_per_decode_step', 0):.1f}",
             ]
         )
     return rows
@@ -67,17 +68,21 @@ def idle_fractions(phases: dict[str, float]) -> dict[str, float]:
 
 
 def end_to_end_rows(result: dict[str, Any]) -> list[list[Any]]:
+    """run, samples/s, step s, vs TRL, vs r1reward's default (a speed-up's before/after), response tokens."""
     runs = result["runs"]
     trl = next(r for r in runs if r["framework"] == "trl")
+    default = next(r for r in runs if r["framework"] == "r1reward" and r["variant"] == "default")
     rows = []
     for run in runs:
-        name = f"{run['framework']} ({run['variant']})"
         rows.append(
             [
-                name,
+                f"{run['framework']} ({run['variant']})",
                 run["samples_per_s"],
                 run["step_s"],
                 f"{ratio(run['samples_per_s'], trl['samples_per_s']):.2f}x",
+                f"{ratio(run['samples_per_s'], default['samples_per_s']):.2f}x"
+                if run["framework"] == "r1reward"
+                else "",
                 run["response_length_mean"] if run.get("response_length_mean") is not None else "",
             ]
         )
@@ -148,7 +153,10 @@ def render(results: dict[str, dict[str, Any]], machine: str, command: str) -> st
             f"{w['prompts_per_step']} prompts x {w['samples_per_prompt']} samples per step, {w['max_new_tokens']} "
             f"new tokens, optimizer batch {w['optimizer_batch']}; median over {w['timed_steps']} steps after one "
             "warm-up step.\n",
-            table(["run", "samples/s", "step s", "vs TRL", "mean response tokens"], end_to_end_rows(e)),
+            table(
+                ["run", "samples/s", "step s", "vs TRL", "vs r1reward default", "mean response tokens"],
+                end_to_end_rows(e),
+            ),
             "",
         ]
     if r1_default is not None:

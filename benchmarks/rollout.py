@@ -106,22 +106,25 @@ def main() -> None:
     rows: dict[str, dict[str, Any]] = {name: {} for name in engines}
     for batch_size in args.batches:
         batch = prompts[:batch_size]
-        runs: dict[str, list[tuple[float, int]]] = {name: [] for name in engines}
+        runs: dict[str, list[tuple[float, int, int]]] = {name: [] for name in engines}
         for repeat in range(args.repeats):
             for name, run in engines.items():
                 start = time.perf_counter()
                 counts = run(batch, seed=repeat + 1)
-                runs[name].append((time.perf_counter() - start, sum(counts)))
+                runs[name].append((time.perf_counter() - start, sum(counts), max(counts)))
         for name, samples in runs.items():
-            seconds = statistics.median(s for s, _ in samples)
-            tokens = statistics.median(t for _, t in samples)
+            seconds = statistics.median(s for s, _, _ in samples)
+            tokens = statistics.median(t for _, t, _ in samples)
             rows[name][str(batch_size)] = {
                 "seconds": seconds,
                 "tokens": tokens,
-                "tokens_per_s": statistics.median(t / s for s, t in samples),
-                "prompts_per_s": statistics.median(batch_size / s for s, _ in samples),
+                "tokens_per_s": statistics.median(t / s for s, t, _ in samples),
+                "prompts_per_s": statistics.median(batch_size / s for s, _, _ in samples),
                 "mean_length": tokens / batch_size,
-                "runs": [{"seconds": s, "tokens": t} for s, t in samples],
+                # A batch takes as many decode steps as its longest generation: the time per step says
+                # whether an engine is bound by per-step overhead (flat in the batch) or by compute.
+                "ms_per_decode_step": statistics.median(1000 * s / m for s, _, m in samples),
+                "runs": [{"seconds": s, "tokens": t, "longest": m} for s, t, m in samples],
             }
         print(
             f"batch {batch_size:>3}: "

@@ -14,7 +14,7 @@ report = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(report)
 
 
-def _engine(tokens_per_s: float, batch: int) -> dict:
+def _engine(tokens_per_s: float) -> dict:
     return {"tokens_per_s": tokens_per_s, "prompts_per_s": tokens_per_s / 40, "mean_length": 40.0}
 
 
@@ -22,8 +22,8 @@ ROLLOUT = {
     "settings": {"max_new_tokens": 80, "temperature": 1.0, "top_p": 1.0, "repeats": 3, "step_batch": 16},
     "prompt_tokens_mean": 300.0,
     "engines": {
-        "vllm_worker": {"1": _engine(100.0, 1), "16": _engine(900.0, 16)},
-        "hf_generate": {"1": _engine(50.0, 1), "16": _engine(300.0, 16)},
+        "vllm_worker": {"1": _engine(100.0), "16": _engine(900.0)},
+        "hf_generate": {"1": _engine(50.0), "16": _engine(300.0)},
     },
 }
 PHASES = {"prepare": 0.1, "generate": 1.0, "reward": 0.1, "experience": 0.3, "train": 0.4, "sync": 0.1}
@@ -41,6 +41,14 @@ END_TO_END = {
             "variant": "default",
             "samples_per_s": 8.0,
             "step_s": 2.0,
+            "phases_s": PHASES,
+            "response_length_mean": 40.0,
+        },
+        {
+            "framework": "r1reward",
+            "variant": "old_logprobs=sampler",
+            "samples_per_s": 10.0,
+            "step_s": 1.6,
             "phases_s": PHASES,
             "response_length_mean": 40.0,
         },
@@ -80,7 +88,9 @@ def test_rollout_and_end_to_end_rows_carry_the_ratios():
     assert [r[0] for r in rows] == ["1", "16 (the step's)"]
     assert rows[1][3] == "3.00x" and rows[0][3] == "2.00x"
     e2e = report.end_to_end_rows(END_TO_END)
-    assert e2e[0][0] == "r1reward (default)" and e2e[0][3] == "4.00x" and e2e[1][3] == "1.00x"
+    assert e2e[0][0] == "r1reward (default)" and e2e[0][3] == "4.00x" and e2e[0][4] == "1.00x"
+    assert e2e[1][3] == "5.00x" and e2e[1][4] == "1.25x"  # a speed-up's before/after
+    assert e2e[2][0] == "trl (hf_generate)" and e2e[2][3] == "1.00x" and e2e[2][4] == ""
 
 
 def test_sync_rows_put_the_trainer_sync_against_the_raw_limit_and_the_step():

@@ -151,8 +151,12 @@ class LearnerRank:
         """Per-token log-probs of each sample's completion: `old_logprobs` from the current policy and,
         when a reference model is loaded (kl_coef > 0), `ref_logprobs` from it."""
         self.engine.eval()
-        models = {"old_logprobs": None, **({"ref_logprobs": self.reference} if self.reference is not None else {})}
+        from_sampler = self.algo.old_logprobs == "sampler"  # only the reference's forward is left to run
+        models = {} if from_sampler else {"old_logprobs": None}
+        models |= {"ref_logprobs": self.reference} if self.reference is not None else {}
         out: dict[str, list[list[float]]] = {key: [] for key in models}
+        if from_sampler:
+            out["old_logprobs"] = [list(s.sampler_logprobs) for s in samples]
         for batch in self._micro_batches(samples):
             mask = batch.action_mask
             for key, model in models.items():
