@@ -33,9 +33,14 @@ SAMPLES_PER_PROMPT = 2
 OPTIMIZER_BATCH = 8
 LR = 2e-4
 PHASES = ("prepare", "generate", "reward", "experience", "train", "sync")
-# r1reward variants run in the same invocation: the default, and each speed-up that is a setting (its
-# before/after ratio is the one against `default`).
-VARIANTS = {"default": [], "old_logprobs=sampler": ["algo.old_logprobs=sampler"]}
+# r1reward variants run in the same invocation: the default, each speed-up that is a setting turned off
+# (before) or on (after), so its ratio is read against `default` in the same run.
+VARIANTS = {
+    "default": [],
+    "full_sequence_logits": ["learner.completion_logits_only=false"],  # before: the LM head over the prompt too
+    "sampler_logprobs": ["algo.old_logprobs=sampler"],  # after: no learner forward for the old log-probs
+    "sampler_logprobs_micro4": ["algo.old_logprobs=sampler", "learner.micro_batch_size=4"],  # + 1 micro-batch/update
+}
 
 
 def r1reward_overrides(model_dir: Path, data_dir: Path, steps: int, out_dir: Path) -> list[str]:
@@ -62,7 +67,7 @@ def r1reward_overrides(model_dir: Path, data_dir: Path, steps: int, out_dir: Pat
 def run_r1reward(steps: int, variant: str) -> dict[str, Any]:
     extra = VARIANTS[variant]
     model_dir, data_dir = ensure_assets()
-    out_dir = ASSETS / f"e2e-r1reward-{variant.replace('=', '-')}"
+    out_dir = ASSETS / f"e2e-r1reward-{variant}"
     metrics_path = out_dir / "metrics.jsonl"
     metrics_path.unlink(missing_ok=True)
     command = [sys.executable, "-m", "r1reward", "train", "--config", "configs/tiny-cpu.yaml"]
@@ -89,8 +94,9 @@ def run_r1reward(steps: int, variant: str) -> dict[str, Any]:
     }
 
 
-def run_trl(steps: int) -> dict[str, Any]:
-    """TRL's GRPOTrainer in this process, generating with Hugging Face `generate` (TRL's default)."""
+def run_trl(steps: int, use_vllm: bool = False) -> dict[str, Any]:
+    """TRL's GRPOTrainer in this process, generating with Hugging Face `generate` (TRL's default) or, with
+    `use_vllm`, with TRL's colocated vLLM engine (vllm_mode="colocate")."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback
@@ -153,6 +159,7 @@ def run_trl(steps: int) -> dict[str, Any]:
         report_to="none",
         dataloader_num_workers=0,
         seed=0,
+        **({"use_vllm": True, "vllm_mode": "colocate", "vllm_max_model_length": 4096} if use_vllm else {}),
     )
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
     processor = AutoProcessor.from_pretrained(model_dir)
@@ -172,7 +179,7 @@ def run_trl(steps: int) -> dict[str, Any]:
     steps_s = [b - a for a, b in zip(ends, ends[1:])][1:]  # the first step is warm-up
     return {
         "framework": "trl",
-        "variant": "hf_generate",
+        "variant": "vllm_colocate" if use_vllm else "hf_generate",
         "trl_version": __import__("trl").__version__,
         "step_s": statistics.median(steps_s),
         "step_s_all": steps_s,
@@ -183,32 +190,54 @@ def run_trl(steps: int) -> dict[str, Any]:
     }
 
 
-def _in_subprocess(which: str, steps: int, variant: str = "default") -> dict[str, Any]:
-    out = ASSETS / f"e2e-{which}-{variant.replace('=', '-')}.json"
+def _in_subprocess(
+    which: str, steps: int, variant: str = "default", timeout_s: float | None = None, log: Path | None = None
+) -> dict[str, Any]:
+    out = ASSETS / f"e2e-{which}-{variant}.json"
     out.unlink(missing_ok=True)
     command = [sys.executable, "-m", "benchmarks.end_to_end", "--side", which, "--steps", str(steps)]
-    subprocess.run(
-        command + ["--variant", variant, "--out", str(out)],
-        cwd=ROOT,
-        check=True,
-        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
-    )
+    with open(log, "w") if log else open(os.devnull) as sink:
+        subprocess.run(
+            command + ["--variant", variant, "--out", str(out)],
+            cwd=ROOT,
+            check=True,
+            env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+            timeout=timeout_s,
+            **({"stdout": sink, "stderr": subprocess.STDOUT} if log else {}),
+        )
     return json.loads(out.read_text())
+
+
+def _trl_vllm(steps: int, timeout_s: float) -> dict[str, Any]:
+    """TRL with its colocated vLLM, if it runs on this machine within `timeout_s`; else why not."""
+    log = ASSETS / "e2e-trl-vllm_colocate.log"
+    try:
+        return _in_subprocess("trl", steps, "vllm_colocate", timeout_s, log)
+    except subprocess.TimeoutExpired:
+        error = f"no result within {timeout_s:.0f} s"
+    except subprocess.CalledProcessError as failed:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        error = f"exit {failed.returncode}: {lines[-1][:300] if lines else ''}"
+    print(f"TRL with colocated vLLM: {error} (log: {log})", flush=True)
+    return {"framework": "trl", "variant": "vllm_colocate", "error": error, "log": str(log.relative_to(ROOT))}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5, help="RL steps per run; the first is warm-up")
     parser.add_argument("--side", choices=["both", "r1reward", "trl"], default="both")
-    parser.add_argument("--variant", choices=list(VARIANTS), default="default", help="with --side r1reward")
+    parser.add_argument("--variant", choices=[*VARIANTS, "vllm_colocate"], default="default")
+    parser.add_argument("--trl-vllm-timeout", type=float, default=600.0, help="0: do not try TRL with vLLM")
     parser.add_argument("--out", default="benchmarks/results/end_to_end.json")
     args = parser.parse_args()
     if args.side == "r1reward":
         result: dict[str, Any] = run_r1reward(args.steps, args.variant)
     elif args.side == "trl":
-        result = run_trl(args.steps)
+        result = run_trl(args.steps, use_vllm=args.variant == "vllm_colocate")
     else:
         runs = [_in_subprocess("r1reward", args.steps, v) for v in VARIANTS] + [_in_subprocess("trl", args.steps)]
+        if args.trl_vllm_timeout > 0:
+            runs.append(_trl_vllm(args.steps, args.trl_vllm_timeout))
         result = {
             "name": "end_to_end",
             "work": {

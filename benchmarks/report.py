@@ -69,14 +69,15 @@ def idle_fractions(phases: dict[str, float]) -> dict[str, float]:
 
 def end_to_end_rows(result: dict[str, Any]) -> list[list[Any]]:
     """run, samples/s, step s, vs TRL, vs r1reward's default (a speed-up's before/after), response tokens."""
-    runs = result["runs"]
+    runs = [r for r in result["runs"] if "error" not in r]
     trl = next(r for r in runs if r["framework"] == "trl")
     default = next(r for r in runs if r["framework"] == "r1reward" and r["variant"] == "default")
     rows = []
     for run in runs:
+        settings = ": " + " ".join(run["overrides"]) if run.get("overrides") else ""
         rows.append(
             [
-                f"{run['framework']} ({run['variant']})",
+                f"{run['framework']} ({run['variant']}{settings})",
                 run["samples_per_s"],
                 run["step_s"],
                 f"{ratio(run['samples_per_s'], trl['samples_per_s']):.2f}x",
@@ -159,6 +160,7 @@ def render(results: dict[str, dict[str, Any]], machine: str, command: str) -> st
             ),
             "",
         ]
+        out += [f"Not measured: {r['framework']} ({r['variant']}): {r['error']}.\n" for r in e["runs"] if "error" in r]
     if r1_default is not None:
         out += [
             "## Step breakdown (r1reward train, default)\n",

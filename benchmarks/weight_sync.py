@@ -8,7 +8,8 @@ the same weights several ways, in the same process pair:
 - `r1reward_before`: the previous release's loop (pack by copy, checksum, then a blocking broadcast);
 - `r1reward`: `r1reward.sync.buckets.send_buckets` / `receive_buckets`, what the gloo engine runs
   (a single-tensor bucket sent as a view, checksums overlapped with the wire, the next bucket received
-  while the last one is checked and loaded).
+  while the last one is checked and loaded);
+- `r1reward_unverified`: the same without the SHA-256 checksums, to show what they cost.
 
 The receiver copies what it gets into its own tensors (what vLLM's `load_weights` does at least), and
 both sides checksum every bucket in the two r1reward variants. Shapes:
@@ -140,6 +141,12 @@ def run(rank: int, port: int, shapes: str, source: str, scale: int, rounds: int,
             (lambda: send_buckets(iter(weights.items()), metas, bucket_bytes, broadcast))
             if rank == 0
             else (lambda: receive_buckets(metas, bucket_bytes, broadcast, load))
+        ),
+        # What the checksums cost: the same transfer without them (the engine always verifies).
+        "r1reward_unverified": (
+            (lambda: send_buckets(iter(weights.items()), metas, bucket_bytes, broadcast, verify=False))
+            if rank == 0
+            else (lambda: receive_buckets(metas, bucket_bytes, broadcast, load, verify=False))
         ),
     }
     timings: dict[str, list[float]] = {name: [] for name in variants}

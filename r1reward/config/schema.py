@@ -108,6 +108,9 @@ class LearnerConfig:
     train_batch_size: int = 8
     epochs_per_rollout: int = 1
     backend: str = "auto"  # auto: nccl when CUDA is visible, else gloo
+    # The LM head and softmax only over the completion's positions (false: over the whole sequence, as
+    # before; the log-probs of the completion are the same either way).
+    completion_logits_only: bool = True
 
 
 @dataclass

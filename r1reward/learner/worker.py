@@ -139,7 +139,8 @@ class LearnerRank:
     def _forward_logprobs(self, batch: Batch, model: Any = None) -> torch.Tensor:
         """Log-prob of each next token, [B, T-1], aligned with the batch's action mask; `model` is the
         policy engine unless given (the reference)."""
-        return token_logprobs(self.engine if model is None else model, batch, self.mm_token_ids, self.device)
+        model = self.engine if model is None else model
+        return token_logprobs(model, batch, self.mm_token_ids, self.device, self.cfg.completion_logits_only)
 
     def _micro_batches(self, samples: list[Sample] | list[dict[str, Any]]):
         size = self.cfg.micro_batch_size
@@ -178,7 +179,9 @@ class LearnerRank:
         skipped_steps = self.engine.skipped_steps
         for _ in range(self.cfg.epochs_per_rollout):
             for batch in self._micro_batches(samples):
-                loss, stats = policy_loss_on_micro_batch(self.engine, batch, self.algo, self.mm_token_ids, self.device)
+                loss, stats = policy_loss_on_micro_batch(
+                    self.engine, batch, self.algo, self.mm_token_ids, self.device, self.cfg.completion_logits_only
+                )
                 keys.update(stats)
                 if debug_nan_loss and count + skipped == 0:
                     loss = loss + float("nan")
