@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -216,8 +217,10 @@ def _trl_vllm(steps: int, timeout_s: float) -> dict[str, Any]:
     except subprocess.TimeoutExpired:
         error = f"no result within {timeout_s:.0f} s"
     except subprocess.CalledProcessError as failed:
-        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
-        error = f"exit {failed.returncode}: {lines[-1][:300] if lines else ''}"
+        errors = [
+            line for line in log.read_text(errors="replace").splitlines() if re.search(r"\w+(Error|Exception): ", line)
+        ]
+        error = f"exit {failed.returncode}: {errors[-1].strip()[:300] if errors else 'no error line'}"
     print(f"TRL with colocated vLLM: {error} (log: {log})", flush=True)
     return {"framework": "trl", "variant": "vllm_colocate", "error": error, "log": str(log.relative_to(ROOT))}
 

@@ -12,7 +12,7 @@ from typing import Any
 PHASES = ("prepare", "generate", "reward", "experience", "train", "sync")
 # Which phases keep each role busy; the rest of the step it waits (the driver runs the phases in turn).
 ROLE_PHASES = {
-    "driver (prepare)": ("prepare",),
+    "driver, preparing prompts": ("prepare",),
     "rollout workers": ("generate",),
     "reward actor": ("reward",),
     "learner ranks": ("experience", "train", "sync"),
@@ -141,6 +141,7 @@ def render(results: dict[str, dict[str, Any]], machine: str, command: str) -> st
                     "vLLM prompts/s",
                     "HF prompts/s",
                     "mean length vLLM / HF",
+                    "ms per decode step vLLM / HF",
                 ],
                 rollout_rows(r),
             ),
@@ -208,8 +209,9 @@ def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
             ax.set(xscale="log", xlabel="batch (prompts)", ylabel="generated tokens/s", title="rollout")
             ax.legend()
         elif name == "end_to_end":
-            labels = [f"{x['framework']}\n{x['variant']}" for x in r["runs"]]
-            ax.bar(labels, [x["samples_per_s"] for x in r["runs"]])
+            done = [x for x in r["runs"] if "error" not in x]
+            ax.bar([f"{x['framework']}\n{x['variant']}" for x in done], [x["samples_per_s"] for x in done])
+            ax.tick_params(axis="x", labelsize=7)
             ax.set(ylabel="RL samples/s", title="end to end")
         else:
             shapes = list(r["shapes"])

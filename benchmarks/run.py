@@ -20,7 +20,7 @@ from benchmarks.assets import ROOT, ensure_assets
 from benchmarks.report import plot, render
 
 RESULTS = ROOT / "benchmarks" / "results"
-COMPARISONS = ("rollout", "end_to_end", "weight_sync")
+COMPARISONS = ("rollout", "weight_sync", "end_to_end")
 
 
 def main() -> None:
@@ -30,24 +30,25 @@ def main() -> None:
     parser.add_argument("--machine", default=f"{os.cpu_count()} cores, CPU, no GPU")
     args = parser.parse_args()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    failed = []
     if not args.report_only:
         ensure_assets()
         for name in args.only or COMPARISONS:
             start = time.perf_counter()
             out = RESULTS / f"{name}.json"
-            subprocess.run(
-                [sys.executable, "-m", f"benchmarks.{name}", "--out", str(out)], cwd=ROOT, env=env, check=True
-            )
+            out.unlink(missing_ok=True)  # a failed comparison leaves no stale numbers behind
+            command = [sys.executable, "-m", f"benchmarks.{name}", "--out", str(out)]
+            if subprocess.run(command, cwd=ROOT, env=env).returncode != 0:  # the others still run
+                failed.append(name)
             print(f"{name}: {time.perf_counter() - start:.0f} s -> {out.relative_to(ROOT)}", flush=True)
-    results = {
-        n: json.loads((RESULTS / f"{n}.json").read_text()) for n in COMPARISONS if (RESULTS / f"{n}.json").exists()
-    }
-    command = (
-        "make bench" if not args.only else "python -m benchmarks.run " + " ".join(f"--only {n}" for n in args.only)
-    )
+    found = [n for n in COMPARISONS if (RESULTS / f"{n}.json").exists()]
+    results = {n: json.loads((RESULTS / f"{n}.json").read_text()) for n in found}
+    command = "python -m benchmarks.run" + "".join(f" --only {n}" for n in args.only or [])
     (RESULTS / "bench.md").write_text(render(results, args.machine, command) + "\n")
     plot(results, RESULTS / "bench.png")
     print((RESULTS / "bench.md").read_text())
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
