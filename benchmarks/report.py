@@ -210,8 +210,8 @@ def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
             ax.legend()
         elif name == "end_to_end":
             done = [x for x in r["runs"] if "error" not in x]
-            ax.bar([f"{x['framework']}\n{x['variant']}" for x in done], [x["samples_per_s"] for x in done])
-            ax.tick_params(axis="x", labelsize=7)
+            ax.bar([f"{x['framework']} {x['variant']}" for x in done], [x["samples_per_s"] for x in done])
+            ax.tick_params(axis="x", labelsize=7, labelrotation=30)
             ax.set(ylabel="RL samples/s", title="end to end")
         else:
             shapes = list(r["shapes"])
