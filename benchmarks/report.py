@@ -115,6 +115,10 @@ def sync_rows(result: dict[str, Any], step_s: float | None, trainer_sync_s: floa
     return rows
 
 
+def _made_by(result: dict[str, Any]) -> str:
+    return f"Measured by `{result['made_by']}`.\n" if result.get("made_by") else ""
+
+
 def render(results: dict[str, dict[str, Any]], machine: str, command: str) -> str:
     """The markdown report of whichever comparisons are in `results` (keyed by comparison name)."""
     out = [f"# r1reward benchmarks\n\nMachine: {machine}. Command: `{command}`. Medians over repeats.\n"]
@@ -129,6 +133,7 @@ def render(results: dict[str, dict[str, Any]], machine: str, command: str) -> st
         s = r["settings"]
         out += [
             "## Rollout: vLLM rollout worker vs Hugging Face generate\n",
+            _made_by(r),
             f"{s['max_new_tokens']} new tokens at most, temperature {s['temperature']}, top_p {s['top_p']}, stop at "
             f"the end-of-turn token; prompts of {r['prompt_tokens_mean']:.0f} tokens with one image; "
             f"{s['repeats']} repeats.\n",
@@ -152,6 +157,7 @@ def render(results: dict[str, dict[str, Any]], machine: str, command: str) -> st
         w = e["work"]
         out += [
             "## End to end: RL samples/s, r1reward train vs TRL GRPOTrainer\n",
+            _made_by(e),
             f"{w['prompts_per_step']} prompts x {w['samples_per_prompt']} samples per step, {w['max_new_tokens']} "
             f"new tokens, optimizer batch {w['optimizer_batch']}; median over {w['timed_steps']} steps after one "
             "warm-up step.\n",
@@ -178,6 +184,7 @@ def render(results: dict[str, dict[str, Any]], machine: str, command: str) -> st
         sync_s = r1_default["phases_s"].get("sync") if r1_default else None
         out += [
             "## Weight sync over gloo vs the raw broadcast of the same bytes\n",
+            _made_by(results["weight_sync"]),
             table(
                 ["weights", "variant", "seconds", "Gbit/s", "share of raw bandwidth", "share of r1reward step"],
                 sync_rows(results["weight_sync"], step_s, sync_s),

@@ -31,6 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     failed = []
+    invocation = "python -m benchmarks.run" + "".join(f" --only {n}" for n in args.only or [])
     if not args.report_only:
         ensure_assets()
         for name in args.only or COMPARISONS:
@@ -40,11 +41,14 @@ def main() -> None:
             command = [sys.executable, "-m", f"benchmarks.{name}", "--out", str(out)]
             if subprocess.run(command, cwd=ROOT, env=env).returncode != 0:  # the others still run
                 failed.append(name)
+            else:  # which invocation made these numbers: the report names it per section
+                result = json.loads(out.read_text())
+                result["made_by"] = f"{invocation} (finished {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})"
+                out.write_text(json.dumps(result, indent=1) + "\n")
             print(f"{name}: {time.perf_counter() - start:.0f} s -> {out.relative_to(ROOT)}", flush=True)
     found = [n for n in COMPARISONS if (RESULTS / f"{n}.json").exists()]
     results = {n: json.loads((RESULTS / f"{n}.json").read_text()) for n in found}
-    command = "python -m benchmarks.run" + "".join(f" --only {n}" for n in args.only or [])
-    (RESULTS / "bench.md").write_text(render(results, args.machine, command) + "\n")
+    (RESULTS / "bench.md").write_text(render(results, args.machine, "make bench (python -m benchmarks.run)") + "\n")
     plot(results, RESULTS / "bench.png")
     print((RESULTS / "bench.md").read_text())
     if failed:

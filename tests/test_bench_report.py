@@ -107,5 +107,8 @@ def test_render_writes_every_section_present_and_skips_the_rest():
     for heading in ("## Rollout", "## End to end", "## Step breakdown", "## Weight sync"):
         assert heading in text
     assert "| 16 (the step's) | 900 | 300 | 3.00x |" in text
+    assert "Measured by" not in text  # no invocation recorded in these results
+    stamped = {**ROLLOUT, "made_by": "python -m benchmarks.run --only rollout (finished 2026-01-01 00:00 UTC)"}
+    assert "Measured by `python -m benchmarks.run --only rollout" in report.render({"rollout": stamped}, "m", "c")
     only = report.render({"rollout": ROLLOUT}, "2 cores, CPU", "make bench")
     assert "## End to end" not in only and "## Step breakdown" not in only
