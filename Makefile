@@ -8,7 +8,9 @@ STAMP := $(VENV)/.r1reward-installed
 PYPI_ONLY := env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null
 DEMO_CONFIG ?= configs/pipeline-tiny.yaml
 
-.PHONY: env demo study train-tiny test test-fast test-gpu clean
+BENCH_STAMP := $(VENV)/.r1reward-bench-installed
+
+.PHONY: env demo study train-tiny bench test test-fast test-gpu clean
 
 env: $(STAMP)
 
@@ -41,6 +43,16 @@ train-tiny: $(STAMP)
 	$(BIN)/r1reward make-synthetic-data runs/data --num 64
 	$(BIN)/r1reward sft-local runs/tiny-base runs/data/sft.jsonl runs/tiny-model
 	$(BIN)/r1reward train --config configs/tiny-cpu.yaml
+
+# The project side by side with HF generate, TRL's GRPOTrainer and the raw gloo transport (about 15 min):
+# benchmarks/results/{rollout,end_to_end,weight_sync}.json, bench.md and bench.png. Not part of `make test`.
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.run
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python -c "import torch, transformers, vllm, trl; print('bench deps:', trl.__version__)"
+	touch $(BENCH_STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

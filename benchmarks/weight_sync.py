@@ -1,105 +1,225 @@
-"""Weight sync: bucketed broadcast (what r1reward sends) vs one broadcast per parameter (the baseline).
+"""Weight sync over gloo: r1reward's bucketed transfer vs the raw broadcast of the same bytes.
 
-Two processes form a gloo group, as the trainer and a CPU vLLM worker do; the sender broadcasts the
-language weights of a `small` tiny Qwen2.5-VL. Both ways run in the same process pair, several rounds
-each, and the result is the ratio of their median times, plus a bit-exactness check of the buckets.
+Two processes form a gloo group, as the trainer and a CPU vLLM worker do. Per round, the sender moves
+the same weights several ways, in the same process pair:
 
-    .venv/bin/python benchmarks/weight_sync.py [--size small|tiny] [--rounds 5] [--bucket-mb 64]
+- `raw_flat`: one broadcast of one preallocated flat tensor holding all the bytes: the transport's limit;
+- `per_parameter`: one broadcast per tensor, nothing else;
+- `r1reward_before`: the previous release's loop (pack by copy, checksum, then a blocking broadcast);
+- `r1reward`: `r1reward.sync.buckets.send_buckets` / `receive_buckets`, what the gloo engine runs
+  (a single-tensor bucket sent as a view, checksums overlapped with the wire, the next bucket received
+  while the last one is checked and loaded);
+- `r1reward_unverified`: the same without the SHA-256 checksums, to show what they cost.
+
+The receiver copies what it gets into its own tensors (what vLLM's `load_weights` does at least), and
+both sides checksum every bucket in the two r1reward variants. Shapes:
+
+- `small`: the language weights of the `small` tiny Qwen2.5-VL (the model the other comparisons use);
+- `7b`: Qwen2.5-7B's 339 language tensors (28 layers of q/k/v with biases, o, gate/up/down, two norms;
+  embeddings, final norm, lm_head) in bf16, each dimension divided by `--scale` so the bytes fit this
+  machine (scale 8: 1/64 of the 15.2 GB); the bucket size is divided by scale^2 too, so that the
+  tensor count, the shape ratios and the tensors-per-bucket pattern stay those of the real model.
+
+    python -m benchmarks.weight_sync [--shapes small 7b] [--scale 8] [--rounds 7] [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
-import tempfile
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from r1reward.sync.buckets import TensorMeta, checksum, pack, plan_buckets, unpack
+from r1reward.sync.buckets import (
+    DEFAULT_BUCKET_BYTES,
+    TensorMeta,
+    checksum,
+    plan_buckets,
+    receive_buckets,
+    send_buckets,
+    unpack,
+)
+
+QWEN25_7B = {"hidden": 3584, "intermediate": 18944, "layers": 28, "kv": 512, "vocab": 152064}
 
 
-def language_weights(model_dir: str) -> dict[str, torch.Tensor]:
+def qwen7b_like(scale: int) -> dict[str, torch.Tensor]:
+    """Qwen2.5-7B's language tensors (names, order, bf16) with every dimension divided by `scale`."""
+    h, i, kv, v = (QWEN25_7B[k] // scale for k in ("hidden", "intermediate", "kv", "vocab"))
+    gen = torch.Generator().manual_seed(0)
+
+    def t(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen).to(torch.bfloat16)
+
+    out = {"model.embed_tokens.weight": t(v, h)}
+    for layer in range(QWEN25_7B["layers"]):
+        p = f"model.layers.{layer}."
+        out.update(
+            {
+                p + "self_attn.q_proj.weight": t(h, h),
+                p + "self_attn.q_proj.bias": t(h),
+                p + "self_attn.k_proj.weight": t(kv, h),
+                p + "self_attn.k_proj.bias": t(kv),
+                p + "self_attn.v_proj.weight": t(kv, h),
+                p + "self_attn.v_proj.bias": t(kv),
+                p + "self_attn.o_proj.weight": t(h, h),
+                p + "mlp.gate_proj.weight": t(i, h),
+                p + "mlp.up_proj.weight": t(i, h),
+                p + "mlp.down_proj.weight": t(h, i),
+                p + "input_layernorm.weight": t(h),
+                p + "post_attention_layernorm.weight": t(h),
+            }
+        )
+    out["model.norm.weight"] = t(h)
+    out["lm_head.weight"] = t(v, h)
+    return out
+
+
+def small_model(model_dir: str) -> dict[str, torch.Tensor]:
     from transformers import AutoModelForImageTextToText
 
     model = AutoModelForImageTextToText.from_pretrained(model_dir)
     return {n: p.detach().contiguous() for n, p in model.named_parameters() if ".visual." not in n}
 
 
-def run(rank: int, port: int, model_dir: str, rounds: int, bucket_bytes: int, results) -> None:
+def _send_before(weights: dict[str, torch.Tensor], metas: list[TensorMeta], bucket_bytes: int) -> None:
+    """The sender's loop before this release: every bucket packed by copy, checksummed, then sent."""
+    sums = []
+    for bucket in plan_buckets(metas, bucket_bytes):
+        flat = torch.cat([weights[m.name].reshape(-1).view(torch.uint8) for m in bucket])
+        sums.append(checksum(flat))
+        dist.broadcast(flat, src=0)
+    dist.broadcast(torch.tensor(sums, dtype=torch.int64).reshape(len(sums), 2), src=0)
+
+
+def _receive_before(metas: list[TensorMeta], bucket_bytes: int, load) -> None:
+    got = []
+    for bucket in plan_buckets(metas, bucket_bytes):
+        flat = torch.empty(sum(m.nbytes for m in bucket), dtype=torch.uint8)
+        dist.broadcast(flat, src=0)
+        got.append(checksum(flat))
+        load(list(unpack(flat, bucket)))
+    sent = torch.empty((len(got), 2), dtype=torch.int64)
+    dist.broadcast(sent, src=0)
+    assert [tuple(r) for r in sent.tolist()] == got
+
+
+def run(rank: int, port: int, shapes: str, source: str, scale: int, rounds: int, results) -> None:
     dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2, timeout=timedelta(minutes=5)
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2, timeout=timedelta(minutes=10)
     )
-    weights = language_weights(model_dir)
+    weights = qwen7b_like(scale) if shapes == "7b" else small_model(source)
+    bucket_bytes = DEFAULT_BUCKET_BYTES // (scale * scale) if shapes == "7b" else DEFAULT_BUCKET_BYTES
     metas = [TensorMeta(n, str(t.dtype).removeprefix("torch."), tuple(t.shape)) for n, t in weights.items()]
-    if rank == 1:  # the receiver must start from other values
+    total = sum(m.nbytes for m in metas)
+    if rank == 1:  # the receiver starts from other values, and must end with the sender's
         weights = {n: torch.zeros_like(t) for n, t in weights.items()}
-    timings: dict[str, list[float]] = {"per_parameter": [], "bucketed": [], "bucketed_checksummed": []}
-    same = True
+
+    def load(pairs: list[tuple[str, torch.Tensor]]) -> None:
+        for name, tensor in pairs:
+            weights[name].copy_(tensor)
+
+    def broadcast(tensor: torch.Tensor):
+        return dist.broadcast(tensor, src=0, async_op=True)
+
+    flat_all = torch.zeros(total, dtype=torch.uint8)
+    variants = {
+        "raw_flat": lambda: dist.broadcast(flat_all, src=0),
+        "per_parameter": lambda: [dist.broadcast(t, src=0) for t in weights.values()],
+        "r1reward_before": (
+            (lambda: _send_before(weights, metas, bucket_bytes))
+            if rank == 0
+            else (lambda: _receive_before(metas, bucket_bytes, load))
+        ),
+        "r1reward": (
+            (lambda: send_buckets(iter(weights.items()), metas, bucket_bytes, broadcast))
+            if rank == 0
+            else (lambda: receive_buckets(metas, bucket_bytes, broadcast, load))
+        ),
+        # What the checksums cost: the same transfer without them (the engine always verifies).
+        "r1reward_unverified": (
+            (lambda: send_buckets(iter(weights.items()), metas, bucket_bytes, broadcast, verify=False))
+            if rank == 0
+            else (lambda: receive_buckets(metas, bucket_bytes, broadcast, load, verify=False))
+        ),
+    }
+    timings: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(rounds):
-        dist.barrier()
-        start = time.perf_counter()
-        for tensor in weights.values():
-            dist.broadcast(tensor if rank == 0 else torch.empty_like(tensor), src=0)
-        dist.barrier()
-        timings["per_parameter"].append(time.perf_counter() - start)
-        for variant in ("bucketed", "bucketed_checksummed"):
-            start = time.perf_counter()
-            for bucket in plan_buckets(metas, bucket_bytes):
-                flat = (
-                    pack(weights[m.name] for m in bucket)
-                    if rank == 0
-                    else torch.empty(sum(m.nbytes for m in bucket), dtype=torch.uint8)
-                )
-                dist.broadcast(flat, src=0)
-                if rank == 1:
-                    weights.update({n: t.clone() for n, t in unpack(flat, bucket)})
-                if variant == "bucketed_checksummed":
-                    sums = torch.tensor(checksum(flat))
-                    gathered = [torch.zeros_like(sums) for _ in range(2)]
-                    dist.all_gather(gathered, sums)
-                    same &= torch.equal(gathered[0], gathered[1])
+        for name, variant in variants.items():
+            if rank == 1 and name != "raw_flat":
+                for tensor in weights.values():
+                    tensor.zero_()
             dist.barrier()
-            timings[variant].append(time.perf_counter() - start)
-    if rank == 0:
+            start = time.perf_counter()
+            variant()
+            dist.barrier()
+            timings[name].append(time.perf_counter() - start)
+    if rank == 1:
+        reference = qwen7b_like(scale) if shapes == "7b" else small_model(source)
+        results["received_equal"] = all(torch.equal(weights[n], t) for n, t in reference.items())
+    else:
         results.update(
             timings=timings,
-            params=len(metas),
-            bytes=sum(m.nbytes for m in metas),
+            tensors=len(metas),
+            bytes=total,
+            bucket_bytes=bucket_bytes,
             buckets=len(plan_buckets(metas, bucket_bytes)),
+            single_tensor_buckets=sum(len(b) == 1 for b in plan_buckets(metas, bucket_bytes)),
         )
-    results[f"checksums_equal_{rank}"] = same
     dist.destroy_process_group()
+
+
+def measure(shapes: str, source: str, scale: int, rounds: int) -> dict:
+    from vllm.utils.network_utils import get_open_port
+
+    results = mp.Manager().dict()
+    mp.spawn(run, args=(get_open_port(), shapes, source, scale, rounds, results), nprocs=2)
+    medians = {k: statistics.median(v) for k, v in results["timings"].items()}
+    out = {
+        "shapes": shapes,
+        "scale": scale if shapes == "7b" else 1,
+        "tensors": results["tensors"],
+        "bytes": results["bytes"],
+        "bucket_bytes": results["bucket_bytes"],
+        "buckets": results["buckets"],
+        "single_tensor_buckets": results["single_tensor_buckets"],
+        "received_bit_identical": results["received_equal"],
+        "seconds": medians,
+        "gbit_per_s": {k: results["bytes"] * 8 / s / 1e9 for k, s in medians.items()},
+        "fraction_of_raw": {k: medians["raw_flat"] / s for k, s in medians.items()},
+        "runs": dict(results["timings"]),
+    }
+    print(
+        f"{shapes}: {out['tensors']} tensors, {out['bytes'] / 2**20:.1f} MiB, {out['buckets']} buckets: "
+        + "  ".join(f"{k} {s * 1000:.0f} ms" for k, s in medians.items()),
+        flush=True,
+    )
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default="small", choices=["tiny", "small"])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--bucket-mb", type=int, default=64)
+    parser.add_argument("--shapes", nargs="+", default=["small", "7b"], choices=["small", "7b"])
+    parser.add_argument("--scale", type=int, default=8, help="7b shapes: every dimension divided by this")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--out", default="benchmarks/results/weight_sync.json")
     args = parser.parse_args()
-    from vllm.utils.network_utils import get_open_port
+    from benchmarks.assets import ensure_assets
 
-    from r1reward.models.tiny import make_tiny_model
-
-    results = mp.Manager().dict()
-    with tempfile.TemporaryDirectory() as model_dir:
-        make_tiny_model(model_dir, size=args.size)
-        mp.spawn(run, args=(get_open_port(), model_dir, args.rounds, args.bucket_mb * 2**20, results), nprocs=2)
-    medians = {k: statistics.median(v) for k, v in results["timings"].items()}
-    print(
-        f"{args.size} model language weights: {results['params']} tensors, {results['bytes'] / 2**20:.1f} MiB, "
-        f"{results['buckets']} bucket(s) of {args.bucket_mb} MiB; median of {args.rounds} rounds"
-    )
-    for name, seconds in medians.items():
-        print(
-            f"  {name:<22} {seconds * 1000:8.1f} ms   "
-            f"{medians['per_parameter'] / seconds:5.2f}x the per-parameter speed"
-        )
-    print(f"buckets bit-identical on both sides: {results['checksums_equal_0'] and results['checksums_equal_1']}")
+    model_dir, _ = ensure_assets()
+    result = {
+        "name": "weight_sync",
+        "rounds": args.rounds,
+        "shapes": {s: measure(s, str(model_dir), args.scale, args.rounds) for s in args.shapes},
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,10 @@ def test_overrides_win_over_the_file():
         ("nonsense: 1\n", "unknown key 'nonsense'"),
         ("rollout:\n  temperature: hot\n", "bad value for 'rollout.temperature'"),
         ("algo:\n  advantage_filter: sometimes\n", "'algo.advantage_filter' is 'sometimes'"),
+        (
+            "algo:\n  old_logprobs: cached\n",
+            "'algo.old_logprobs' is 'cached', expected one of ['learner', 'sampler']",
+        ),
         ("learner:\n  num_ranks: 0\n", "'learner.num_ranks' must be > 0"),
         ("reward:\n  judge: openai\n", "needs 'reward.judge_url'"),
         ("algo:\n  rollout_correction: clip\n", "'algo.rollout_correction' is 'clip', expected one of the registered"),

@@ -102,3 +102,21 @@ def test_rollout_group_keeps_the_order_and_gives_each_worker_its_seeds(monkeypat
     assert group.collect(handle) is first and len(roles_seen) == 3
     assert [o["seed"] for o in first] == [1, 2, 3]
     assert handle.busy_s == {"rollout worker 0": 0.5, "rollout worker 1": 0.5}
+
+
+def test_learner_group_takes_old_logprobs_from_the_sampler_without_calling_the_ranks(waits):
+    from r1reward.config.schema import AlgoConfig
+    from r1reward.data.samples import Sample
+    from r1reward.learner.group import LearnerGroup
+
+    log: list = []
+    samples = [
+        Sample(prompt_ids=[1, 2], completion_ids=[3, 4], sampler_logprobs=[-0.5, -1.5]),
+        Sample(prompt_ids=[1], completion_ids=[5], sampler_logprobs=[-2.0]),
+    ]
+    sampler = LearnerGroup([_Handle(log, 0), _Handle(log, 1)], algo=AlgoConfig(old_logprobs="sampler"))
+    assert sampler.compute_logprobs(samples) == [{"old_logprobs": [[-0.5, -1.5], [-2.0]]}]
+    assert log == [] and waits == []  # no rank called: nothing was left to compute
+    with_kl = LearnerGroup([_Handle(log, 0), _Handle(log, 1)], algo=AlgoConfig(old_logprobs="sampler", kl_coef=0.1))
+    with_kl.compute_logprobs(samples)  # the reference's log-probs still need the ranks
+    assert [(r, n) for r, n, _, _ in log] == [(0, "compute_logprobs"), (1, "compute_logprobs")]

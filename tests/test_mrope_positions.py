@@ -60,3 +60,31 @@ def test_text_only_batches_need_no_token_types():
         0,
     )
     assert "mm_token_type_ids" not in model_inputs(batch, 9, 10)
+
+
+def test_completion_only_logits_give_the_same_completion_logprobs(tiny_model_dir, synthetic_dir):
+    """The learner's LM head runs only from the first completion column on (`logits_to_keep`); every
+    completion token's log-prob must be what the full-sequence head gives, in a batch of unequal prompts."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from r1reward.learner.loss import first_completion_column, token_logprobs
+
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    records = list(read_records(synthetic_dir / "pairs.jsonl", "canonical"))[:3]
+    completions = [processor.tokenizer(t, add_special_tokens=False).input_ids for t in ("<think>", "The image shows a")]
+    samples = [
+        {**encode_prompt(processor, r, synthetic_dir), "completion_ids": completions[i % 2]}
+        for i, r in enumerate(records)
+    ]
+    batch = collate_for_learner(samples, pad_token_id=0)
+    assert len({len(s["prompt_ids"]) for s in samples}) > 1  # prompts of different lengths
+    ids = (model.config.image_token_id, model.config.video_token_id)
+    with torch.no_grad():
+        full = token_logprobs(model, batch, ids, "cpu", completion_only=False)
+        part = token_logprobs(model, batch, ids, "cpu", completion_only=True)
+    mask = batch.action_mask
+    assert part.shape == full.shape == mask.shape
+    assert first_completion_column(batch) == min(len(s["prompt_ids"]) for s in samples) - 1 > 0
+    assert torch.allclose(part[mask], full[mask], atol=1e-5)
+    assert torch.all(part[:, : first_completion_column(batch)] == 0)

@@ -41,6 +41,7 @@ CHOICES = {
     "model.dtype": {"float32", "bfloat16", "float16"},
     "rollout.dtype": {"float32", "bfloat16", "float16"},
     "learner.zero_stage": {0, 1, 2, 3},
+    "algo.old_logprobs": {"learner", "sampler"},
     "learner.backend": {"auto", "gloo", "nccl"},
     "pipeline.model_size": {"tiny", "small"},
     "resources.placement_strategy": {"PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"},

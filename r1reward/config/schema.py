@@ -90,6 +90,12 @@ class AlgoConfig:
     # mask_sequence; the cap bounds the importance weight pi_prox / pi_behav (tis) or masks above it.
     rollout_correction: str = "none"
     rollout_correction_cap: float = 2.0
+    # Where the ratio's old log-probs come from. learner: a forward of the learner over the batch before the
+    # update (it also measures the sampler/learner gap, logged as logprob_gap/* and mismatch/*). sampler: the
+    # rollout's own log-probs, which belong to the same weights (the worker syncs after every step); this
+    # skips that forward and, without KL, the whole experience call. Right only while the two agree: check
+    # logprob_gap/max of a learner run first (1.6e-5 nats in float32 here); the gap metrics then read 0.
+    old_logprobs: str = "learner"
 
 
 @dataclass
@@ -107,6 +113,9 @@ class LearnerConfig:
     train_batch_size: int = 8
     epochs_per_rollout: int = 1
     backend: str = "auto"  # auto: nccl when CUDA is visible, else gloo
+    # The LM head and softmax only over the completion's positions (false: over the whole sequence, as
+    # before; the log-probs of the completion are the same either way).
+    completion_logits_only: bool = True
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from r1reward.config.schema import Config, TimeoutsConfig
+from r1reward.config.schema import AlgoConfig, Config, TimeoutsConfig
 from r1reward.placement.remote import split
 from r1reward.waits import wait_all
 
@@ -28,8 +28,10 @@ class LearnerGroup:
         placement_group: Any = None,
         first_bundle: int = 0,
         timeouts: TimeoutsConfig | None = None,
+        algo: AlgoConfig | None = None,
     ) -> None:
         self.ranks = ranks
+        self.algo = algo or AlgoConfig()
         self.placement_group, self.first_bundle = placement_group, first_bundle
         self.timeouts = timeouts or TimeoutsConfig()
         self.roles = [f"learner rank {rank}" for rank in range(len(ranks))]
@@ -74,7 +76,7 @@ class LearnerGroup:
             )
             for slot in slots
         ]
-        group = cls(ranks, pg, slots[0].bundle, config.timeouts)
+        group = cls(ranks, pg, slots[0].bundle, config.timeouts, config.algo)
         try:
             group._all("learner start-up", [r.ready.remote() for r in ranks], config.timeouts.startup_s)
         except BaseException:
@@ -94,7 +96,11 @@ class LearnerGroup:
         return self._all(method, [getattr(r, method).remote(part, **kwargs) for r, part in zip(self.ranks, parts)])
 
     def compute_logprobs(self, samples: list[dict[str, Any]]) -> list[dict[str, list[list[float]]]]:
-        """Each rank's part of `samples` scored; one dict per rank, in rank order."""
+        """Each rank's part of `samples` scored; one dict per rank, in rank order. With
+        algo.old_logprobs=sampler and no reference model nothing is left to compute: the sampler's
+        log-probs come back as one part, and the samples are not shipped to the ranks at all."""
+        if self.algo.old_logprobs == "sampler" and not self.algo.kl_coef:
+            return [{"old_logprobs": [list(s.sampler_logprobs) for s in samples]}]
         return self._split("compute_logprobs", samples)
 
     def train(self, samples: list[dict[str, Any]], debug_nan_loss: bool = False) -> list[dict[str, float]]:

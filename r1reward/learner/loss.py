@@ -18,23 +18,44 @@ from r1reward.data.collate import model_inputs
 from r1reward.data.samples import Batch
 
 
-def token_logprobs(model: Any, batch: Batch, mm_token_ids: tuple[int, int], device: torch.device | str) -> torch.Tensor:
-    """Log-prob of each next token under `model`, [B, T-1], aligned with the batch's action mask."""
+def first_completion_column(batch: Batch) -> int:
+    """The first column of the [B, T-1] grid where any sample's completion is predicted (0 if none)."""
+    columns = batch.action_mask.any(dim=0).nonzero()
+    return int(columns[0]) if len(columns) else 0
+
+
+def token_logprobs(
+    model: Any, batch: Batch, mm_token_ids: tuple[int, int], device: torch.device | str, completion_only: bool = True
+) -> torch.Tensor:
+    """Log-prob of each next token under `model`, [B, T-1], aligned with the batch's action mask.
+
+    With `completion_only` the LM head and the softmax run only from the first completion column on
+    (transformers' `logits_to_keep`); the prompt columns before it are 0, which the action mask drops. A
+    reward-model prompt is most of the sequence (about 400 of 450 tokens here), so this removes most of
+    the head's [T, vocab] work from every forward and backward."""
     inputs = {k: v.to(device) for k, v in model_inputs(batch, *mm_token_ids).items()}
-    logits = model(**inputs, use_cache=False).logits[:, :-1].float()
-    targets = inputs["input_ids"][:, 1:]
-    return torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    start = first_completion_column(batch) if completion_only else 0
+    length = inputs["input_ids"].shape[1]
+    logits = model(**inputs, use_cache=False, logits_to_keep=length - start).logits[:, :-1].float()
+    targets = inputs["input_ids"][:, start + 1 :]
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return torch.nn.functional.pad(logp, (start, 0))
 
 
 def policy_loss_on_micro_batch(
-    model: Any, batch: Batch, algo: AlgoConfig, mm_token_ids: tuple[int, int], device: torch.device | str
+    model: Any,
+    batch: Batch,
+    algo: AlgoConfig,
+    mm_token_ids: tuple[int, int],
+    device: torch.device | str,
+    completion_only: bool = True,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The configured policy loss (`algo.policy_loss`) of one micro-batch carrying `old_logprobs` and
     `advantages` (and `sampler_logprobs` for `algo.rollout_correction`); the loss reads its own settings
     from `algo`. Returns (loss with grad, loss stats)."""
     if batch.old_logprobs is None or batch.advantages is None:
         raise ValueError("a policy-loss micro-batch needs old_logprobs and advantages on every sample")
-    logp = token_logprobs(model, batch, mm_token_ids, device)
+    logp = token_logprobs(model, batch, mm_token_ids, device, completion_only)
     old = batch.old_logprobs.to(device)
     sampler = batch.sampler_logprobs.to(device) if batch.sampler_logprobs is not None else None
     # Decoupled objective: the behaviour (sampler) policy only reweights or masks the advantages; the

@@ -139,7 +139,8 @@ class LearnerRank:
     def _forward_logprobs(self, batch: Batch, model: Any = None) -> torch.Tensor:
         """Log-prob of each next token, [B, T-1], aligned with the batch's action mask; `model` is the
         policy engine unless given (the reference)."""
-        return token_logprobs(self.engine if model is None else model, batch, self.mm_token_ids, self.device)
+        model = self.engine if model is None else model
+        return token_logprobs(model, batch, self.mm_token_ids, self.device, self.cfg.completion_logits_only)
 
     def _micro_batches(self, samples: list[Sample] | list[dict[str, Any]]):
         size = self.cfg.micro_batch_size
@@ -151,8 +152,12 @@ class LearnerRank:
         """Per-token log-probs of each sample's completion: `old_logprobs` from the current policy and,
         when a reference model is loaded (kl_coef > 0), `ref_logprobs` from it."""
         self.engine.eval()
-        models = {"old_logprobs": None, **({"ref_logprobs": self.reference} if self.reference is not None else {})}
+        from_sampler = self.algo.old_logprobs == "sampler"  # only the reference's forward is left to run
+        models = {} if from_sampler else {"old_logprobs": None}
+        models |= {"ref_logprobs": self.reference} if self.reference is not None else {}
         out: dict[str, list[list[float]]] = {key: [] for key in models}
+        if from_sampler:
+            out["old_logprobs"] = [list(s.sampler_logprobs) for s in samples]
         for batch in self._micro_batches(samples):
             mask = batch.action_mask
             for key, model in models.items():
@@ -174,7 +179,9 @@ class LearnerRank:
         skipped_steps = self.engine.skipped_steps
         for _ in range(self.cfg.epochs_per_rollout):
             for batch in self._micro_batches(samples):
-                loss, stats = policy_loss_on_micro_batch(self.engine, batch, self.algo, self.mm_token_ids, self.device)
+                loss, stats = policy_loss_on_micro_batch(
+                    self.engine, batch, self.algo, self.mm_token_ids, self.device, self.cfg.completion_logits_only
+                )
                 keys.update(stats)
                 if debug_nan_loss and count + skipped == 0:
                     loss = loss + float("nan")

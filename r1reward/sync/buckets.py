@@ -7,8 +7,9 @@ the raw bytes, so the sender and every receiver can prove a transfer bit-identic
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 
@@ -44,8 +45,11 @@ def plan_buckets(metas: list[TensorMeta], bucket_bytes: int = DEFAULT_BUCKET_BYT
 
 
 def pack(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
-    """Concatenate the raw bytes of contiguous tensors into one uint8 tensor."""
-    return torch.cat([t.detach().contiguous().reshape(-1).view(torch.uint8) for t in tensors])
+    """The raw bytes of the tensors as one uint8 tensor. A single contiguous tensor is returned as a byte
+    view, not copied: with 7B shapes most buckets hold one tensor (an MLP matrix is 2x the default bucket),
+    and the copy cost as much as the checksum."""
+    views = [t.detach().contiguous().reshape(-1).view(torch.uint8) for t in tensors]
+    return views[0] if len(views) == 1 else torch.cat(views)
 
 
 def unpack(flat: torch.Tensor, metas: list[TensorMeta]) -> Iterator[tuple[str, torch.Tensor]]:
@@ -68,3 +72,92 @@ def checksum(flat: torch.Tensor) -> tuple[int, int]:
     position-weighted word sum in torch); the gloo path only ever holds CPU buckets."""
     digest = hashlib.sha256(flat.detach().cpu().contiguous().numpy()).digest()
     return (int.from_bytes(digest[:8], "little", signed=True), int.from_bytes(digest[8:16], "little", signed=True))
+
+
+class Work(Protocol):
+    def wait(self) -> Any: ...
+
+
+# Starts a broadcast of the tensor from rank 0 (the sender) and returns its handle (gloo's `Work`).
+Broadcast = Callable[[torch.Tensor], Work]
+
+
+def send_buckets(
+    named: Iterator[tuple[str, torch.Tensor]],
+    metas: list[TensorMeta],
+    bucket_bytes: int,
+    broadcast: Broadcast,
+    overlap: bool = True,
+    verify: bool = True,
+) -> list[tuple[int, int]]:
+    """The sender's half: `named` (in `metas` order) packed into buckets and broadcast, then one tensor
+    of the buckets' checksums. With `overlap` each bucket's checksum and the next bucket's packing run
+    while the previous broadcast is on the wire (SHA-256 and gloo both release the GIL); at most two
+    buckets are in flight. Returns the checksums. `verify=False` (both sides, benchmarks only) leaves
+    the checksums out, to measure what they cost."""
+    sums: list[tuple[int, int]] = []
+    in_flight: list[tuple[torch.Tensor, Work]] = []  # keeps each sent bucket alive until its wait
+    for bucket in plan_buckets(metas, bucket_bytes):
+        tensors = []
+        for meta in bucket:
+            name, tensor = next(named)
+            if name != meta.name:
+                raise RuntimeError(f"weight source yielded {name!r}, expected {meta.name!r}")
+            tensors.append(tensor.detach().to("cpu"))
+        flat = pack(tensors)
+        if overlap:
+            work = broadcast(flat)
+            if verify:
+                sums.append(checksum(flat))
+            in_flight.append((flat, work))
+            if len(in_flight) > 1:
+                in_flight.pop(0)[1].wait()
+        else:
+            if verify:
+                sums.append(checksum(flat))
+            broadcast(flat).wait()
+    for _, work in in_flight:
+        work.wait()
+    if verify:
+        broadcast(torch.tensor(sums, dtype=torch.int64).reshape(len(sums), 2)).wait()
+    return sums
+
+
+def receive_buckets(
+    metas: list[TensorMeta],
+    bucket_bytes: int,
+    broadcast: Broadcast,
+    load: Callable[[list[tuple[str, torch.Tensor]]], None],
+    device: torch.device | str = "cpu",
+    overlap: bool = True,
+    verify: bool = True,
+) -> list[tuple[int, int]]:
+    """The receiver's half: each bucket received, checksummed and handed to `load` as (name, tensor)
+    views; then the sender's checksums, which must match. With `overlap` the next bucket is already
+    being received while this one is checksummed and loaded (two bucket buffers instead of one)."""
+    plan = plan_buckets(metas, bucket_bytes)
+
+    def post(bucket: list[TensorMeta]) -> tuple[torch.Tensor, Work]:
+        flat = torch.empty(sum(m.nbytes for m in bucket), dtype=torch.uint8, device=device)
+        return flat, broadcast(flat)
+
+    got: list[tuple[int, int]] = []
+    pending = post(plan[0]) if plan else None
+    for i, bucket in enumerate(plan):
+        flat, work = pending
+        work.wait()
+        later = plan[i + 1] if i + 1 < len(plan) else None
+        if overlap and later is not None:
+            pending = post(later)
+        if verify:
+            got.append(checksum(flat))
+        load(list(unpack(flat, bucket)))
+        if not overlap and later is not None:
+            pending = post(later)
+    if not verify:
+        return got
+    sent = torch.empty((len(got), 2), dtype=torch.int64)
+    broadcast(sent).wait()
+    if [tuple(row) for row in sent.tolist()] != got:
+        raise RuntimeError("weight sync corrupted: received bucket checksums differ from the sender's")
+    return got

@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any, ClassVar
 
-import torch
 from vllm.distributed.weight_transfer.base import (
     TrainerInitInfo,
     TrainerWeightTransferEngine,
@@ -26,7 +25,7 @@ from vllm.distributed.weight_transfer.base import (
 )
 
 from r1reward.sync.backend import GLOO_BACKEND
-from r1reward.sync.buckets import DEFAULT_BUCKET_BYTES, TensorMeta, checksum, pack, plan_buckets, unpack
+from r1reward.sync.buckets import DEFAULT_BUCKET_BYTES, TensorMeta, receive_buckets, send_buckets
 
 BACKEND = GLOO_BACKEND
 # The rendezvous and each broadcast give up after this (timeouts.weight_sync_s sets it for a run).
@@ -41,9 +40,9 @@ def _gloo_group(host: str, port: int, rank: int, world_size: int, timeout_s: flo
     )
 
 
-def _broadcast(group, tensor: torch.Tensor) -> None:
+def _broadcaster(group):
     # The group is not registered globally, so call the ProcessGroup itself (root = trainer, rank 0).
-    group.broadcast(tensor, 0).wait()
+    return lambda tensor: group.broadcast(tensor, 0)
 
 
 @dataclass
@@ -106,17 +105,10 @@ class GlooWeightTransferEngine(WeightTransferEngine[GlooWorkerInitInfo, GlooUpda
             TensorMeta(n, d, tuple(s))
             for n, d, s in zip(update_info.names, update_info.dtype_names, update_info.shapes)
         ]
-        got: list[tuple[int, int]] = []
-        for bucket in plan_buckets(metas, update_info.bucket_bytes):
-            flat = torch.empty(sum(m.nbytes for m in bucket), dtype=torch.uint8, device=self.device)
-            _broadcast(self.group, flat)
-            got.append(checksum(flat))
-            self.model.load_weights(list(unpack(flat, bucket)))
-        sent = torch.empty((len(got), 2), dtype=torch.int64)
-        _broadcast(self.group, sent)
-        self.received_checksums = got
-        if [tuple(row) for row in sent.tolist()] != got:
-            raise RuntimeError("weight sync corrupted: received bucket checksums differ from the sender's")
+        self.received_checksums = []
+        self.received_checksums = receive_buckets(
+            metas, update_info.bucket_bytes, _broadcaster(self.group), self.model.load_weights, self.device
+        )
 
     def shutdown(self) -> None:
         self.group = None
@@ -225,17 +217,4 @@ class GlooTrainerWeightTransferEngine(TrainerWeightTransferEngine[GlooTrainerIni
         self.client.finish_weight_update()
 
     def _broadcast_buckets(self, metas: list[TensorMeta]) -> list[tuple[int, int]]:
-        source = iter(self.source)
-        sums = []
-        for bucket in plan_buckets(metas, self.bucket_bytes):
-            tensors = []
-            for meta in bucket:
-                name, tensor = next(source)
-                if name != meta.name:
-                    raise RuntimeError(f"weight source yielded {name!r}, expected {meta.name!r}")
-                tensors.append(tensor.detach().to("cpu"))
-            flat = pack(tensors)
-            sums.append(checksum(flat))
-            _broadcast(self.group, flat)
-        _broadcast(self.group, torch.tensor(sums, dtype=torch.int64).reshape(len(sums), 2))
-        return sums
+        return send_buckets(iter(self.source), metas, self.bucket_bytes, _broadcaster(self.group))
