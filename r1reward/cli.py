@@ -78,8 +78,9 @@ def _profile(args: argparse.Namespace) -> None:
     import tempfile
 
     from r1reward.config import load_config
-    from r1reward.trainer.profile import profile, write_profile
+    from r1reward.trainer.profile import check_profile_args, profile, write_profile
 
+    check_profile_args(args.steps, tuple(args.batch_multipliers))
     config = load_config(args.config, args.overrides)
     if not Path(config.model.path).exists() and config.model.path.startswith(("/", ".", "runs/")):
         raise UserError(f"model.path does not exist: {config.model.path}")

@@ -219,3 +219,45 @@ def test_launch_ratio_auto_errors_are_one_line(args, message):
     proc = _launch("--nodes", "4", "--dry-run", *args)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr, proc.stderr
+
+
+def test_profile_reads_each_shape_of_a_run_from_its_metrics_leaving_out_each_warm_up(tmp_path):
+    from r1reward.trainer.profile import BATCH_KEY, SAMPLES_KEY, measurements_of
+
+    config = load_config("configs/tiny-cpu.yaml")  # 1 rollout worker, 2 learner ranks
+    rows = []
+    for step in range(1, 9):  # cycling 8x1, 16x1; step 1 and 2 are the warm-ups, 10x slower
+        prompts = 8 if step % 2 else 16
+        slow = 10.0 if step <= 2 else 1.0
+        times = {
+            f"time/{k}": slow * v
+            for k, v in dict(
+                prepare=0.01, generate=0.3, reward=0.002, experience=0.05, train=0.02 * prompts, sync=0.03
+            ).items()
+        }
+        rows.append({"step": step, BATCH_KEY: prompts, SAMPLES_KEY: 1, "response_length/mean": 60.0 + step, **times})
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    small, large = measurements_of(tmp_path, config, sync_bytes=1e6)
+    assert small.steps == [3, 5, 7] and large.steps == [4, 6, 8]
+    assert (small.workload.prompts, large.workload.prompts) == (8, 16) and small.split == Split(1, 2)
+    assert small.workload.response_tokens == pytest.approx(65.0) and small.workload.sync_bytes == 1e6
+    assert small.phases["logprobs"] == pytest.approx(0.05) and large.phases["train"] == pytest.approx(0.32)
+    assert small.step_s == pytest.approx(0.01 + 0.3 + 0.002 + 0.05 + 0.16 + 0.03)
+    model = calibrate([small, large])  # train: 0.16 s for 4 samples per rank, 0.32 s for 8: no latency
+    assert model.costs["train"] == PhaseCost(pytest.approx(0.0, abs=1e-9), pytest.approx(0.04))
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--steps", "3"], "--steps must be at least 4"),
+        (["--batch-multipliers", "1", "1"], "--batch-multipliers must be distinct"),
+        (["--batch-multipliers", "0", "2"], "--batch-multipliers must be distinct positive"),
+    ],
+)
+def test_profile_arguments_that_cannot_profile_stop_in_one_line_before_anything_starts(args, message, capsys):
+    from r1reward.cli import main
+
+    assert main(["profile", "--config", "configs/tiny-cpu.yaml", *args]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err, err

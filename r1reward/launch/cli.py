@@ -109,7 +109,6 @@ def _auto_split(config: Config, nodes: list[dict[str, float]], profile: Path | N
     model, r1reward/placement/stepmodel.py) and return `config` with the fastest."""
     from r1reward.placement.plan import with_split
     from r1reward.placement.stepmodel import (
-        PHASES,
         device_unit,
         devices_of,
         format_predictions,
@@ -132,8 +131,8 @@ def _auto_split(config: Config, nodes: list[dict[str, float]], profile: Path | N
     print(format_predictions(predictions, best, lambda s: devices_of(config, s), unit))
     print(
         f"chosen: {best.split.rollout_workers} rollout workers, {best.split.learner_ranks} learner ranks: "
-        f"{best.step_s:.3g} s per step (the fastest; within 1% the fewer {unit}s, then the fewer learner "
-        f"{unit}s). Phases: {', '.join(PHASES)}"
+        f"{best.step_s:.3g} s per step (the fastest; within 1% of it, the fewest {unit}s, then the fewest "
+        f"learner {unit}s)"
     )
     return with_split(config, best.split.rollout_workers, best.split.learner_ranks)
 
