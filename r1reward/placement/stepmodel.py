@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -119,6 +120,9 @@ class PhaseCost:
 
     def time(self, work: float) -> float:
         return self.latency_s + self.seconds_per_unit * work
+
+
+Devices = Callable[[Split], tuple[float, float]]  # a split -> (devices in all, learner devices)
 
 
 @dataclass(frozen=True)
@@ -279,7 +283,7 @@ def relative_error(predicted: float, measured: float) -> float:
     return abs(predicted - measured) / measured if measured > 0 else math.inf
 
 
-def fastest(predictions: list[Prediction], gpus_of) -> Prediction:
+def fastest(predictions: list[Prediction], gpus_of: Devices) -> Prediction:
     """The shortest predicted step; a tie (within 1%: below the model's resolution) goes to the split with
     fewer devices in all, then fewer learner devices (`gpus_of(split)` -> (total, learner))."""
     best = min(p.step_s for p in predictions)
@@ -287,7 +291,7 @@ def fastest(predictions: list[Prediction], gpus_of) -> Prediction:
     return min(close, key=lambda p: (*gpus_of(p.split), p.step_s))
 
 
-def format_predictions(predictions: list[Prediction], chosen: Prediction, devices, unit: str) -> str:
+def format_predictions(predictions: list[Prediction], chosen: Prediction, devices: Devices, unit: str) -> str:
     """One row per split: counts, devices, predicted phase and step seconds, idle fractions; * marks the choice."""
     head = ("", "rollout", "learner", f"{unit}s", *PHASES, "step_s", "idle_rollout", "idle_learner")
     rows = [head]
