@@ -73,6 +73,34 @@ def _train(args: argparse.Namespace) -> None:
     print(f"finished at step {result['step']}; last checkpoint: {result['checkpoint']}")
 
 
+@command("profile")
+def _profile(args: argparse.Namespace) -> None:
+    import tempfile
+
+    from r1reward.config import load_config
+    from r1reward.trainer.profile import check_profile_args, profile, write_profile
+
+    check_profile_args(args.steps, tuple(args.batch_multipliers))
+    config = load_config(args.config, args.overrides)
+    if not Path(config.model.path).exists() and config.model.path.startswith(("/", ".", "runs/")):
+        raise UserError(f"model.path does not exist: {config.model.path}")
+    run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix="r1reward-profile-"))
+    data = profile(config, args.steps, run_dir, tuple(args.batch_multipliers))
+    write_profile(data, Path(args.out))
+    rates, sync = data["throughput"], data["phases"]["sync"]
+
+    def rate(key: str, unit: str) -> str:  # None: the phase did not grow with its work (latency-bound)
+        return f"{rates[key]:.4g} {unit}" if rates[key] is not None else "latency-bound"
+
+    print(
+        f"wrote {args.out} (run in {run_dir}): rollout {rate('rollout_tokens_per_s_per_worker', 'tokens/s')} per "
+        f"worker; learner {rate('learner_logprob_samples_per_s_per_rank', 'samples/s')} log-probs, "
+        f"{rate('learner_train_samples_per_s_per_rank', 'samples/s')} training per rank; reward "
+        f"{rate('reward_samples_per_s', 'samples/s')}; sync {sync['latency_s']:.3g} s + "
+        f"{sync['seconds_per_unit']:.3g} s/byte"
+    )
+
+
 @command("select-hard")
 def _select_hard(args: argparse.Namespace) -> None:
     from r1reward.config import load_config
@@ -174,6 +202,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="RL training (StableReinforce) on Ray: rollout, reward, learners, sync")
     p.add_argument("--config", default=None)
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.num_steps=10")
+
+    p = sub.add_parser(
+        "profile", help="a few real RL steps -> per-role throughputs for r1reward-launch --ratio auto (JSON)"
+    )
+    p.add_argument("--config", default=None)
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=10,
+        help="steps of the run, cycling through the batch sizes; each size's first step is its warm-up, "
+        "left out (default 10)",
+    )
+    p.add_argument("--out", default="profile.json")
+    p.add_argument(
+        "--batch-multipliers",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        metavar="M",
+        help="the steps cycle through M x trainer.rollout_batch_size prompts; two or more sizes separate each "
+        "phase's fixed latency from its throughput (default: 1 2)",
+    )
+    p.add_argument("--run-dir", default=None, help="where the run writes (default: a new temporary folder)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. rollout.num_workers=1")
 
     p = sub.add_parser("select-hard", help="keep the pairs a model does not solve in all K samples (RL parquet)")
     p.add_argument("--model", required=True)

@@ -36,7 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-node", type=int, default=32, help="without an address (default 32)")
     split = p.add_mutually_exclusive_group()
     split.add_argument("--rollout-gpus", type=int, help="GPUs for rollout workers; the rest train")
-    split.add_argument("--ratio", help="rollout:learner GPUs, e.g. 1:3")
+    split.add_argument(
+        "--ratio",
+        help="rollout:learner GPUs, e.g. 1:3; `auto` predicts each feasible split's step time from --profile "
+        "and takes the fastest",
+    )
+    p.add_argument("--profile", type=Path, help="with --ratio auto: the JSON `r1reward profile` wrote")
     p.add_argument("--config", default="configs/paper-qwen2.5-vl-7b.yaml")
     p.add_argument(
         "--address",
@@ -99,6 +104,39 @@ def _train_here(config: Config) -> int:
     return 0
 
 
+def _auto_split(config: Config, nodes: list[dict[str, float]], profile: Path | None) -> Config:
+    """Print every feasible rollout:learner split's predicted step time and idle fractions (the step-time
+    model, r1reward/placement/stepmodel.py) and return `config` with the fastest."""
+    from r1reward.placement.plan import with_split
+    from r1reward.placement.stepmodel import (
+        device_unit,
+        devices_of,
+        format_predictions,
+        load_step_model,
+        predict_splits,
+    )
+
+    if profile is None:
+        raise UserError("--ratio auto needs --profile FILE (write one with `r1reward profile --config FILE`)")
+    model = load_step_model(profile)
+    if model.model_path and model.model_path != config.model.path:
+        print(
+            f"r1reward-launch: note: the profile measured {model.model_path}, the config trains {config.model.path}: "
+            f"the prediction holds for the model profiled",
+            file=sys.stderr,
+        )
+    predictions, best = predict_splits(config, nodes, model)
+    unit = device_unit(config)[0]
+    print(f"predicted synchronous step per rollout:learner split (profile {profile}; seconds; * = chosen):")
+    print(format_predictions(predictions, best, lambda s: devices_of(config, s), unit))
+    print(
+        f"chosen: {best.split.rollout_workers} rollout workers, {best.split.learner_ranks} learner ranks: "
+        f"{best.step_s:.3g} s per step (the fastest; within 1% of it, the fewest {unit}s, then the fewest "
+        f"learner {unit}s)"
+    )
+    return with_split(config, best.split.rollout_workers, best.split.learner_ranks)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     address = args.address or os.environ.get("RAY_ADDRESS") or None
@@ -127,9 +165,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
         else:
             nodes, where = _fixed_nodes(args), f"{args.nodes} nodes x {args.gpus_per_node} GPUs"
-        split = parse_ratio(args.ratio) if args.ratio else args.rollout_gpus
-        if split is not None:
-            config = apply_ratio(config, sum(n.get("GPU", 0.0) for n in nodes), split)
+        if args.profile is not None and args.ratio != "auto":
+            raise UserError("--profile is read with --ratio auto only")
+        if args.ratio == "auto":
+            config = _auto_split(config, nodes, args.profile)
+        else:
+            split = parse_ratio(args.ratio) if args.ratio else args.rollout_gpus
+            if split is not None:
+                config = apply_ratio(config, sum(n.get("GPU", 0.0) for n in nodes), split)
         plan = make_plan(config)
         try:
             assignment = fit_to_nodes(plan, nodes)

@@ -186,13 +186,15 @@ def _pack(plan: PlacementPlan, nodes: list[dict[str, float]]) -> tuple[list[list
     return [sorted(b) for b in out], ()
 
 
-def _with(config: Config, workers: int, ranks: int) -> Config:
+def with_split(config: Config, workers: int, ranks: int) -> Config:
+    """A copy of `config` with `workers` rollout workers and `ranks` learner ranks."""
     new = copy.deepcopy(config)
     new.rollout.num_workers, new.learner.num_ranks = workers, ranks
     return new
 
 
-def _works(config: Config, nodes: list[dict[str, float]]) -> bool:
+def split_fits(config: Config, nodes: list[dict[str, float]]) -> bool:
+    """Whether `config` is valid (batch divisibility included) and its plan packs onto `nodes`."""
     try:
         validate(config)
         return _pack(make_plan(config), nodes)[0] is not None
@@ -222,11 +224,11 @@ def _suggest(plan: PlacementPlan, nodes: list[dict[str, float]], cluster_gpus: f
         target = avail * rollout_now / (rollout_now + c.learner.num_ranks * unit_l)
         for w in sorted(range(1, int(avail // unit_r) + 1), key=lambda w: (abs(w * unit_r - target), -w)):
             ranks = (avail - w * unit_r) / unit_l
-            if ranks >= 1 and abs(ranks - round(ranks)) < EPS and _works(_with(c, w, round(ranks)), nodes):
+            if ranks >= 1 and abs(ranks - round(ranks)) < EPS and split_fits(with_split(c, w, round(ranks)), nodes):
                 tips.append(f"--ratio {_n(w * unit_r)}:{_n(round(ranks) * unit_l)}")
                 break
     for ranks in range(c.learner.num_ranks - 1, 0, -1):
-        if _works(_with(c, c.rollout.num_workers, ranks), nodes):
+        if split_fits(with_split(c, c.rollout.num_workers, ranks), nodes):
             tips.append(f"learner.num_ranks={ranks}")
             break
     if not tips:
@@ -341,6 +343,6 @@ def apply_ratio(config: Config, total_gpus: float, ratio: tuple[int, int] | int)
             f"--ratio {desc} of {where} gives {_n(round(learner, 3))} learner GPUs, not a positive "
             f"multiple of {_n(res.gpus_per_learner_rank)} GPU per learner rank"
         )
-    new = _with(config, round(workers), round(ranks))
+    new = with_split(config, round(workers), round(ranks))
     validate(new, origin=f"--ratio {desc}")
     return new
