@@ -98,8 +98,8 @@ def test_the_learner_hands_every_loss_the_corrected_advantages():
     ]
     batch = collate_for_learner(samples, pad_token_id=0)
 
-    def model(input_ids, attention_mask, use_cache):  # uniform logits: no weights needed here
-        return SimpleNamespace(logits=torch.zeros(*input_ids.shape, 8, requires_grad=True))
+    def model(input_ids, attention_mask, use_cache, logits_to_keep):  # uniform logits: no weights needed
+        return SimpleNamespace(logits=torch.zeros(input_ids.shape[0], logits_to_keep, 8, requires_grad=True))
 
     for name in ("none", "tis", "mask_token"):
         algo = AlgoConfig(policy_loss="test_capture", rollout_correction=name)
