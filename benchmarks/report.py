@@ -191,6 +191,27 @@ def render(results: dict[str, dict[str, Any]], machine: str, command: str) -> st
             ),
             "",
         ]
+    if "staleness" in results:
+        st = results["staleness"]
+        out += [
+            "## Asynchronous rollout: trainer.max_staleness=1 vs the synchronous loop\n",
+            _made_by(st),
+            f"{st['what']}; {st['steps']} steps each, medians over the steady steps.\n",
+            table(
+                ["max_staleness", "median step s", "median generate phase s", "rollout idle", "learner idle"],
+                [
+                    [
+                        str(eta),
+                        f"{st[f'eta{eta}']['median_step_s']:.3g}",
+                        f"{st[f'eta{eta}']['median_generate_s']:.3g}",
+                        f"{st[f'eta{eta}']['median_idle_rollout']:.2f}",
+                        f"{st[f'eta{eta}']['median_idle_learner']:.2f}",
+                    ]
+                    for eta in (0, 1)
+                ],
+            ),
+            f"\nStep-time ratio, eta 1 / eta 0: **{st['ratio_eta1_over_eta0']:.2f}**\n",
+        ]
     return "\n".join(out)
 
 

@@ -4,7 +4,7 @@ Each comparison runs in its own process (engines, Ray and gloo groups end with i
 benchmarks/results/<name>.json; the report is rebuilt from all the JSON files present, so
 `--only NAME` refreshes one comparison and keeps the others.
 
-    python -m benchmarks.run [--only rollout|end_to_end|weight_sync] [--machine "2 cores, CPU"]
+    python -m benchmarks.run [--only rollout|end_to_end|weight_sync|staleness] [--machine "2 cores, CPU"]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from benchmarks.assets import ROOT, ensure_assets
 from benchmarks.report import plot, render
 
 RESULTS = ROOT / "benchmarks" / "results"
-COMPARISONS = ("rollout", "weight_sync", "end_to_end")
+COMPARISONS = ("rollout", "weight_sync", "end_to_end", "staleness")
 
 
 def main() -> None:

@@ -6,9 +6,10 @@ result is the ratio of their median step times over the steady steps 2 .. N-1 (s
 and has nothing generated ahead; the last step starts nothing ahead), with each role's median idle
 fraction over the same steps.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/staleness.py [--steps 12] [--out benchmarks/results]
+    python -m benchmarks.staleness [--steps 12] [--out benchmarks/results/staleness.json]
 
-`main(out_dir)` returns the result and writes `staleness.json` and `staleness.md` under out_dir.
+`main(out_dir)` returns the result and writes `staleness.json` and `staleness.md` under out_dir;
+`make bench` (benchmarks/run.py) runs it with the other comparisons and adds it to bench.md.
 """
 
 from __future__ import annotations
@@ -119,6 +120,6 @@ def _markdown(result: dict[str, Any]) -> str:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "staleness.json"))
     args = parser.parse_args()
-    print(json.dumps(main(args.out, args.steps), indent=1))
+    print(json.dumps(main(Path(args.out).parent, args.steps), indent=1))
