@@ -321,6 +321,9 @@ def test_ctrl_c_leaves_the_job_running_and_says_how_to_stop_it(cluster, tiny_mod
             "--address",
             cluster["dashboard"],
             *_tiny(tiny_model_dir, synthetic_dir, tmp_path / "run"),
+            # Long enough to be running when the Ctrl-C lands (one tiny step takes about 3 s now, so a
+            # one-step job could finish first); `ray job stop` below ends it.
+            "trainer.num_steps=1000",
         ],
         env=env,
         cwd=ROOT,
