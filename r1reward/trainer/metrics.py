@@ -68,7 +68,8 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 def format_timings(timings: dict[str, float]) -> str:
     total = sum(timings.values()) or 1.0
-    rows = [f"  {name:<10} {seconds:8.2f} s  {100 * seconds / total:5.1f} %" for name, seconds in timings.items()]
+    width = max((len(name) for name in timings), default=0)
+    rows = [f"  {name:<{width}} {seconds:8.2f} s  {100 * seconds / total:5.1f} %" for name, seconds in timings.items()]
     return "\n".join(["per-phase time of the last step:", *rows])
 
 
