@@ -109,8 +109,8 @@ class FakeStatus(str):
 class FakeClient:
     """The part of JobSubmissionClient the launcher uses."""
 
-    def __init__(self, lines: list[str], final: str, interrupt: bool = False, broken_stream: bool = False):
-        self.lines, self.final, self.interrupt, self.broken = lines, final, interrupt, broken_stream
+    def __init__(self, lines: list[str], final: str, broken_stream: bool = False):
+        self.lines, self.final, self.broken = lines, final, broken_stream
         self.statuses = ["RUNNING", final]
         self.submitted: list[dict] = []
 
@@ -121,8 +121,6 @@ class FakeClient:
     async def tail_job_logs(self, job_id: str):
         for line in self.lines:
             yield line
-        if self.interrupt:
-            raise KeyboardInterrupt
         if self.broken:
             raise ConnectionError("stream dropped")
 
@@ -156,6 +154,10 @@ def test_dropped_log_stream_still_waits_for_the_end(capsys, monkeypatch):
     assert "log stream ended" in capsys.readouterr().err
 
 
-def test_ctrl_c_leaves_the_job_and_says_how_to_stop_it(capsys):
-    assert _submit_and_follow(FakeClient(["a\n"], "RUNNING", interrupt=True), "http://h:8265", SPEC) == 130
+def test_ctrl_c_leaves_the_job_and_says_how_to_stop_it(capsys, monkeypatch):
+    def ctrl_c(seconds: float) -> None:  # where a real Ctrl-C lands: the status poll's sleep
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(jobs.time, "sleep", ctrl_c)
+    assert _submit_and_follow(FakeClient(["a\n"], "RUNNING"), "http://h:8265", SPEC) == 130
     assert "ray job stop raysubmit_test --address http://h:8265" in capsys.readouterr().err

@@ -15,6 +15,7 @@ import os
 import shlex
 import socket
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -153,27 +154,35 @@ def submit(client: Any, spec: JobSpec) -> str:
         raise UserError(f"the cluster refused the job: {_first_line(e)}") from None
 
 
-def follow(client: Any, job_id: str, poll_s: float = 2.0) -> str:
+def follow(client: Any, job_id: str, poll_s: float = 2.0, drain_s: float = 10.0) -> str:
     """Print the job's logs as they come until it ends; returns its final status (SUCCEEDED, ...).
-    KeyboardInterrupt propagates: the caller leaves the job running."""
 
-    async def tail() -> None:
-        async for lines in client.tail_job_logs(job_id):
-            print(lines, end="", flush=True)
+    The log stream runs in a thread of its own and this thread polls the job's status: a Ctrl-C then
+    lands in a plain `time.sleep` and propagates as KeyboardInterrupt (the caller leaves the job
+    running). Inside `asyncio.run` it would only cancel the stream's task, which Ray's log client can
+    swallow, and the launcher would follow the job to its end. After the job ends, the stream gets
+    `drain_s` to print its last lines."""
 
-    try:
-        asyncio.run(tail())
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except Exception as e:  # a dropped log stream must not lose the job: fall back to polling its status
-        print(
-            f"r1reward-launch: log stream ended ({type(e).__name__}: {e}); waiting for the job "
-            f"(`ray job logs {job_id}` shows its logs)",
-            file=sys.stderr,
-            flush=True,
-        )
-    while not (status := client.get_job_status(job_id)).is_terminal():  # the stream may end just before
+    def stream() -> None:
+        async def tail() -> None:
+            async for lines in client.tail_job_logs(job_id):
+                print(lines, end="", flush=True)
+
+        try:
+            asyncio.run(tail())
+        except Exception as e:  # a dropped log stream must not lose the job: the status is still polled
+            print(
+                f"r1reward-launch: log stream ended ({type(e).__name__}: {e}); waiting for the job "
+                f"(`ray job logs {job_id}` shows its logs)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    logs = threading.Thread(target=stream, name=f"logs of {job_id}", daemon=True)
+    logs.start()
+    while not (status := client.get_job_status(job_id)).is_terminal():
         time.sleep(poll_s)
+    logs.join(timeout=drain_s)
     return str(status)
 
 
