@@ -330,6 +330,9 @@ def test_ctrl_c_leaves_the_job_running_and_says_how_to_stop_it(cluster, tiny_mod
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A suite started in the background (`make test &`) passes SIGINT on as ignored, and the launcher
+        # would then never see the Ctrl-C; a user's terminal delivers it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     out = StreamLines(proc.stdout, "r1reward-launch's stdout")
     err = StreamLines(proc.stderr, "r1reward-launch's stderr")
