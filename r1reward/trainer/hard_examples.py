@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from r1reward.algo import format_reward, parse_answer
 from r1reward.config.schema import Config
 from r1reward.data.records import PreferenceRecord
 from r1reward.data.render import rollout_prompt
+
+if TYPE_CHECKING:  # Ray's side is imported when a sampler starts
+    from r1reward.rollout.group import RolloutGroup
 
 
 @dataclass
@@ -38,12 +41,14 @@ class Sampler:
     """One vLLM rollout worker (a Ray actor on the rollout-only plan, so on a cluster it gets the GPUs and
     CPUs a training rollout worker gets) that samples K choices per preference pair. `load` swaps in
     another checkpoint of the same model without a restart, so scoring several stages costs one start.
+    Given a running `group` (a trainer's rollout workers, holding `model_dir`'s weights) it samples on
+    that group and leaves it running at `close`.
 
         with Sampler(model_dir, config) as sampler:
             choices = sampler.choices(records, k=4)
     """
 
-    def __init__(self, model_dir: str | Path, config: Config) -> None:
+    def __init__(self, model_dir: str | Path, config: Config, group: RolloutGroup | None = None) -> None:
         from transformers import AutoProcessor
 
         from r1reward.placement.plan import rollout_plan
@@ -52,7 +57,8 @@ class Sampler:
         self.config = config
         self.pixels = (config.data.min_pixels, config.data.max_pixels)
         self.processor = AutoProcessor.from_pretrained(model_dir)
-        self.group = RolloutGroup.start_alone(
+        self.owns_group = group is None
+        self.group = group or RolloutGroup.start_alone(
             str(model_dir),
             asdict(config.rollout),
             self.pixels,
@@ -76,7 +82,8 @@ class Sampler:
         )
 
     def close(self) -> None:
-        self.group.close()
+        if self.owns_group:
+            self.group.close()
 
     def __enter__(self) -> Sampler:
         return self

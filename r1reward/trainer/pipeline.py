@@ -133,7 +133,7 @@ def run_seed(config: Config, seed: int, out: Path, say) -> dict[str, Any]:
     selection = summarise(choices, train_records, len(hard))
 
     say(f"[4/5] StableReinforce on {len(hard)} hard examples")
-    rl = Trainer(
+    trainer = Trainer(
         override(
             seeded,
             model__path=sft["hf"],
@@ -141,14 +141,20 @@ def run_seed(config: Config, seed: int, out: Path, say) -> dict[str, Any]:
             data__schema="r1reward-rl",
             trainer__output_dir=out / "rl",
         )
-    ).run()
-    rl_model = str(Path(rl["checkpoint"]) / "hf")
-
-    say(f"[5/5] held-out evaluation of each stage on {p.num_heldout} pairs")
-    with Sampler(rl_model, config) as sampler:  # one engine: the RL model, then the base model loaded into it
-        stages["SFT + RL"] = heldout_scores(sampler)
-        sampler.load(base)
-        stages["base"] = heldout_scores(sampler)
+    )
+    try:
+        trainer.setup()
+        rl = trainer.fit()
+        rl_model = str(Path(rl["checkpoint"]) / "hf")
+        say(f"[5/5] held-out evaluation of each stage on {p.num_heldout} pairs")
+        # The trainer's rollout workers hold the final weights (synced after the last update, equal to
+        # the last checkpoint): score the RL model there, then the base model loaded into the same engine.
+        with Sampler(rl_model, config, group=trainer.rollout) as sampler:
+            stages["SFT + RL"] = heldout_scores(sampler)
+            sampler.load(base)
+            stages["base"] = heldout_scores(sampler)
+    finally:
+        trainer.shutdown()
     return {
         "seed": seed,
         "stages": {stage: stages[stage] for stage in STAGES},
