@@ -66,7 +66,7 @@ def _fixed_sample(trainer) -> dict:
 def ray_session():
     import ray
 
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

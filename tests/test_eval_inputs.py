@@ -129,7 +129,7 @@ def test_rollout_group_keeps_the_input_order():
         def generate_timed(self, prompts, **kwargs):  # what RolloutGroup calls: results and busy seconds
             return self.generate(prompts, **kwargs), 0.0
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         actor = ray.remote(num_cpus=0)(EchoWorker)
         pool = RolloutGroup([actor.remote("w0"), actor.remote("w1"), actor.remote("w2")])

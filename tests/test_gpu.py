@@ -89,7 +89,7 @@ def test_nccl_weight_sync_matches_a_fresh_engine(sft_model_dir, synthetic_dir, t
     from r1reward.rollout.worker import RolloutWorker
     from r1reward.sync.transfer import RayRolloutClient, TrainableSource, connect_trainer
 
-    ray.init(num_gpus=2, include_dashboard=False, ignore_reinit_error=True)
+    ray.init(address="local", num_gpus=2, include_dashboard=False, ignore_reinit_error=True)
     cfg, pixels = asdict(RolloutConfig(kv_cache_memory_bytes=0, gpu_memory_utilization=0.2)), (56 * 56, 28 * 28 * 64)
     worker = ray.remote(num_gpus=0.4)(RolloutWorker).remote(str(sft_model_dir), cfg, pixels)
     model = AutoModelForImageTextToText.from_pretrained(sft_model_dir).cuda()

@@ -284,7 +284,7 @@ def test_openai_through_reward_actor(server) -> None:
 @pytest.fixture(scope="module")
 def ray_local():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     # Classes defined in this test module travel by value: Ray workers cannot import tests/.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     yield ray

@@ -1,0 +1,119 @@
+"""RL settings side by side from one SFT checkpoint, scored per question kind (issue #11's sweep).
+
+Each variant is `NAME:key=value,key=value` (config overrides on configs/pipeline-tiny.yaml) and trains
+on the seed folder's hard examples from its SFT checkpoint, as the pipeline's RL stage does. Every model
+(SFT, then each variant) answers the held-out pairs greedily; per question kind the table gives the
+accuracy and how often the reasoning's caption names the asked fact right, which tells a model that
+misreads the image from one that reads it and then compares the responses wrongly.
+
+    make demo   # writes runs/pipeline/seed-0
+    .venv/bin/python benchmarks/rl_variants.py --from runs/pipeline/seed-0 \\
+        "lr5e-4:learner.lr=5e-4,trainer.num_steps=32,trainer.rollout_batch_size=32"
+
+Writes benchmarks/results/rl_variants.json. Not part of CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+
+def caption_names(text: str, pair: dict) -> bool:
+    """Whether the reasoning's "The image shows ..." names the right response's value."""
+    right = pair["response_1"] if pair["label"] == 1 else pair["response_2"]
+    value = right.split()[2] if pair["category"] == "count" else right.rstrip(".").split()[-1]
+    caption = re.search(r"The image shows (.*?)\.", text)
+    words = caption.group(1).split() if caption else []
+    return value in words or value + "s" in words
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("variants", nargs="*", help="NAME:key=value,key=value")
+    parser.add_argument("--from", dest="source", default="runs/pipeline/seed-0")
+    parser.add_argument("--config", default="configs/pipeline-tiny.yaml")
+    parser.add_argument(
+        "--train-on", default="hard", choices=["hard", "all"], help="hard examples or every training pair"
+    )
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+
+    from r1reward.algo import parse_answer
+    from r1reward.config import load_config
+    from r1reward.data.jsonl import read_jsonl
+    from r1reward.data.render import rollout_prompt
+    from r1reward.placement.ray_init import ensure_ray
+    from r1reward.trainer.checkpoint import latest_checkpoint
+    from r1reward.trainer.driver import Trainer
+    from r1reward.trainer.hard_examples import Sampler, records_of
+    from r1reward.trainer.metrics import read_metrics
+
+    source, out = Path(args.source), Path(args.out)
+    heldout = source / "data" / "heldout" / "pairs.jsonl"
+    data = source / "data" / ("hard.parquet" if args.train_on == "hard" else "train/train.parquet")
+    config = load_config(args.config)
+    ensure_ray(config, out / "rl-variants-runs" / "logs")
+    sft = str(latest_checkpoint(source / "sft") / "hf")
+    models, results = {"SFT": sft}, {"source": str(source), "train_on": args.train_on, "variants": {}}
+    for spec in args.variants:
+        name, _, overrides = spec.partition(":")
+        run_dir = out / "rl-variants-runs" / name
+        cfg = load_config(
+            args.config,
+            [o for o in overrides.split(",") if o]
+            + [
+                f"model.path={sft}",
+                f"data.train_path={data}",
+                "data.schema=r1reward-rl",
+                f"trainer.output_dir={run_dir}",
+            ],
+        )
+        trained = Trainer(cfg).run()
+        rates = [row["reward/result_rate"] for row in read_metrics(run_dir / "metrics.jsonl")]
+        quarter = max(1, len(rates) // 4)
+        results["variants"][name] = {
+            "overrides": overrides,
+            "train_result_rate_first_quarter": statistics.fmean(rates[:quarter]),
+            "train_result_rate_last_quarter": statistics.fmean(rates[-quarter:]),
+        }
+        models[name] = str(Path(trained["checkpoint"]) / "hf")
+
+    pairs = list(read_jsonl(heldout))
+    records = records_of(heldout, "canonical", config)
+    with Sampler(sft, config) as sampler:
+        prompts = [rollout_prompt(sampler.processor, r, *sampler.pixels) for r in records]
+        for name, model in models.items():
+            sampler.load(model)
+            texts = [
+                r["generations"][0]["text"]
+                for r in sampler.group.generate(prompts, n=1, temperature=0.0, seeds=[7] * len(prompts))
+            ]
+            kinds: dict[str, dict[str, list[bool]]] = defaultdict(lambda: {"right": [], "caption": []})
+            for text, pair in zip(texts, pairs):
+                kinds[pair["category"]]["right"].append(parse_answer(text) == pair["label"])
+                kinds[pair["category"]]["caption"].append(caption_names(text, pair))
+            scores = {
+                "accuracy": statistics.fmean(parse_answer(t) == p["label"] for t, p in zip(texts, pairs)),
+                **{f"{k}/accuracy": statistics.fmean(v["right"]) for k, v in sorted(kinds.items())},
+                **{f"{k}/caption_right": statistics.fmean(v["caption"]) for k, v in sorted(kinds.items())},
+            }
+            results["variants"].setdefault(name, {}).update(scores)
+            print(
+                name,
+                json.dumps(
+                    {k: round(v, 3) if isinstance(v, float) else v for k, v in results["variants"][name].items()}
+                ),
+                flush=True,
+            )
+    (out / "rl_variants.json").write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
