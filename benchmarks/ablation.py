@@ -64,6 +64,7 @@ def run_variant(config, hard: Path, sft_model: str, out: Path, overrides: list[s
         "ratio_max": max(r.get("ratio_max", 0.0) for r in rows),
         "loss_abs_max": max(abs(r.get("loss", 0.0)) for r in rows),
         "curve": [r["reward/mean"] for r in rows],
+        "result_rate_curve": [r["reward/result_rate"] for r in rows],
     }
 
 

@@ -7,7 +7,7 @@ accuracy and how often the reasoning's caption names the asked fact right, which
 misreads the image from one that reads it and then compares the responses wrongly.
 
     make demo   # writes runs/pipeline/seed-0
-    .venv/bin/python benchmarks/rl_variants.py --from runs/pipeline/seed-0 \\
+    .venv/bin/python -m benchmarks.rl_variants --from runs/pipeline/seed-0 \\
         "lr5e-4:learner.lr=5e-4,trainer.num_steps=32,trainer.rollout_batch_size=32"
 
 Writes benchmarks/results/rl_variants.json. Not part of CI.
@@ -44,15 +44,13 @@ def main() -> int:
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
 
+    from benchmarks.ablation import run_variant
     from r1reward.algo import parse_answer
     from r1reward.config import load_config
     from r1reward.data.jsonl import read_jsonl
-    from r1reward.data.render import rollout_prompt
     from r1reward.placement.ray_init import ensure_ray
     from r1reward.trainer.checkpoint import latest_checkpoint
-    from r1reward.trainer.driver import Trainer
     from r1reward.trainer.hard_examples import Sampler, records_of
-    from r1reward.trainer.metrics import read_metrics
 
     source, out = Path(args.source), Path(args.out)
     heldout = source / "data" / "heldout" / "pairs.jsonl"
@@ -63,43 +61,30 @@ def main() -> int:
     models, results = {"SFT": sft}, {"source": str(source), "train_on": args.train_on, "variants": {}}
     for spec in args.variants:
         name, _, overrides = spec.partition(":")
-        run_dir = out / "rl-variants-runs" / name
-        cfg = load_config(
-            args.config,
-            [o for o in overrides.split(",") if o]
-            + [
-                f"model.path={sft}",
-                f"data.train_path={data}",
-                "data.schema=r1reward-rl",
-                f"trainer.output_dir={run_dir}",
-            ],
+        run = run_variant(
+            args.config, data, sft, out / "rl-variants-runs" / name, [o for o in overrides.split(",") if o], seed=0
         )
-        trained = Trainer(cfg).run()
-        rates = [row["reward/result_rate"] for row in read_metrics(run_dir / "metrics.jsonl")]
+        rates = run["result_rate_curve"]
         quarter = max(1, len(rates) // 4)
         results["variants"][name] = {
             "overrides": overrides,
             "train_result_rate_first_quarter": statistics.fmean(rates[:quarter]),
             "train_result_rate_last_quarter": statistics.fmean(rates[-quarter:]),
         }
-        models[name] = str(Path(trained["checkpoint"]) / "hf")
+        models[name] = run["model"]
 
     pairs = list(read_jsonl(heldout))
     records = records_of(heldout, "canonical", config)
     with Sampler(sft, config) as sampler:
-        prompts = [rollout_prompt(sampler.processor, r, *sampler.pixels) for r in records]
         for name, model in models.items():
             sampler.load(model)
-            texts = [
-                r["generations"][0]["text"]
-                for r in sampler.group.generate(prompts, n=1, temperature=0.0, seeds=[7] * len(prompts))
-            ]
+            texts = [row[0] for row in sampler.texts(records, k=1, temperature=0.0, seed=7)]
             kinds: dict[str, dict[str, list[bool]]] = defaultdict(lambda: {"right": [], "caption": []})
             for text, pair in zip(texts, pairs):
                 kinds[pair["category"]]["right"].append(parse_answer(text) == pair["label"])
                 kinds[pair["category"]]["caption"].append(caption_names(text, pair))
             scores = {
-                "accuracy": statistics.fmean(parse_answer(t) == p["label"] for t, p in zip(texts, pairs)),
+                "accuracy": statistics.fmean(right for v in kinds.values() for right in v["right"]),
                 **{f"{k}/accuracy": statistics.fmean(v["right"]) for k, v in sorted(kinds.items())},
                 **{f"{k}/caption_right": statistics.fmean(v["caption"]) for k, v in sorted(kinds.items())},
             }

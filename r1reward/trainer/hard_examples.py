@@ -70,12 +70,18 @@ class Sampler:
         """Another checkpoint of the same architecture and processor, in place."""
         self.group.load_checkpoint(str(model_dir))
 
-    def choices(self, records: list[PreferenceRecord], k: int, temperature: float = 1.0, seed: int = 0) -> Choices:
+    def texts(
+        self, records: list[PreferenceRecord], k: int, temperature: float = 1.0, seed: int = 0
+    ) -> list[list[str]]:
+        """Per record, the K generated texts (one seed per record, derived from `seed`)."""
         prompts = [rollout_prompt(self.processor, record, *self.pixels) for record in records]
         results = self.group.generate(
             prompts, n=k, temperature=temperature, seeds=[seed * 100_003 + i for i in range(len(prompts))]
         )
-        texts = [[g["text"] for g in r["generations"]] for r in results]
+        return [[g["text"] for g in r["generations"]] for r in results]
+
+    def choices(self, records: list[PreferenceRecord], k: int, temperature: float = 1.0, seed: int = 0) -> Choices:
+        texts = self.texts(records, k, temperature, seed)
         return Choices(
             [[parse_answer(t) for t in row] for row in texts],
             [[format_reward(t) == 1.0 for t in row] for row in texts],

@@ -142,8 +142,7 @@ def run_seed(config: Config, seed: int, out: Path, say) -> dict[str, Any]:
             trainer__output_dir=out / "rl",
         )
     )
-    try:
-        trainer.setup()
+    with trainer:
         rl = trainer.fit()
         rl_model = str(Path(rl["checkpoint"]) / "hf")
         say(f"[5/5] held-out evaluation of each stage on {p.num_heldout} pairs")
@@ -153,8 +152,6 @@ def run_seed(config: Config, seed: int, out: Path, say) -> dict[str, Any]:
             stages["SFT + RL"] = heldout_scores(sampler)
             sampler.load(base)
             stages["base"] = heldout_scores(sampler)
-    finally:
-        trainer.shutdown()
     return {
         "seed": seed,
         "stages": {stage: stages[stage] for stage in STAGES},

@@ -7,7 +7,8 @@ from typing import Any
 
 class ActorRun:
     """setup() -> fit() -> shutdown(): the actor groups and their placement group are released even when
-    a step fails, so a failed run never leaves resources held on the cluster."""
+    a step fails, so a failed run never leaves resources held on the cluster. `with run: run.fit(); ...`
+    does the same and keeps the actors for use after fit (the pipeline scores on the rollout workers)."""
 
     placement_group: Any = None
 
@@ -29,9 +30,18 @@ class ActorRun:
         remove_group(self.placement_group)
         self.placement_group = None
 
-    def run(self) -> dict[str, Any]:
+    def __enter__(self) -> ActorRun:
+        """setup(); a setup that fails part-way releases what it started before the error propagates."""
         try:
             self.setup()
-            return self.fit()
-        finally:
+        except BaseException:
             self.shutdown()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+    def run(self) -> dict[str, Any]:
+        with self:
+            return self.fit()
