@@ -60,6 +60,11 @@ def test_missing_parent_directories_are_created(tmp_path):
             "unknown key 'trainer.no_such_key'",
         ),
         (["print-config", "trainer.num_steps=many"], "bad value for 'trainer.num_steps'"),
+        # The pipeline's SFT stage starts minutes in: its batch layout is refused before anything runs.
+        (
+            ["pipeline", "--config", "configs/pipeline-tiny.yaml", "pipeline.output_dir={tmp}/p", "sft.train_batch_size=6"],
+            "pipeline: sft.train_batch_size (6) must be a multiple of learner.num_ranks x learner.micro_batch_size",
+        ),
     ],
 )
 def test_bad_input_is_one_line_without_traceback(tmp_path, args, message):

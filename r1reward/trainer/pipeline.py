@@ -162,9 +162,11 @@ def run_seed(config: Config, seed: int, out: Path, say) -> dict[str, Any]:
 
 
 def run_pipeline(config: Config) -> dict[str, Any]:
+    from r1reward.config.load import validate_sft
     from r1reward.lifetime import start_guard
     from r1reward.placement.ray_init import ensure_ray
 
+    validate_sft(config, "pipeline")  # stage 2 runs SFT: refuse its batch layout now, not minutes in
     p = config.pipeline
     out = Path(p.output_dir)
     out.mkdir(parents=True, exist_ok=True)
