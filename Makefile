@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/r1reward pipeline --config $(DEMO_CONFIG)
 
-# The demo over three seeds: mean and 95% interval per stage (about three times as long).
+# The demo over five seeds: mean and 95% interval per stage (about five times as long).
 study: $(STAMP)
 	$(BIN)/r1reward pipeline --config configs/pipeline-study.yaml
 

@@ -18,7 +18,8 @@ DATA = ASSETS / "data"
 NUM_PAIRS = 64
 SFT_STEPS = 40
 
-# The demo's RL step (configs/pipeline-tiny.yaml): 16 prompts, 80 new tokens, temperature 1, top_p 1.
+# One RL step as the bench measures it (the demo's step before issue #11 raised it to 32 prompts x 4):
+# 16 prompts, 80 new tokens, temperature 1, top_p 1.
 STEP_PROMPTS = 16
 MAX_NEW_TOKENS = 80
 TEMPERATURE = 1.0
