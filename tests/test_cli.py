@@ -62,7 +62,13 @@ def test_missing_parent_directories_are_created(tmp_path):
         (["print-config", "trainer.num_steps=many"], "bad value for 'trainer.num_steps'"),
         # The pipeline's SFT stage starts minutes in: its batch layout is refused before anything runs.
         (
-            ["pipeline", "--config", "configs/pipeline-tiny.yaml", "pipeline.output_dir={tmp}/p", "sft.train_batch_size=6"],
+            [
+                "pipeline",
+                "--config",
+                "configs/pipeline-tiny.yaml",
+                "pipeline.output_dir={tmp}/p",
+                "sft.train_batch_size=6",
+            ],
             "pipeline: sft.train_batch_size (6) must be a multiple of learner.num_ranks x learner.micro_batch_size",
         ),
     ],
