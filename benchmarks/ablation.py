@@ -2,7 +2,7 @@
 
 Variants (R1-Reward, Section 4 / Figure 3): StableReinforce; without the advantage filter; without
 Pre-CLIP; plain Reinforce++ (neither); and SFT only. Two settings: the demo's, and a stressed one
-(4 epochs per rollout at a 5x learning rate) where stale log-ratios grow and instability shows. Each
+(4 epochs per rollout at lr 1e-3, 10x the demo's) where stale log-ratios grow and instability shows. Each
 variant runs over several seeds from the same SFT model and hard examples (a `make demo` seed folder)
 and is scored on the same held-out pairs, one greedy answer each.
 
@@ -18,6 +18,7 @@ import argparse
 import json
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 VARIANTS = {
@@ -32,9 +33,14 @@ SETTINGS = {
 }
 
 
-def run_variant(config, hard: Path, sft_model: str, out: Path, overrides: list[str], seed: int) -> dict:
+def run_variant(
+    config, hard: Path, sft_model: str, out: Path, overrides: list[str], seed: int, score: Callable | None = None
+) -> dict:
+    """Train one variant; `score(sampler)` (optional) scores the result on the trainer's own rollout
+    workers, which hold the final weights, so that no second engine starts."""
     from r1reward.config import load_config, override
     from r1reward.trainer.driver import Trainer
+    from r1reward.trainer.hard_examples import Sampler
     from r1reward.trainer.metrics import read_metrics
 
     cfg = load_config(
@@ -49,7 +55,13 @@ def run_variant(config, hard: Path, sft_model: str, out: Path, overrides: list[s
             f"data.seed={seed}",
         ],
     )
-    result = Trainer(override(cfg)).run()
+    scores: dict = {}
+    with Trainer(override(cfg)) as trainer:
+        result = trainer.fit()
+        model = str(Path(result["checkpoint"]) / "hf")
+        if score is not None:
+            with Sampler(model, cfg, group=trainer.rollout) as sampler:
+                scores = score(sampler)
     rows = read_metrics(out / "metrics.jsonl")
 
     def mean(key, part=rows):
@@ -57,7 +69,8 @@ def run_variant(config, hard: Path, sft_model: str, out: Path, overrides: list[s
 
     late = rows[len(rows) // 2 :]
     return {
-        "model": str(Path(result["checkpoint"]) / "hf"),
+        **scores,
+        "model": model,
         "reward_late": mean("reward/mean", late),
         "pre_clip_frac": mean("pre_clip_frac"),
         "filtered_frac": mean("filter/filtered_frac"),
@@ -108,11 +121,11 @@ def main() -> int:
     records = records_of(heldout, "canonical", config)
     labels = [r.label for r in records]
 
-    def score(model):
-        with Sampler(model, config) as sampler:
-            return sampler.choices(records, k=1, temperature=0.0, seed=7).scores(labels)
+    def score(sampler: Sampler) -> dict:
+        return sampler.choices(records, k=1, temperature=0.0, seed=7).scores(labels)
 
-    sft_scores = score(str(sft_checkpoint / "hf"))
+    with Sampler(str(sft_checkpoint / "hf"), config) as sampler:
+        sft_scores = score(sampler)
     results: dict = {
         "source": str(source),
         "seeds": args.seeds,
@@ -128,9 +141,8 @@ def main() -> int:
                 run_dir = out / "ablation-runs" / setting / name.split()[0].lower().strip("+") / f"seed-{seed}"
                 print(f"{setting} / {name} / seed {seed}", flush=True)
                 run = run_variant(
-                    args.config, hard, str(sft_checkpoint / "hf"), run_dir, SETTINGS[setting] + overrides, seed
+                    args.config, hard, str(sft_checkpoint / "hf"), run_dir, SETTINGS[setting] + overrides, seed, score
                 )
-                run.update(score(run["model"]))
                 runs.append(run)
             results["settings"][setting][name] = runs
             # After every variant: a stopped study still leaves a table of what it measured.
