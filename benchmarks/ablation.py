@@ -131,7 +131,7 @@ def main() -> int:
         "seeds": args.seeds,
         "heldout_pairs": len(records),
         "sft_only": sft_scores,
-        "settings": {},
+        "settings": _earlier_settings(out / "ablation.json", str(source), args.seeds, keep_out=args.settings),
     }
     for setting in args.settings:
         results["settings"][setting] = {}
@@ -149,6 +149,17 @@ def main() -> int:
             (out / "ablation.json").write_text(json.dumps(results, indent=1))
             write_report(results, out)
     return 0
+
+
+def _earlier_settings(path: Path, source: str, seeds: list[int], keep_out: list[str]) -> dict:
+    """The settings an earlier run measured from the same SFT seed folder and seeds, so that
+    `--settings demo` adds the demo's rows to the table instead of replacing the stressed ones."""
+    if not path.is_file():
+        return {}
+    earlier = json.loads(path.read_text())
+    if earlier.get("source") != source or earlier.get("seeds") != seeds:
+        return {}
+    return {name: runs for name, runs in earlier.get("settings", {}).items() if name not in keep_out}
 
 
 def write_report(results: dict, out: Path) -> None:
