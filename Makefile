@@ -35,7 +35,7 @@ demo: $(STAMP)
 
 # The demo over five seeds: mean and 95% interval per stage (about five times as long).
 study: $(STAMP)
-	$(BIN)/r1reward pipeline --config configs/pipeline-study.yaml
+	$(BIN)/r1reward pipeline --config $(DEMO_CONFIG) pipeline.output_dir=runs/pipeline-study 'pipeline.seeds=[0,1,2,3,4]'
 
 # RL alone with configs/tiny-cpu.yaml: make its model (primed by a short SFT) and data first.
 train-tiny: $(STAMP)
