@@ -66,24 +66,30 @@ def start_server(args: argparse.Namespace, port: int, log: Path) -> subprocess.P
 
 
 def run(url: str, bodies: list[dict], clients: int) -> dict:
-    def one(body: dict) -> float:
+    def one(body: dict) -> tuple[float, int]:
         start = time.perf_counter()
         response = requests.post(f"{url}/v1/compare", json=body, timeout=600)
         response.raise_for_status()
-        return time.perf_counter() - start
+        # A vote of None is a sample without a parseable answer, often one that ran to --max-tokens.
+        return time.perf_counter() - start, sum(v is None for v in response.json()["votes"])
 
     start = time.perf_counter()
     if clients == 1:
-        latencies = [one(body) for body in bodies]
+        answers = [one(body) for body in bodies]
     else:
         with ThreadPoolExecutor(max_workers=clients) as pool:
-            latencies = list(pool.map(one, bodies))
+            answers = list(pool.map(one, bodies))
     wall = time.perf_counter() - start
+    latencies = [latency for latency, _ in answers]
     return {
         "requests": len(bodies),
         "clients": clients,
         "median_s": statistics.median(latencies),
         "p95_s": percentile(latencies, 0.95),
+        "max_s": max(latencies),
+        "unparsed_votes": sum(unparsed for _, unparsed in answers),
+        "requests_with_unparsed_votes": sum(unparsed > 0 for _, unparsed in answers),
+        "latencies_ms": [round(latency * 1000) for latency in latencies],  # in the order sent
         "requests_per_s": len(bodies) / wall,
         "wall_s": wall,
     }
@@ -135,7 +141,8 @@ def main() -> None:
                     results.append(result)
                     print(
                         f"K={k:<2} {mode:<10} clients={clients}  median {result['median_s'] * 1000:7.0f} ms  "
-                        f"p95 {result['p95_s'] * 1000:7.0f} ms  {result['requests_per_s']:6.2f} req/s",
+                        f"p95 {result['p95_s'] * 1000:7.0f} ms  max {result['max_s'] * 1000:7.0f} ms  "
+                        f"{result['requests_per_s']:6.2f} req/s  unparsed votes {result['unparsed_votes']}",
                         flush=True,
                     )
             metrics = requests.get(f"{url}/metrics", timeout=10).text
