@@ -187,6 +187,7 @@ def _check_ranges(config: Config, origin: str) -> None:
         ("algo.rollout_correction_cap", algo.rollout_correction_cap >= 1, ">= 1 (a weight of 1 is on-policy)"),
         ("learner.min_lr_ratio", 0 <= learner.min_lr_ratio <= 1, "in [0, 1]"),
         ("learner.warmup_ratio", 0 <= learner.warmup_ratio < 1, "in [0, 1)"),
+        ("pipeline.teacher_bias", 0 <= config.pipeline.teacher_bias < 1, "in [0, 1)"),
         (
             "learner.adam_betas",
             len(learner.adam_betas) == 2 and all(0 <= b < 1 for b in learner.adam_betas),

@@ -199,6 +199,8 @@ class PipelineConfig:
     warmup_steps: int = 400
     num_train: int = 192
     num_heldout: int = 48
+    # > 0: the cold-start teacher prefers Response 1 (see data.synthetic.make_synthetic_data).
+    teacher_bias: float = 0.0
     # Hard-example selection: an example is kept for RL unless the SFT model solves all K samples.
     select_k: int = 4
     eval_temperature: float = 0.0  # greedy held-out answers per stage

@@ -86,11 +86,19 @@ def reasoning_target(example: dict, label: int) -> str:
     )
 
 
-def make_synthetic_data(out_dir: str | Path, num: int, seed: int = 0) -> dict[str, Path]:
-    """Write `num` examples under `out_dir`; returns the paths of the files written."""
+def make_synthetic_data(out_dir: str | Path, num: int, seed: int = 0, teacher_bias: float = 0.0) -> dict[str, Path]:
+    """Write `num` examples under `out_dir`; returns the paths of the files written.
+
+    `teacher_bias` > 0 makes the cold-start traces (`sft.jsonl`) those of a teacher with a position bias,
+    as LLM judges have: where Response 2 is the better one it answers 1 with this probability. As in the
+    paper only the teacher's right traces are kept for SFT, so they lean towards answer 1; the RL and
+    pair files keep every example."""
+    if not 0.0 <= teacher_bias < 1.0:
+        raise ValueError(f"teacher_bias must be in [0, 1), got {teacher_bias}")
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
+    teacher = random.Random(seed + 7919)  # its own stream: the data do not depend on the bias
     rl_rows, pairs, sft = [], [], []
     for i in range(num):
         image, ex = make_example(rng, i)
@@ -110,7 +118,8 @@ def make_synthetic_data(out_dir: str | Path, num: int, seed: int = 0) -> dict[st
         }
         rl_rows.append(rl_row(PreferenceRecord(record["id"], ex["question"], [rel], r1, r2, label), rel))
         pairs.append(record)
-        sft.append({**record, "target": reasoning_target(ex, label)})
+        if not (label == 2 and teacher.random() < teacher_bias):  # the biased teacher got it right
+            sft.append({**record, "target": reasoning_target(ex, label)})
     paths = {"rl": out / "train.parquet", "pairs": out / "pairs.jsonl", "sft": out / "sft.jsonl"}
     write_rl_parquet(rl_rows, paths["rl"])
     for key, rows in (("pairs", pairs), ("sft", sft)):

@@ -108,10 +108,11 @@ def run_seed(config: Config, seed: int, out: Path, say) -> dict[str, Any]:
     fresh = make_tiny_model(out / "random-model", seed=seed, size=p.model_size)
     base = out / "base-model"
     caption_warmup(fresh, base, steps=p.warmup_steps, seed=seed, progress="warm-up", **pixels)
-    train = make_synthetic_data(out / "data" / "train", num=p.num_train, seed=seed * 1000)
+    train = make_synthetic_data(out / "data" / "train", num=p.num_train, seed=seed * 1000, teacher_bias=p.teacher_bias)
     heldout = make_synthetic_data(out / "data" / "heldout", num=p.num_heldout, seed=seed * 1000 + 1)
 
-    say(f"[2/5] cold-start SFT on the learner ranks: {p.num_train} pairs x {config.sft.num_epochs} epochs")
+    traces = sum(1 for line in Path(train["sft"]).open() if line.strip())  # fewer with a biased teacher
+    say(f"[2/5] cold-start SFT on the learner ranks: {traces} pairs x {config.sft.num_epochs} epochs")
     seeded = override(config, data__seed=seed, trainer__seed=seed)
     sft = SFTTrainer(override(seeded, model__path=base, sft__data_path=train["sft"], sft__output_dir=out / "sft")).run()
 
