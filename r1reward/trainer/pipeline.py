@@ -95,6 +95,7 @@ def plot_curves(runs: list[Path], out: Path) -> Path:
 
 def run_seed(config: Config, seed: int, out: Path, say) -> dict[str, Any]:
     """One pass of the two stages from a fresh tiny model; returns the held-out scores of each stage."""
+    from r1reward.data.jsonl import read_jsonl
     from r1reward.data.synthetic import make_synthetic_data
     from r1reward.learner.sft_local import caption_warmup
     from r1reward.models.tiny import make_tiny_model
@@ -111,7 +112,7 @@ def run_seed(config: Config, seed: int, out: Path, say) -> dict[str, Any]:
     train = make_synthetic_data(out / "data" / "train", num=p.num_train, seed=seed * 1000, teacher_bias=p.teacher_bias)
     heldout = make_synthetic_data(out / "data" / "heldout", num=p.num_heldout, seed=seed * 1000 + 1)
 
-    traces = sum(1 for line in Path(train["sft"]).open() if line.strip())  # fewer with a biased teacher
+    traces = len(read_jsonl(train["sft"]))  # fewer than num_train with a biased teacher
     say(f"[2/5] cold-start SFT on the learner ranks: {traces} pairs x {config.sft.num_epochs} epochs")
     seeded = override(config, data__seed=seed, trainer__seed=seed)
     sft = SFTTrainer(override(seeded, model__path=base, sft__data_path=train["sft"], sft__output_dir=out / "sft")).run()
