@@ -39,7 +39,7 @@ class HFGenerate:
     def __init__(self, model_dir: Path, processor: Any) -> None:
         from transformers import AutoModelForImageTextToText
 
-        from r1reward.rollout.worker import VISION_TOKENS
+        from r1reward.algo.sampling import VISION_TOKENS
 
         self.processor = processor
         self.model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()

@@ -82,6 +82,9 @@ def test_print_config_shows_the_paper_config(capsys):
         (["learner.warmup_ratio=1.0"], "'learner.warmup_ratio' must be in [0, 1)"),
         (["learner.adam_betas=[0.9]"], "'learner.adam_betas' must be two values in [0, 1)"),
         (["rollout.top_p=0"], "'rollout.top_p' must be in (0, 1]"),
+        (["rollout.top_p=0.9"], "rollout.top_p must be 1 and rollout.top_k 0"),
+        (["rollout.top_k=20"], "rollout.top_p must be 1 and rollout.top_k 0"),
+        (["rollout.temperature=0"], "'rollout.temperature' must be > 0"),
         (["algo.gamma=1.5"], "'algo.gamma' must be in (0, 1]"),
         (
             ["rollout.max_model_len=1024"],

@@ -35,6 +35,8 @@ def _config(model_dir, synthetic_dir, output_dir):
             "rollout.max_new_tokens=64",
             "algo.kl_coef=0.001",
             "algo.kl_estimator=k1",
+            # Not 1: the learner must score the tempered distribution the sampler drew from.
+            "rollout.temperature=0.7",
         ],
     )
 
@@ -149,6 +151,42 @@ def test_every_logged_metric_is_finite(trained):
     assert (trained["output_dir"] / "tensorboard").is_dir()
     # The SFT-primed model earns rewards, so the update has a signal to follow.
     assert max(r["reward/mean"] for r in rows) > 0 and max(r["reward/format_rate"] for r in rows) > 0
+
+
+def test_the_gap_bound_fails_when_the_learner_ignores_the_temperature(trained):
+    """The sampler's log-probs of the final weights' samples (temperature 0.7), scored again in this process
+    from the final checkpoint: with the rollout's temperature and banned tokens they agree, at temperature 1
+    (the learner's old behaviour) they do not."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from r1reward.data.collate import collate_for_learner
+    from r1reward.learner.loss import SamplingParams, token_logprobs
+    from r1reward.trainer.experience import prepare_prompt
+
+    trainer = trained["trainer"]
+    cfg = trainer.config
+    model = AutoModelForImageTextToText.from_pretrained(trained["output_dir"] / "checkpoints" / "step_2" / "hf")
+    samples, sampler = [], []
+    for i, result in enumerate(trained["after"]):
+        prompt = prepare_prompt(trainer.processor, trainer.dataset[i], cfg.data.min_pixels, cfg.data.max_pixels)
+        for generation in result["generations"]:
+            samples.append({**{k: prompt[k] for k in ("prompt_ids", "pixel_values", "image_grid_thw")},
+                            "completion_ids": generation["token_ids"]})
+            sampler.append(generation["logprobs"])
+    batch = collate_for_learner(samples, model.config.text_config.pad_token_id or 0)
+    mm = (model.config.image_token_id, model.config.video_token_id)
+    banned = tuple(getattr(model.config, f"{n}_token_id") for n in ("vision_start", "vision_end", "image", "video"))
+
+    def gap(sampling: SamplingParams) -> float:
+        with torch.no_grad():
+            logp = token_logprobs(model, batch, mm, "cpu", sampling=sampling)
+        rows = [logp[i][batch.action_mask[i]].tolist() for i in range(len(samples))]
+        return max(_max_gap(row, want) for row, want in zip(rows, sampler))
+
+    assert cfg.rollout.temperature == 0.7
+    assert gap(SamplingParams(0.7, banned)) < 1e-3
+    assert gap(SamplingParams(1.0, ())) > 1e-2
 
 
 def test_kl_to_the_reference_is_zero_at_step_1_and_grows_after_an_update(trained):

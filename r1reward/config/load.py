@@ -65,6 +65,7 @@ POSITIVE = [
     "pipeline.select_k",
     "pipeline.warmup_steps",
     "rollout.max_model_len",
+    "rollout.temperature",
     "algo.eps_clip",
     "algo.filter_sigma",
     "algo.reward_clip",
@@ -81,7 +82,6 @@ NON_NEGATIVE = [
     "algo.kl_coef",
     "trainer.num_epochs",
     "reward.judge_retries",
-    "rollout.temperature",
     "learner.weight_decay",
     "sft.train_batch_size",
     "sft.save_every",
@@ -202,6 +202,13 @@ def _check_ranges(config: Config, origin: str) -> None:
     for key, ok, rule in checks:
         if not ok:
             raise ConfigError(f"{origin}: '{key}' must be {rule}, got {_get(config, key)}")
+    if config.rollout.top_p < 1 or config.rollout.top_k > 0:
+        # The learner scores the full tempered distribution (algo/sampling.py): a cut support would make
+        # every ratio and the KL about another policy than the one that sampled.
+        raise ConfigError(
+            f"{origin}: RL samples the whole distribution: rollout.top_p must be 1 and rollout.top_k 0 "
+            f"(got {config.rollout.top_p}, {config.rollout.top_k}); tune rollout.temperature instead"
+        )
     judge = config.reward.judge
     for needed in _judge_registries()["reward.judge"].declared(judge, "requires", ()):
         if not getattr(config.reward, needed):

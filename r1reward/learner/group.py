@@ -73,6 +73,7 @@ class LearnerGroup:
                 total_optimizer_steps,
                 config.trainer.seed,
                 timeouts=asdict(config.timeouts),
+                sampling_temperature=config.rollout.temperature,
             )
             for slot in slots
         ]

@@ -7,15 +7,25 @@ plain `torch.nn.Module` exactly as the actor runs it on the engine.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from r1reward.algo import get_policy_loss
 from r1reward.algo.correction import rollout_correction
+from r1reward.algo.sampling import sampling_logprobs
 from r1reward.config.schema import AlgoConfig
 from r1reward.data.collate import model_inputs
 from r1reward.data.samples import Batch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """What the learner must know of the rollout's sampling to score the same distribution."""
+
+    temperature: float = 1.0
+    banned_ids: tuple[int, ...] = ()
 
 
 def first_completion_column(batch: Batch) -> int:
@@ -25,9 +35,15 @@ def first_completion_column(batch: Batch) -> int:
 
 
 def token_logprobs(
-    model: Any, batch: Batch, mm_token_ids: tuple[int, int], device: torch.device | str, completion_only: bool = True
+    model: Any,
+    batch: Batch,
+    mm_token_ids: tuple[int, int],
+    device: torch.device | str,
+    completion_only: bool = True,
+    sampling: SamplingParams | None = None,
 ) -> torch.Tensor:
-    """Log-prob of each next token under `model`, [B, T-1], aligned with the batch's action mask.
+    """Log-prob of each next token under `model`, [B, T-1], aligned with the batch's action mask, in
+    the distribution the rollout sampled from (`sampling`: its temperature and banned tokens).
 
     With `completion_only` the LM head and the softmax run only from the first completion column on
     (transformers' `logits_to_keep`); the prompt columns before it are 0, which the action mask drops. A
@@ -38,7 +54,9 @@ def token_logprobs(
     length = inputs["input_ids"].shape[1]
     logits = model(**inputs, use_cache=False, logits_to_keep=length - start).logits[:, :-1].float()
     targets = inputs["input_ids"][:, start + 1 :]
-    logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    sampling = sampling or SamplingParams()
+    logp = sampling_logprobs(logits, sampling.temperature, sampling.banned_ids)
+    logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     return torch.nn.functional.pad(logp, (start, 0))
 
 
@@ -49,13 +67,14 @@ def policy_loss_on_micro_batch(
     mm_token_ids: tuple[int, int],
     device: torch.device | str,
     completion_only: bool = True,
+    sampling: SamplingParams | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The configured policy loss (`algo.policy_loss`) of one micro-batch carrying `old_logprobs` and
     `advantages` (and `sampler_logprobs` for `algo.rollout_correction`); the loss reads its own settings
     from `algo`. Returns (loss with grad, loss stats)."""
     if batch.old_logprobs is None or batch.advantages is None:
         raise ValueError("a policy-loss micro-batch needs old_logprobs and advantages on every sample")
-    logp = token_logprobs(model, batch, mm_token_ids, device, completion_only)
+    logp = token_logprobs(model, batch, mm_token_ids, device, completion_only, sampling)
     old = batch.old_logprobs.to(device)
     sampler = batch.sampler_logprobs.to(device) if batch.sampler_logprobs is not None else None
     # Decoupled objective: the behaviour (sampler) policy only reweights or masks the advantages; the

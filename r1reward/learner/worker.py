@@ -21,7 +21,7 @@ import torch
 from r1reward.config.schema import AlgoConfig, LearnerConfig, ModelConfig, TimeoutsConfig
 from r1reward.data.collate import collate_for_learner
 from r1reward.data.samples import Batch, Sample
-from r1reward.learner.loss import policy_loss_on_micro_batch, token_logprobs
+from r1reward.learner.loss import SamplingParams, policy_loss_on_micro_batch, token_logprobs
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -53,6 +53,7 @@ class LearnerRank:
         total_optimizer_steps: int,
         seed: int = 0,
         timeouts: dict[str, float] | None = None,
+        sampling_temperature: float = 1.0,
     ) -> None:
         self.rank, self.world_size = rank, world_size
         # The rendezvous and every collective between ranks (gloo/NCCL) fail after collective_s, not never.
@@ -88,6 +89,10 @@ class LearnerRank:
             model.gradient_checkpointing_enable()
         self.pad_token_id = model.config.text_config.pad_token_id or 0
         self.mm_token_ids = (model.config.image_token_id, model.config.video_token_id)
+        # The rollout's distribution (algo/sampling.py): its temperature, and the vision tokens it bans.
+        vision = ("vision_start_token_id", "vision_end_token_id", "image_token_id", "video_token_id")
+        banned = tuple(i for i in (getattr(model.config, name, None) for name in vision) if i is not None)
+        self.sampling = SamplingParams(sampling_temperature, banned)
         grad_accum = self.cfg.train_batch_size // (world_size * self.cfg.micro_batch_size)
         ds_config = {
             "train_batch_size": self.cfg.train_batch_size,
@@ -140,7 +145,9 @@ class LearnerRank:
         """Log-prob of each next token, [B, T-1], aligned with the batch's action mask; `model` is the
         policy engine unless given (the reference)."""
         model = self.engine if model is None else model
-        return token_logprobs(model, batch, self.mm_token_ids, self.device, self.cfg.completion_logits_only)
+        return token_logprobs(
+            model, batch, self.mm_token_ids, self.device, self.cfg.completion_logits_only, self.sampling
+        )
 
     def _micro_batches(self, samples: list[Sample] | list[dict[str, Any]]):
         size = self.cfg.micro_batch_size
@@ -180,7 +187,13 @@ class LearnerRank:
         for _ in range(self.cfg.epochs_per_rollout):
             for batch in self._micro_batches(samples):
                 loss, stats = policy_loss_on_micro_batch(
-                    self.engine, batch, self.algo, self.mm_token_ids, self.device, self.cfg.completion_logits_only
+                    self.engine,
+                    batch,
+                    self.algo,
+                    self.mm_token_ids,
+                    self.device,
+                    self.cfg.completion_logits_only,
+                    self.sampling,
                 )
                 keys.update(stats)
                 if debug_nan_loss and count + skipped == 0:

@@ -11,13 +11,11 @@ import os
 import time
 from typing import Any
 
+from r1reward.algo.sampling import BANNED_TOKEN_BIAS, VISION_TOKENS, VLLM_LOGPROBS_MODE
 from r1reward.config.schema import RolloutConfig
 from r1reward.placement.engine_process import keep_engine_core_in_process
 from r1reward.sync.backend import weight_transfer_backend
 
-# A random model can sample vision special tokens; a completion holding one breaks the learner's
-# forward ("image features and image tokens do not match"), so they are banned at sampling.
-VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
 STALL_S = 24 * 3600.0  # an injected stall outlasts any timeout: the run must end without it
 
 
@@ -59,6 +57,8 @@ class RolloutWorker:
             mm_processor_kwargs={"min_pixels": mm_pixels[0], "max_pixels": mm_pixels[1]},
             weight_transfer_config=WeightTransferConfig(backend=transfer_backend or weight_transfer_backend()),
             worker_extension_cls="r1reward.sync.worker_extension.WeightSyncExtension",
+            # The log-probs of the distribution sampled from (bias, temperature), which the learner scores.
+            logprobs_mode=VLLM_LOGPROBS_MODE,
             **engine_kwargs,
         )
         tokenizer = self.llm.get_tokenizer()
@@ -89,7 +89,7 @@ class RolloutWorker:
                 max_tokens=max_tokens or self.cfg.max_new_tokens,
                 logprobs=0,
                 seed=seed,
-                logit_bias={i: -100.0 for i in self.banned_ids},
+                logit_bias={i: BANNED_TOKEN_BIAS for i in self.banned_ids},
             )
 
         inputs = [
