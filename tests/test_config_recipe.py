@@ -122,3 +122,16 @@ def test_bad_config_is_one_line_from_the_command(capsys):
     assert main(["print-config", "--config", str(PAPER), "learner.num_ranks=24"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "learner.train_batch_size (128) must be a multiple" in err
+
+
+def test_the_demo_runs_stablereinforce_as_the_paper_does():
+    """Reinforce++ advantages, Pre-CLIP and the 3-sigma filter, and at least two optimizer updates per
+    rollout batch, so that ratios leave 1 and the guards have something to act on."""
+    cfg = load_config("configs/pipeline-tiny.yaml")
+    assert (cfg.algo.advantage_estimator, cfg.algo.policy_loss, cfg.algo.advantage_filter) == (
+        "reinforce++",
+        "stable_reinforce",
+        "paper",
+    )
+    samples = cfg.trainer.rollout_batch_size * cfg.rollout.n_samples_per_prompt
+    assert samples * cfg.learner.epochs_per_rollout >= 2 * cfg.learner.train_batch_size

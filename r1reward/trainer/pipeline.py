@@ -21,6 +21,16 @@ STAGES = ("base", "SFT", "SFT + RL")
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
+def machine() -> dict[str, Any]:
+    """The machine a result ran on: torch picks its CPU kernels by capability, so results name it."""
+    import os
+
+    import torch
+
+    env = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA") if k in os.environ}
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "cores": os.cpu_count(), "kernel_env": env}
+
+
 def mean_interval(values: list[float]) -> tuple[float, float, float]:
     """(mean, low, high): the 95% t-interval of the mean over seeds (zero width for one value)."""
     mean = statistics.fmean(values)
@@ -61,6 +71,35 @@ def stage_table(per_seed: list[dict[str, dict[str, float]]], heldout: int) -> st
         + (f", 95% interval [{low:+.3f}, {high:+.3f}]" if seeds > 1 else "")
     )
     return "\n".join(lines)
+
+
+def rl_stability(metrics: Path) -> dict[str, float]:
+    """What StableReinforce's guards did over an RL run: the shares of completion tokens Pre-CLIPped,
+    PPO-clipped and zeroed by the advantage filter (each step weighted by its tokens), and the largest
+    importance ratio seen (the learners already reduce it with max over micro-batches and ranks)."""
+    from r1reward.trainer.metrics import read_metrics
+
+    rows = read_metrics(metrics)
+    weights = [row["response_length/mean"] for row in rows]  # every step has the same number of samples
+
+    def share(key: str) -> float:
+        return sum(w * row[key] for w, row in zip(weights, rows)) / max(sum(weights), 1e-12)
+
+    return {
+        "pre_clip_frac": share("pre_clip_frac"),
+        "clip_frac": share("clip_frac"),
+        "filtered_frac": share("filter/filtered_frac"),
+        "ratio_max": max(row["ratio_max"] for row in rows),
+    }
+
+
+def stability_line(per_seed: list[dict[str, float]]) -> str:
+    mean = {key: statistics.fmean(run[key] for run in per_seed) for key in ("pre_clip_frac", "clip_frac", "filtered_frac")}
+    return (
+        f"RL guards (share of completion tokens): Pre-CLIPped {mean['pre_clip_frac']:.2%}, "
+        f"PPO-clipped {mean['clip_frac']:.2%}, advantage-filtered {mean['filtered_frac']:.2%}; "
+        f"largest importance ratio {max(run['ratio_max'] for run in per_seed):.3f}"
+    )
 
 
 def plot_curves(runs: list[Path], out: Path) -> Path:
@@ -159,6 +198,7 @@ def run_seed(config: Config, seed: int, out: Path, say) -> dict[str, Any]:
         "stages": {stage: stages[stage] for stage in STAGES},
         "hard_example_selection": selection,
         "rl_timings": rl["timings"],
+        "rl_stability": rl_stability(out / "rl" / "metrics.jsonl"),
         "models": {"base": str(base), "sft": sft["hf"], "rl": rl_model},
     }
 
@@ -186,8 +226,10 @@ def run_pipeline(config: Config) -> dict[str, Any]:
             print(stage_table([runs[-1]["stages"]], p.num_heldout).split("\n\n")[0], flush=True)
 
     table = stage_table([run["stages"] for run in runs], p.num_heldout)
+    table += "\n" + stability_line([run["rl_stability"] for run in runs])
     plot = plot_curves([out / f"seed-{seed}" for seed in p.seeds], out / "training_curves.png")
     summary = {
+        "machine": machine(),
         "seeds": list(p.seeds),
         "heldout_pairs": p.num_heldout,
         "runs": runs,
@@ -200,7 +242,8 @@ def run_pipeline(config: Config) -> dict[str, Any]:
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     (out / "summary.md").write_text(
         f"Held-out accuracy after each stage ({p.num_heldout} pairs, "
-        f"one greedy answer each), seeds {list(p.seeds)}:\n\n{table}\n"
+        f"one greedy answer each), seeds {list(p.seeds)}, on {summary['machine']['cpu_capability']} kernels "
+        f"({summary['machine']['cores']} cores):\n\n{table}\n"
     )
     print("\n" + table)
     print(f"\nsummary: {out / 'summary.md'}; curves: {plot}; actor logs: {out / 'logs'}")
