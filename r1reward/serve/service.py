@@ -16,6 +16,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from r1reward.data.images import load_image
+from r1reward.data.prompt import neutralize_special_tokens
 from r1reward.data.records import DataError
 from r1reward.eval.api import Comparison, Pair, RewardModel, rank_matches, ranking_of
 from r1reward.eval.voting import Vote, majority_vote, vote_share
@@ -135,6 +136,8 @@ class RewardService:
         return images
 
     def _prompts(self, pairs: list[Pair]) -> list[dict[str, Any]]:
+        texts = (text for p in pairs for text in (p.question, p.response_1, p.response_2))
+        self.metrics.special_tokens.inc(sum(neutralize_special_tokens(text)[1] for text in texts))
         try:
             return self.model.prompts_for(pairs)
         except DataError as exc:
