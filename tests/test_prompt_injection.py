@@ -18,6 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from r1reward.config.schema import Config
+from r1reward.data.check import check_data
 from r1reward.data.dataset import load_preferences
 from r1reward.data.prompt import EVALUATOR_PROMPT, format_prompt, neutralize_special_tokens
 from r1reward.data.readers import parse_filled_prompt
@@ -220,6 +222,8 @@ def test_the_loader_keeps_texts_verbatim_and_counts_neutralised_rows(tmp_path):
     assert report.cleaned == {"special-tokens": 3}
     assert report.as_dict()["cleaned/special-tokens"] == 3
     assert "special-tokens 3" in report.summary()
+    result = check_data(write_corpus(tmp_path, rows), "canonical", Config())
+    assert (result["cleaned_by_reason"], result["skipped_by_reason"]) == ({"special-tokens": 3}, {"empty-response": 1})
 
 
 # --- the server's /get_reward ---------------------------------------------------------------------------

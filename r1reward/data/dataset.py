@@ -22,6 +22,7 @@ from r1reward.data.images import check_image, map_path, resolve_source
 from r1reward.data.prompt import neutralize_special_tokens
 from r1reward.data.readers import IMAGE_FALLBACK, RowContext, iter_raw_rows, parse_row
 from r1reward.data.records import LABELS, DataError, PreferenceRecord
+from r1reward.data.render import MAX_IMAGES
 
 TokenCounter = Callable[[PreferenceRecord], int]
 _MAX_EXAMPLES = 5
@@ -121,6 +122,8 @@ def validate_record(
         raise _bad("identical-responses", "the two responses are identical")
     if require_images and not record.images and not record.is_video:
         raise _bad("image-missing", "the row has no image")
+    if len(record.images) > MAX_IMAGES:
+        raise _bad("too-many-images", f"{len(record.images)} images, the engine takes at most {MAX_IMAGES} per prompt")
     images = _usable_images(record, image_root, image_path_map)
     # The fallback has served its purpose: dropping it keeps embedded bytes out of memory.
     extra = {k: v for k, v in record.extra.items() if k != IMAGE_FALLBACK}
