@@ -50,12 +50,11 @@ def count_prompt_tokens(
     record: PreferenceRecord,
     min_pixels: int = MIN_PIXELS,
     max_pixels: int = MAX_PIXELS,
-    image_first: bool = False,
 ) -> int:
     """The prompt's length as the engine counts it: the chat-templated text, each image's one placeholder
     token expanded to its image tokens (one per 28x28 patch of the resized image). Reads image headers
     only, so that checking a large set stays cheap."""
-    n_tokens = len(processor.tokenizer(render_prompt(processor, record, image_first)).input_ids)
+    n_tokens = len(processor.tokenizer(render_prompt(processor, record)).input_ids)
     for source in record.images:
         width, height = image_size(source)
         resized_height, resized_width = target_size(height, width, min_pixels, max_pixels)
