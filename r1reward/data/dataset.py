@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import overload
 
 from r1reward.data.images import check_image, map_path, resolve_source
+from r1reward.data.prompt import neutralize_special_tokens
 from r1reward.data.readers import IMAGE_FALLBACK, RowContext, iter_raw_rows, parse_row
 from r1reward.data.records import LABELS, DataError, PreferenceRecord
+from r1reward.data.render import MAX_IMAGES
 
 TokenCounter = Callable[[PreferenceRecord], int]
 _MAX_EXAMPLES = 5
@@ -35,6 +37,7 @@ class BadRowReport:
     kept: int = 0
     counts: Counter = field(default_factory=Counter)
     examples: list[str] = field(default_factory=list)  # "file:row: reason: detail"
+    cleaned: Counter = field(default_factory=Counter)  # kept rows whose text was changed, by reason
 
     @property
     def skipped(self) -> int:
@@ -49,10 +52,13 @@ class BadRowReport:
         """Flat counts for metrics, e.g. {"rows": 170, "kept": 145, "skipped/video-unsupported": 25}."""
         out = {"rows": self.rows, "kept": self.kept, "skipped": self.skipped}
         out.update({f"skipped/{reason}": n for reason, n in sorted(self.counts.items())})
+        out.update({f"cleaned/{reason}": n for reason, n in sorted(self.cleaned.items())})
         return out
 
     def summary(self) -> str:
         text = f"Loaded {self.kept} of {self.rows} rows from {self.path}"
+        if self.cleaned:
+            text += "; cleaned " + ", ".join(f"{reason} {n}" for reason, n in self.cleaned.most_common())
         if not self.skipped:
             return text + "; no bad rows."
         reasons = ", ".join(f"{reason} {n}" for reason, n in self.counts.most_common())
@@ -61,6 +67,15 @@ class BadRowReport:
 
 def _bad(reason: str, detail: str) -> DataError:
     return DataError(detail, reason=reason)
+
+
+def neutralize_record(record: PreferenceRecord) -> tuple[PreferenceRecord, int]:
+    """The record with special-token strings in its texts neutralised (see data/prompt.py), and how many."""
+    texts = {
+        name: neutralize_special_tokens(getattr(record, name)) for name in ("question", "response_1", "response_2")
+    }
+    count = sum(n for _, n in texts.values())
+    return (dataclasses.replace(record, **{k: t for k, (t, _) in texts.items()}) if count else record), count
 
 
 def _usable_images(record: PreferenceRecord, image_root: str | Path, path_map: Mapping[str, str] | None) -> list:
@@ -107,6 +122,8 @@ def validate_record(
         raise _bad("identical-responses", "the two responses are identical")
     if require_images and not record.images and not record.is_video:
         raise _bad("image-missing", "the row has no image")
+    if len(record.images) > MAX_IMAGES:
+        raise _bad("too-many-images", f"{len(record.images)} images, the engine takes at most {MAX_IMAGES} per prompt")
     images = _usable_images(record, image_root, image_path_map)
     # The fallback has served its purpose: dropping it keeps embedded bytes out of memory.
     extra = {k: v for k, v in record.extra.items() if k != IMAGE_FALLBACK}
@@ -163,8 +180,9 @@ def iter_preferences(
     for ctx, row in iter_raw_rows(path, schema):
         report.rows += 1
         try:
+            record, special_tokens = neutralize_record(parse_row(schema, row, ctx))
             record = validate_record(
-                parse_row(schema, row, ctx),
+                record,
                 image_root if image_root is not None else ctx.path.parent,
                 allow_video=allow_video,
                 require_images=require_images,
@@ -182,6 +200,8 @@ def iter_preferences(
             report.add(ctx, exc.reason, str(exc))
             continue
         report.kept += 1
+        if special_tokens:
+            report.cleaned["special-tokens"] += 1
         kept_ids.add(record.id)
         yield record
 

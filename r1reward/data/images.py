@@ -116,6 +116,13 @@ def load_image(source: ImageSource | Image.Image, image_root: str | Path | None 
         raise DataError(f"cannot decode image {where}: {exc}", reason="image-undecodable") from exc
 
 
+def image_size(source: ImageSource | Image.Image, image_root: str | Path | None = None) -> tuple[int, int]:
+    """(width, height) from the image's header, without decoding its pixels."""
+    if isinstance(source, Image.Image):
+        return source.size
+    return _open(source, image_root)[0].size
+
+
 def check_image(source: ImageSource, image_root: str | Path | None = None) -> None:
     """Cheap validity check for load-time filtering: the file exists and its header/structure is sound.
 

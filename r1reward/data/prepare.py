@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from r1reward.config.schema import Config
-from r1reward.data.check import load_options
+from r1reward.data.check import load_options, model_processor
 from r1reward.data.dataset import BadRowReport, iter_preferences
 from r1reward.data.records import DataError
 from r1reward.data.writers import IMAGES_DIR, rl_row, save_image, write_rl_parquet
@@ -32,7 +32,8 @@ def prepare_data(
     report = BadRowReport(str(path))
     rows: list[dict[str, Any]] = []
     written: set[str] = set()
-    for record in iter_preferences(path, schema, report, **load_options(config, image_root)):
+    options = load_options(config, image_root, model_processor(config)[0])
+    for record in iter_preferences(path, schema, report, **options):
         try:
             images = [save_image(source, images_dir) for source in record.images]
         except (OSError, DataError) as exc:  # e.g. the file vanished or a disk error after validation

@@ -14,7 +14,7 @@ from typing import Any
 
 from PIL import Image
 
-from r1reward.data.images import load_image
+from r1reward.data.images import image_size, load_image
 from r1reward.data.prompt import format_prompt
 from r1reward.data.records import DataError, PreferenceRecord
 
@@ -23,6 +23,9 @@ PATCH_FACTOR = 28
 MIN_PIXELS = 4 * 28 * 28  # Qwen2.5-VL's default minimum (56 * 56)
 MAX_PIXELS = 640 * 28 * 28  # the released training script's max image pixels
 _MAX_ASPECT_RATIO = 200  # beyond this Qwen's own resize refuses the image
+# The most images one prompt may hold: the engines' limit_mm_per_prompt; the loader and the server refuse
+# more, so that one such row or request cannot fail a whole batch in the engine.
+MAX_IMAGES = 4
 
 
 def build_messages(record: PreferenceRecord, image_first: bool = False) -> list[dict[str, Any]]:
@@ -40,6 +43,23 @@ def render_prompt(processor: Any, record: PreferenceRecord, image_first: bool = 
     return processor.apply_chat_template(
         build_messages(record, image_first), tokenize=False, add_generation_prompt=True
     )
+
+
+def count_prompt_tokens(
+    processor: Any,
+    record: PreferenceRecord,
+    min_pixels: int = MIN_PIXELS,
+    max_pixels: int = MAX_PIXELS,
+) -> int:
+    """The prompt's length as the engine counts it: the chat-templated text, each image's one placeholder
+    token expanded to its image tokens (one per 28x28 patch of the resized image). Reads image headers
+    only, so that checking a large set stays cheap."""
+    n_tokens = len(processor.tokenizer(render_prompt(processor, record)).input_ids)
+    for source in record.images:
+        width, height = image_size(source)
+        resized_height, resized_width = target_size(height, width, min_pixels, max_pixels)
+        n_tokens += (resized_height // PATCH_FACTOR) * (resized_width // PATCH_FACTOR) - 1
+    return n_tokens
 
 
 def target_size(

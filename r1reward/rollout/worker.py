@@ -13,6 +13,7 @@ from typing import Any
 
 from r1reward.algo.sampling import BANNED_TOKEN_BIAS, VISION_TOKENS, VLLM_LOGPROBS_MODE
 from r1reward.config.schema import RolloutConfig
+from r1reward.data.render import MAX_IMAGES
 from r1reward.placement.engine_process import keep_engine_core_in_process
 from r1reward.sync.backend import weight_transfer_backend
 
@@ -27,7 +28,7 @@ class RolloutWorker:
         model_path: str,
         cfg: dict[str, Any],
         mm_pixels: tuple[int, int],
-        max_images: int = 4,
+        max_images: int = MAX_IMAGES,
         transfer_backend: str | None = None,
     ) -> None:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

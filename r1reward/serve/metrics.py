@@ -35,6 +35,10 @@ class ServeMetrics:
         self.votes = Counter(
             "r1reward_serve_votes", "sampled judgements by parsed vote (1, 2 or unparsed)", ["vote"], registry=r
         )
+        # A policy that learns to write control tokens shows here (they reach the judge as plain text).
+        self.special_tokens = Counter(
+            "r1reward_serve_special_tokens", "special-token strings neutralised in judged texts", registry=r
+        )
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, str(status)).inc()

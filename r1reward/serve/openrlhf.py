@@ -16,7 +16,8 @@ judged against a **reference response**:
      ``reference``; else the text, whose response is what follows ``prompts[i]`` when the query starts
      with it.
 - Chat-templated text (ChatML, as Qwen writes it) is unwrapped: a question is the last user turn, a
-  response the text after the last assistant header; other ``<|...|>`` special tokens are removed.
+  response the text after the last assistant header; other special tokens are removed. Special-token
+  strings in JSON fields are kept as text: the prompt neutralises them (``r1reward.data.prompt``).
 - ``images``: paths readable by the server, bare base64 or data URIs (a single string is one image).
   A multimodal dataset typically puts ``{"question": ..., "images": [...], "reference": ...}`` in its
   label column.
@@ -31,9 +32,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from r1reward.data.prompt import neutralize_special_tokens
 from r1reward.serve.schemas import ServeError
 
-_SPECIAL = re.compile(r"<\|[A-Za-z0-9_]+\|>")
 _USER_TURN = re.compile(r"<\|im_start\|>user\s*\n(.*?)(?:<\|im_end\|>|$)", re.DOTALL)
 _ASSISTANT = "<|im_start|>assistant"
 _FIELDS = ("question", "images", "response", "reference")
@@ -60,7 +61,7 @@ def _json_object(value: Any) -> dict[str, Any] | None:
 
 
 def _clean(text: str) -> str:
-    return _SPECIAL.sub("", text).strip()
+    return neutralize_special_tokens(text, remove=True)[0].strip()
 
 
 def question_text(text: str) -> str:

@@ -9,24 +9,21 @@ same seed, whatever it is batched with.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
 from r1reward.data.images import load_image
+from r1reward.data.prompt import neutralize_special_tokens
 from r1reward.data.records import DataError
+from r1reward.data.render import MAX_IMAGES
 from r1reward.eval.api import Comparison, Pair, RewardModel, rank_matches, ranking_of
 from r1reward.eval.voting import Vote, majority_vote, vote_share
-from r1reward.rollout.worker import RolloutWorker
 from r1reward.serve.batcher import Batcher
 from r1reward.serve.metrics import ServeMetrics
 from r1reward.serve.openrlhf import reward_items
 from r1reward.serve.schemas import CompareRequest, GetRewardRequest, RankRequest, ServeError
-
-# The engine takes at most this many images per prompt (its limit_mm_per_prompt).
-MAX_IMAGES: int = inspect.signature(RolloutWorker.__init__).parameters["max_images"].default
 
 
 def _flip(vote: Vote) -> Vote:
@@ -135,6 +132,8 @@ class RewardService:
         return images
 
     def _prompts(self, pairs: list[Pair]) -> list[dict[str, Any]]:
+        texts = (text for p in pairs for text in (p.question, p.response_1, p.response_2))
+        self.metrics.special_tokens.inc(sum(neutralize_special_tokens(text)[1] for text in texts))
         try:
             return self.model.prompts_for(pairs)
         except DataError as exc:

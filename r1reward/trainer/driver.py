@@ -81,18 +81,12 @@ class Trainer(ActorRun):
         if not Path(cfg.model.path).exists() and cfg.model.path.startswith(("/", ".", "runs/")):
             raise UserError(f"model.path does not exist: {cfg.model.path}")
         self.processor = AutoProcessor.from_pretrained(cfg.model.path)
-
-        def tokens(record):
-            return len(self.processor.tokenizer(record.question + record.response_1 + record.response_2).input_ids)
-
         self.dataset = PreferenceDataset.from_file(
             cfg.data.train_path,
             cfg.data.schema,
             swap_seed=cfg.data.seed,
-            **load_options(cfg),
+            **load_options(cfg, processor=self.processor),  # prompts measured as the engine sees them
             strict=cfg.data.strict,
-            max_prompt_tokens=cfg.data.max_prompt_tokens,
-            token_counter=tokens,
             unique_ids=True,
         )  # a repeated pair would be trained on twice as often
         if len(self.dataset) == 0:
