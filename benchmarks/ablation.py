@@ -99,6 +99,7 @@ def main() -> int:
     parser.add_argument("--config", default="configs/pipeline-tiny.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
 
@@ -126,7 +127,10 @@ def main() -> int:
 
     with Sampler(str(sft_checkpoint / "hf"), config) as sampler:
         sft_scores = score(sampler)
+    from r1reward.trainer.pipeline import machine
+
     results: dict = {
+        "machine": machine(),
         "source": str(source),
         "seeds": args.seeds,
         "heldout_pairs": len(records),
@@ -135,8 +139,8 @@ def main() -> int:
     }
     for setting in args.settings:
         results["settings"][setting] = {}
-        for name, overrides in VARIANTS.items():
-            runs = []
+        for name in args.variants:
+            overrides, runs = VARIANTS[name], []
             for seed in args.seeds:
                 run_dir = out / "ablation-runs" / setting / name.split()[0].lower().strip("+") / f"seed-{seed}"
                 print(f"{setting} / {name} / seed {seed}", flush=True)
@@ -174,7 +178,7 @@ def write_report(results: dict, out: Path) -> None:
         f"t-interval over {seeds} seeds; SFT only: {results['sft_only']['accuracy']:.3f}.",
         "",
         "| setting | variant | held-out accuracy | format rate | late reward | Pre-CLIPped tokens | "
-        "filtered tokens | max ratio | max abs loss | collapsed runs |",
+        "filtered tokens | max ratio (per run) | max abs loss | collapsed runs |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     settings = results["settings"]
@@ -190,7 +194,7 @@ def write_report(results: dict, out: Path) -> None:
                 f"{statistics.fmean(r['format_rate'] for r in runs):.3f} | "
                 f"{interval([r['reward_late'] for r in runs])} | "
                 f"{statistics.fmean(r['pre_clip_frac'] for r in runs):.4f} | "
-                f"{statistics.fmean(r['filtered_frac'] for r in runs):.4f} | {max(r['ratio_max'] for r in runs):.3g} | "
+                f"{statistics.fmean(r['filtered_frac'] for r in runs):.4f} | {interval([r['ratio_max'] for r in runs])} | "
                 f"{max(r['loss_abs_max'] for r in runs):.3g} | {collapsed}/{len(runs)} |"
             )
             curve = [statistics.fmean(values) for values in zip(*(r["curve"] for r in runs))]
