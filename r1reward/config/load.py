@@ -164,6 +164,7 @@ def validate(config: Config, origin: str = "config") -> None:
             raise ConfigError(f"{origin}: '{key}' must be >= 0, got {_get(config, key)}")
     _check_ranges(config, origin)
     _check_batches(config, origin)
+    _check_cancellations(config, origin)
     _apply_judge_timeout(config, origin)
 
 
@@ -208,6 +209,24 @@ def _check_ranges(config: Config, origin: str) -> None:
             raise ConfigError(f"{origin}: reward.judge={judge} needs 'reward.{needed}'")
     if config.algo.delta_min <= 0 or config.algo.delta_max <= 1 or config.algo.delta_min >= 1:
         raise ConfigError(f"{origin}: algo.delta_min must lie in (0, 1) and algo.delta_max above 1")
+
+
+def _check_cancellations(config: Config, origin: str) -> None:
+    """Settings that each work alone but together silently undo one another."""
+    algo, reward = config.algo, config.reward
+    if algo.old_logprobs == "sampler" and algo.rollout_correction != "none":
+        # The proximal policy is then the behaviour policy: the correction would run and change nothing.
+        raise ConfigError(
+            f"{origin}: algo.rollout_correction={algo.rollout_correction} with algo.old_logprobs=sampler does "
+            "nothing (the importance weight pi_prox / pi_behav is 1): set algo.old_logprobs=learner or "
+            "algo.rollout_correction=none"
+        )
+    if reward.w_consistency == 0 and reward.judge != "rule":
+        # The judge would be asked (a model, a GPU, failures that can stop the run) for a verdict that weighs 0.
+        raise ConfigError(
+            f"{origin}: reward.w_consistency=0 gives the {reward.judge} judge's verdict no weight: "
+            "set reward.judge=rule or reward.w_consistency > 0"
+        )
 
 
 def _check_batches(config: Config, origin: str) -> None:

@@ -23,8 +23,6 @@ class DataConfig:
     # Prefix rewrites applied to every image path before image_root, e.g. the released R1-Reward-RL paths:
     # {"/mmu_mllm_hdd/yfzhang/data/": "/data/images/"}; the longest matching prefix wins.
     image_path_map: dict[str, str] = field(default_factory=dict)
-    eval_path: str | None = None
-    eval_schema: str = "canonical"
     min_pixels: int = 28 * 28 * 4
     max_pixels: int = 28 * 28 * 64
     max_prompt_tokens: int = 2048
@@ -141,7 +139,6 @@ class TrainerConfig:
     save_every: int = 2
     resume: bool = False
     seed: int = 0
-    log_every: int = 1
     # Bounded staleness eta: the rollout workers generate up to eta batches ahead while the learners
     # train; a sample more than eta policy versions behind the learner is dropped. 0: synchronous.
     max_staleness: int = 0
