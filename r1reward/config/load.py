@@ -76,6 +76,7 @@ POSITIVE = [
     "timeouts.collective_s",
     "timeouts.weight_sync_s",
     "timeouts.judge_request_s",
+    "reward.judge_failure_window",
 ]
 NON_NEGATIVE = [
     "algo.kl_coef",
@@ -189,6 +190,7 @@ def _check_ranges(config: Config, origin: str) -> None:
         ("learner.min_lr_ratio", 0 <= learner.min_lr_ratio <= 1, "in [0, 1]"),
         ("learner.warmup_ratio", 0 <= learner.warmup_ratio < 1, "in [0, 1)"),
         ("pipeline.teacher_bias", 0 <= config.pipeline.teacher_bias < 1, "in [0, 1)"),
+        ("reward.max_judge_failure_rate", 0 <= config.reward.max_judge_failure_rate <= 1, "in [0, 1]"),
         (
             "learner.adam_betas",
             len(learner.adam_betas) == 2 and all(0 <= b < 1 for b in learner.adam_betas),

@@ -66,6 +66,11 @@ class RewardConfig:
     judge_prompt: str = "released"
     # Output tokens per judge call; None takes the prompt's own (released 1024, concise 8).
     judge_max_tokens: int | None = None
+    # A generation the judge gives no verdict (a failed call, a reply without 0/1) scores consistency 0.
+    # The run stops when more than this share of the generations sent to the judge got none over the
+    # last judge_failure_window steps (checked every step, before it trains); 1 never stops.
+    max_judge_failure_rate: float = 0.1
+    judge_failure_window: int = 10
 
 
 @dataclass
