@@ -6,48 +6,21 @@ never answers at start-up: tests/test_reward_actor.py, through the same reward g
 
 from __future__ import annotations
 
-import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
+from helpers import JudgeServer
 
 pytestmark = pytest.mark.slow
 
 
-class Judge:
-    """Answers "1" (a consistent verdict) while `healthy`, HTTP 500 after."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict] = []
-        self.healthy = True
-        judge = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                judge.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200 if judge.healthy else 500)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(json.dumps({"choices": [{"message": {"content": "1"}}]}).encode())
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def judge():
-    server = Judge()
+    """Answers "1" (a consistent verdict) while `healthy`, HTTP 500 after."""
+    state = {"healthy": True}
+    server = JudgeServer(lambda n: 200 if state["healthy"] else 500)
+    server.state = state
     yield server
     server.close()
 
@@ -97,7 +70,7 @@ def test_a_judge_that_dies_mid_run_stops_it_naming_the_judge_its_rate_and_the_ch
         trainer.fit()  # step 1: the judge answers every request
         step_1 = len(judge.bodies) - 1
         assert step_1 > 0, "no generation of step 1 reached the judge: the test would prove nothing"
-        judge.healthy = False
+        judge.state["healthy"] = False
         trainer.config.trainer.num_steps = 3
         with pytest.raises(RunStopped) as err:
             trainer.fit()

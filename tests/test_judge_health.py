@@ -5,14 +5,12 @@ Ray-backed judges are tested in test_reward_actor.py, a whole run in test_judge_
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from helpers import JudgeServer
 from r1reward.algo.judges import JudgeNotReady, OpenAIJudge, describe_judge
 from r1reward.config import ConfigError, load_config
 from r1reward.config.schema import RewardConfig
@@ -70,55 +68,19 @@ def test_the_rule_judge_is_named_and_config_bounds_are_checked():
 
 
 # --- the start-up probe of an OpenAI-compatible endpoint --------------------------------------------
-class Endpoint:
-    """A chat-completions server on 127.0.0.1: `statuses` are served first (`hang` holds the request
-    until the server closes), then 200s with a verdict."""
-
-    def __init__(self, statuses: list = ()) -> None:
-        self.statuses, self.bodies = list(statuses), []
-        self.release = threading.Event()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                server.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                status = server.statuses.pop(0) if server.statuses else 200
-                if status == "hang":
-                    server.release.wait(60)
-                    return
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.end_headers()
-                    self.wfile.write(json.dumps({"choices": [{"message": {"content": "1"}}]}).encode())
-                except OSError:
-                    pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def endpoint():
+    """endpoint(statuses): a JudgeServer that serves `statuses` first (None: no answer), then 200s."""
     made = []
 
     def make(statuses=()):
-        made.append(Endpoint(statuses))
+        statuses = list(statuses)
+        made.append(JudgeServer(lambda n: statuses[n] if n < len(statuses) else 200))
         return made[-1]
 
     yield make
-    for e in made:
-        e.close()
+    for server in made:
+        server.close()
 
 
 def _judge(url: str, timeout_s: float = 0.5) -> OpenAIJudge:
@@ -148,7 +110,7 @@ def test_a_judge_nobody_serves_fails_start_up_at_the_deadline_naming_it():
 
 
 def test_a_judge_that_accepts_but_never_answers_fails_start_up_at_the_deadline(endpoint):
-    server = endpoint(["hang"] * 100)
+    server = endpoint([None] * 100)
     message, took = _fails_at_startup(_judge(server.url, timeout_s=0.5), 2.0)
     assert 2.0 <= took < 6.0 and len(server.bodies) >= 2  # each try cut at the request timeout
     assert "\n" not in message and "'judge-x'" in message and "did not answer within 2 s" in message

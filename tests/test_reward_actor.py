@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from helpers import JudgeServer
 from r1reward.algo.judges import (
     JUDGE_PROMPT,
     OpenAIJudge,
@@ -366,19 +367,8 @@ def test_the_reward_group_stops_start_up_naming_a_judge_that_never_answers(ray_l
     from r1reward.config.schema import TimeoutsConfig
     from r1reward.reward.group import RewardGroup
 
-    hang = threading.Event()
-
-    class Silent(BaseHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            hang.wait(60)
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Silent)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    silent = JudgeServer(lambda n: None)
+    url = silent.url
     cfg = RewardConfig(judge="openai", judge_url=url, judge_model="judge-x", judge_timeout_s=0.5)
     actor = ray_local.remote(num_cpus=0)(RewardActor).remote(asdict(cfg))
     group = RewardGroup(actor, None, TimeoutsConfig(startup_s=2.0), cfg)
@@ -391,10 +381,8 @@ def test_the_reward_group_stops_start_up_naming_a_judge_that_never_answers(ray_l
         assert "\n" not in message and message.startswith("reward start-up: ")
         assert f"the openai judge 'judge-x' at {url}/chat/completions did not answer within 2 s" in message
     finally:
-        hang.set()
         group.close()
-        httpd.shutdown()
-        httpd.server_close()
+        silent.close()
 
 
 @pytest.mark.slow
