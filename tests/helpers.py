@@ -193,3 +193,44 @@ def write_bad_corpus(synthetic_dir: Path, out: Path) -> tuple[Path, list[str]]:
     path = out / "corpus.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in [*good, *bad.values()]))
     return path, [row["id"] for row in good]
+
+
+class JudgeServer:
+    """An OpenAI-compatible chat-completions endpoint on 127.0.0.1 for the judge tests. `status(n)` gives
+    the HTTP status of the n-th request (0-based), sent with the verdict "1", or None to hold the request
+    unanswered until `close()`; `bodies` holds the requests' JSON."""
+
+    def __init__(self, status) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.bodies: list[dict] = []
+        self.release = threading.Event()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                server.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                code = status(len(server.bodies) - 1)
+                if code is None:
+                    server.release.wait(60)
+                    return
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", "application/json")
+                    self.end_headers()
+                    self.wfile.write(json.dumps({"choices": [{"message": {"content": "1"}}]}).encode())
+                except OSError:
+                    pass  # the client gave up
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()

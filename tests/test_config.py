@@ -60,3 +60,36 @@ def test_bad_override_names_the_command_line():
 def test_missing_file():
     with pytest.raises(ConfigError, match="config file not found"):
         load_config("no/such/config.yaml")
+
+
+@pytest.mark.parametrize("key", ["data.eval_path", "data.eval_schema", "trainer.log_every"])
+def test_keys_that_nothing_reads_do_not_exist(key):
+    # A knob that does nothing would be taken for one that works: such keys are unknown.
+    with pytest.raises(ConfigError, match=rf"unknown key '{key}'"):
+        load_config(None, [f"{key}=1"])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["algo.old_logprobs=sampler", "algo.rollout_correction=tis"],
+            "algo.rollout_correction=tis with algo.old_logprobs=sampler",
+        ),
+        (
+            ["algo.old_logprobs=sampler", "algo.rollout_correction=mask_sequence"],
+            "importance weight pi_prox / pi_behav is 1",
+        ),
+        (
+            ["reward.judge=vllm", "reward.judge_model=m", "reward.w_consistency=0"],
+            "reward.w_consistency=0 gives the vllm judge's verdict no weight",
+        ),
+    ],
+)
+def test_combinations_that_silently_cancel_are_refused_in_one_line(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, overrides)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    # Each setting alone is fine.
+    for setting in overrides:
+        load_config(None, [setting, *(["reward.judge_model=m"] if setting == "reward.judge=vllm" else [])])

@@ -69,6 +69,7 @@ class FakeReward:
             "reward": [float(i) for i in range(len(texts))],
             **dict.fromkeys(("reward_mean", "format_rate", "result_rate", "consistency_mean"), 0.5),
             "judge_failures": 0,
+            "judge_failure_rate": 0.0,
             "parse_failures": 0,
         }
 

@@ -236,12 +236,48 @@ def test_no_remote_code_is_trusted_anywhere():
                 raise AssertionError(f"{path}:{node.lineno} names trust_remote_code")
 
 
-def test_every_torch_load_is_weights_only():
-    for path, call in _calls("load"):
-        func = call.func
-        if isinstance(func, __import__("ast").Attribute) and getattr(func.value, "id", None) == "torch":
+def _receiver(call) -> str:
+    """`a.b` for a call of `a.b.f(...)`, `a` for `a.f(...)`, "" for `f(...)`."""
+    import ast
+
+    func = call.func
+    return ast.unparse(func.value) if isinstance(func, ast.Attribute) else ""
+
+
+def test_checkpoints_are_unpickled_in_one_place_only_and_it_says_they_must_be_trusted():
+    # DeepSpeed's load_checkpoint unpickles every rank's state (torch.load, weights_only=False): a
+    # crafted checkpoint runs code. The package may reach it from one method, that method through the
+    # learner group from trainer/checkpoint.load_checkpoint alone, and nothing else may unpickle.
+    import ast
+
+    unsafe = []
+    for name in ("load", "loads"):
+        for path, call in _calls(name):
             kw = {k.arg: k.value for k in call.keywords}
-            assert "weights_only" in kw and getattr(kw["weights_only"], "value", None) is True, f"{path}:{call.lineno}"
+            receiver = _receiver(call)
+            if receiver == "torch" and getattr(kw.get("weights_only"), "value", None) is not True:
+                unsafe.append(f"{path}:{call.lineno} torch.{name} without weights_only=True")
+            if receiver in ("pickle", "cloudpickle", "dill", "joblib"):
+                unsafe.append(f"{path}:{call.lineno} {receiver}.{name}")
+            if receiver in ("np", "numpy") and getattr(kw.get("allow_pickle"), "value", None):
+                unsafe.append(f"{path}:{call.lineno} {receiver}.{name}(allow_pickle=True)")
+    assert not unsafe, unsafe
+    deepspeed_loads = [
+        (path.relative_to(PACKAGE).as_posix(), call.lineno)
+        for path, call in _calls("load_checkpoint")
+        if _receiver(call).endswith("engine")  # the DeepSpeed engine's, not the rollout group's safetensors one
+    ]
+    assert [p for p, _ in deepspeed_loads] == ["learner/worker.py"], deepspeed_loads
+    worker = ast.parse((PACKAGE / "learner" / "worker.py").read_text())
+    method = next(
+        f.name
+        for f in ast.walk(worker)
+        if isinstance(f, ast.FunctionDef) and f.lineno <= deepspeed_loads[0][1] <= f.end_lineno
+    )
+    assert method == "load"  # LearnerRank.load, called by LearnerGroup.load
+    callers = [path.relative_to(PACKAGE).as_posix() for path, call in _calls("load") if _receiver(call) == "learners"]
+    assert callers == ["trainer/checkpoint.py"], callers
+    assert "must be trusted" in " ".join(ckpt.__doc__.split())
 
 
 def test_the_judge_url_comes_from_the_config_only(monkeypatch):

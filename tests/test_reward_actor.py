@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from helpers import JudgeServer
 from r1reward.algo.judges import (
     JUDGE_PROMPT,
     OpenAIJudge,
@@ -21,6 +22,7 @@ from r1reward.algo.judges import (
     parse_judge_output,
 )
 from r1reward.config.schema import RewardConfig
+from r1reward.errors import UserError
 from r1reward.reward import actor as actor_mod
 from r1reward.reward.actor import RayJudgeClient, RewardActor
 
@@ -111,8 +113,6 @@ def test_broken_judge_is_neutral(values, failures) -> None:
 
 
 def test_unknown_judge_and_missing_endpoint() -> None:
-    from r1reward.errors import UserError
-
     with pytest.raises(UserError):
         make_judge(RewardConfig(judge="gpt"))
     with pytest.raises(UserError):
@@ -304,6 +304,20 @@ class FakeEngine:
         return self.calls
 
 
+class SlowStartEngine(FakeEngine):
+    """An engine whose model takes `load_s` to load (`ready` answers after it), or fails to load."""
+
+    def __init__(self, load_s: float, fail: bool = False) -> None:
+        super().__init__("1")
+        if fail:
+            raise RuntimeError("out of memory loading the judge model")
+        self.load_s = load_s
+
+    def ready(self) -> bool:
+        time.sleep(self.load_s)
+        return True
+
+
 def test_reward_actor_in_ray(ray_local) -> None:
     handle = ray_local.remote(num_cpus=1)(RewardActor).remote(rule_cfg())
     out = ray_local.get(handle.score.remote([r[0] for r in TABLE], [r[1] for r in TABLE]), timeout=60)
@@ -327,6 +341,48 @@ def test_vllm_judge_timeout(ray_local) -> None:
     assert res.values == [0, 0, 0] and res.failures == 2 and res.skipped == 1
     # The first call was running and finishes unread; the queued retry was cancelled or also ran.
     assert 1 <= ray_local.get(engine.num_calls.remote(), timeout=10) <= 2
+
+
+def test_a_vllm_judge_is_waited_for_at_start_up(ray_local) -> None:
+    cfg = asdict(RewardConfig(judge="vllm", judge_model="judge-7b"))
+    loaded = ray_local.remote(num_cpus=0)(SlowStartEngine).remote(0.2)
+    assert RewardActor(cfg, judge_actor=loaded).ready(30.0)
+    slow = ray_local.remote(num_cpus=0)(SlowStartEngine).remote(30.0)
+    start = time.monotonic()
+    with pytest.raises(UserError) as err:
+        RewardActor(cfg, judge_actor=slow).ready(1.0)
+    assert time.monotonic() - start < 10 and "\n" not in str(err.value)
+    assert "the vllm judge 'judge-7b' did not answer within 1 s" in str(err.value)
+    ray_local.kill(slow)
+    dead = ray_local.remote(num_cpus=0)(SlowStartEngine).remote(0.0, fail=True)
+    with pytest.raises(UserError) as err:
+        RewardActor(cfg, judge_actor=dead).ready(30.0)
+    message = str(err.value)
+    assert "the vllm judge 'judge-7b' failed to start" in message and "out of memory" in message
+    assert "\n" not in message
+
+
+def test_the_reward_group_stops_start_up_naming_a_judge_that_never_answers(ray_local) -> None:
+    """The group's wait: a real reward actor in Ray probing an endpoint that accepts and never answers."""
+    from r1reward.config.schema import TimeoutsConfig
+    from r1reward.reward.group import RewardGroup
+
+    silent = JudgeServer(lambda n: None)
+    url = silent.url
+    cfg = RewardConfig(judge="openai", judge_url=url, judge_model="judge-x", judge_timeout_s=0.5)
+    actor = ray_local.remote(num_cpus=0)(RewardActor).remote(asdict(cfg))
+    group = RewardGroup(actor, None, TimeoutsConfig(startup_s=2.0), cfg)
+    try:
+        start = time.monotonic()
+        with pytest.raises(UserError) as err:
+            group.wait_ready()
+        assert 2.0 <= time.monotonic() - start < 20
+        message = str(err.value)
+        assert "\n" not in message and message.startswith("reward start-up: ")
+        assert f"the openai judge 'judge-x' at {url}/chat/completions did not answer within 2 s" in message
+    finally:
+        group.close()
+        silent.close()
 
 
 @pytest.mark.slow

@@ -12,6 +12,10 @@ the judge reason; ``concise`` asks for one character. The last standalone 0 or 1
 "1" -> +1, "0" -> -1. A reply without one is asked again (``reward.judge_retries``); a generation whose
 judge still fails or never answers gives 0 (neutral: the reward rests on result and format) and is
 counted. Unlike the released code, a failure never earns a reward.
+
+A model judge must not vanish silently: `ready(timeout_s)` waits for it at start-up (the run's
+`timeouts.startup_s`) and fails with one line naming it (`describe_judge`); during the run the reward
+group stops training once too many generations get no verdict (`reward.max_judge_failure_rate`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from r1reward.algo.reward import parse_answer, rule_consistency
 from r1reward.algo.tags import text_before_answer, think_text
 from r1reward.config.schema import RewardConfig
 from r1reward.errors import UserError
+from r1reward.waits import error_line
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +64,27 @@ RELEASED_JUDGE_PROMPT = (
 )
 JUDGE_TEMPERATURE = 0.1
 MAX_CONCURRENCY = 8
+# The start-up probe: one token of a real chat completion, so the URL, the model name and the key are
+# checked with the request the judge will make.
+PROBE_PROMPT = "Reply with the digit 1."
+PROBE_INTERVAL_S = 1.0
+
+
+class JudgeNotReady(UserError):
+    """The judge did not answer at start-up within timeouts.startup_s, or refused the request."""
+
+
+def describe_judge(cfg: RewardConfig) -> str:
+    """The judge as error lines name it: kind, model and, for an endpoint, its URL."""
+    if cfg.judge == "openai":
+        return f"the openai judge '{cfg.judge_model}' at {chat_completions_url(cfg.judge_url or '')}"
+    return f"the {cfg.judge} judge" + (f" '{cfg.judge_model}'" if needs_model_actor(cfg.judge) else "")
+
+
+def chat_completions_url(url: str) -> str:
+    """`judge_url` as given (``.../chat/completions``) or its base (``http://host:8000/v1``) completed."""
+    url = url.rstrip("/")
+    return url if url.endswith("/chat/completions") else url + "/chat/completions"
 
 
 @dataclass(frozen=True)
@@ -125,6 +151,9 @@ class RuleJudge:
     def judge(self, texts: list[str]) -> JudgeResult:
         return JudgeResult([rule_consistency(t) for t in texts])
 
+    def ready(self, timeout_s: float) -> None:
+        """Nothing to wait for: no model, no failure."""
+
 
 class _NoRetry(Exception):
     """A client error (400, 401, 404 ...) that a retry would not fix."""
@@ -181,8 +210,8 @@ class OpenAIJudge:
     def __init__(self, cfg: RewardConfig, backoff_s: float = 0.25, max_concurrency: int = MAX_CONCURRENCY) -> None:
         if not cfg.judge_url or not cfg.judge_model:
             raise UserError("reward.judge=openai needs reward.judge_url and reward.judge_model")
-        url = cfg.judge_url.rstrip("/")
-        self.url = url if url.endswith("/chat/completions") else url + "/chat/completions"
+        self.url = chat_completions_url(cfg.judge_url)
+        self.name = describe_judge(cfg)
         self.model = cfg.judge_model
         self.prompt = cfg.judge_prompt
         self.max_tokens = judge_max_tokens(cfg)
@@ -201,19 +230,18 @@ class OpenAIJudge:
             self._local.session = requests.Session()
         return self._local.session
 
-    def _request(self, prompt: str) -> str:
+    def _request(self, prompt: str, max_tokens: int | None = None, timeout_s: float | None = None) -> str:
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
         payload = {
             "model": self.model,
             "messages": [{"role": "user", "content": prompt}],
             "temperature": JUDGE_TEMPERATURE,
-            "max_tokens": self.max_tokens,
+            "max_tokens": max_tokens or self.max_tokens,
         }
-        deadline = time.monotonic() + self.timeout_s
+        deadline = time.monotonic() + timeout_s
         # stream=True so the body is read under our own deadline: requests' timeout is per socket
         # read, and a server that trickles bytes would otherwise hold the call far longer.
-        with self._session().post(
-            self.url, json=payload, headers=self.headers, timeout=self.timeout_s, stream=True
-        ) as resp:
+        with self._session().post(self.url, json=payload, headers=self.headers, timeout=timeout_s, stream=True) as resp:
             if 400 <= resp.status_code < 500 and resp.status_code not in (408, 429):
                 raise _NoRetry(f"HTTP {resp.status_code} from {self.url}")
             resp.raise_for_status()
@@ -221,8 +249,25 @@ class OpenAIJudge:
             for chunk in resp.iter_content(chunk_size=8192):
                 body += chunk
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"reading the judge's reply took over {self.timeout_s} s")
+                    raise TimeoutError(f"reading the judge's reply took over {timeout_s} s")
         return json.loads(body)["choices"][0]["message"]["content"] or ""
+
+    def ready(self, timeout_s: float) -> None:
+        """Until the endpoint answers a one-token chat completion, for at most `timeout_s`: a refused
+        connection, a timeout or a 5xx is tried again (a server still loading its model), a client
+        error (a wrong model, path or key) fails at once. Raises JudgeNotReady naming the judge."""
+        deadline = time.monotonic() + timeout_s
+        last = "no try"
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                self._request(PROBE_PROMPT, max_tokens=1, timeout_s=min(self.timeout_s, left))
+                return
+            except _NoRetry as exc:
+                raise JudgeNotReady(f"{self.name} refused the start-up request: {exc}") from None
+            except Exception as exc:  # noqa: BLE001 - any failure to answer is tried again until the deadline
+                last = error_line(exc)
+            time.sleep(max(0.0, min(PROBE_INTERVAL_S, deadline - time.monotonic())))
+        raise JudgeNotReady(f"{self.name} did not answer within {timeout_s:g} s (last try: {last})")
 
     def judge(self, texts: list[str]) -> JudgeResult:
         prompts, todo, result = _pending(texts, self.prompt)
@@ -251,6 +296,9 @@ class JudgeClient(Protocol):
 
     def generate(self, prompts: list[str], temperature: float, max_tokens: int, timeout_s: float) -> list[str]: ...
 
+    def ready(self, timeout_s: float, name: str) -> None:
+        """Until the judge model has loaded; raises JudgeNotReady, naming the judge `name`, after `timeout_s`."""
+
 
 class VLLMJudge:
     """A judge model behind a `JudgeClient` (in training: `reward.actor.RayJudgeClient` over the Ray
@@ -264,11 +312,15 @@ class VLLMJudge:
         if judge_client is None:
             raise UserError("reward.judge=vllm needs a judge model actor (see r1reward.reward.actor.RayJudgeClient)")
         self.client = judge_client
+        self.name = describe_judge(cfg)
         self.prompt = cfg.judge_prompt
         self.max_tokens = judge_max_tokens(cfg)
         self.timeout_s = float(cfg.judge_timeout_s)
         self.retries = max(0, int(cfg.judge_retries))
         self.backoff_s = backoff_s
+
+    def ready(self, timeout_s: float) -> None:
+        self.client.ready(timeout_s, self.name)
 
     def _request(self, prompts: list[str]) -> list[str]:
         outputs = self.client.generate(prompts, JUDGE_TEMPERATURE, self.max_tokens, self.timeout_s)
@@ -306,7 +358,7 @@ class VLLMJudge:
 # actor (`model_actor`: a vLLM judge model on a planned slot).
 JUDGES: Registry[Callable[[RewardConfig, Any], Any]] = Registry("judge")
 JUDGES.add("rule", lambda cfg, judge_client: RuleJudge())
-JUDGES.add("openai", lambda cfg, judge_client: OpenAIJudge(cfg), requires=("judge_url",))
+JUDGES.add("openai", lambda cfg, judge_client: OpenAIJudge(cfg), requires=("judge_url", "judge_model"))
 JUDGES.add("vllm", VLLMJudge, requires=("judge_model",), model_actor=True)
 
 

@@ -77,6 +77,7 @@ POSITIVE = [
     "timeouts.collective_s",
     "timeouts.weight_sync_s",
     "timeouts.judge_request_s",
+    "reward.judge_failure_window",
 ]
 NON_NEGATIVE = [
     "algo.kl_coef",
@@ -164,6 +165,7 @@ def validate(config: Config, origin: str = "config") -> None:
             raise ConfigError(f"{origin}: '{key}' must be >= 0, got {_get(config, key)}")
     _check_ranges(config, origin)
     _check_batches(config, origin)
+    _check_cancellations(config, origin)
     _apply_judge_timeout(config, origin)
 
 
@@ -188,6 +190,7 @@ def _check_ranges(config: Config, origin: str) -> None:
         ("learner.min_lr_ratio", 0 <= learner.min_lr_ratio <= 1, "in [0, 1]"),
         ("learner.warmup_ratio", 0 <= learner.warmup_ratio < 1, "in [0, 1)"),
         ("pipeline.teacher_bias", 0 <= config.pipeline.teacher_bias < 1, "in [0, 1)"),
+        ("reward.max_judge_failure_rate", 0 <= config.reward.max_judge_failure_rate <= 1, "in [0, 1]"),
         (
             "learner.adam_betas",
             len(learner.adam_betas) == 2 and all(0 <= b < 1 for b in learner.adam_betas),
@@ -215,6 +218,24 @@ def _check_ranges(config: Config, origin: str) -> None:
             raise ConfigError(f"{origin}: reward.judge={judge} needs 'reward.{needed}'")
     if config.algo.delta_min <= 0 or config.algo.delta_max <= 1 or config.algo.delta_min >= 1:
         raise ConfigError(f"{origin}: algo.delta_min must lie in (0, 1) and algo.delta_max above 1")
+
+
+def _check_cancellations(config: Config, origin: str) -> None:
+    """Settings that each work alone but together silently undo one another."""
+    algo, reward = config.algo, config.reward
+    if algo.old_logprobs == "sampler" and algo.rollout_correction != "none":
+        # The proximal policy is then the behaviour policy: the correction would run and change nothing.
+        raise ConfigError(
+            f"{origin}: algo.rollout_correction={algo.rollout_correction} with algo.old_logprobs=sampler does "
+            "nothing (the importance weight pi_prox / pi_behav is 1): set algo.old_logprobs=learner or "
+            "algo.rollout_correction=none"
+        )
+    if reward.w_consistency == 0 and reward.judge != "rule":
+        # The judge would be asked (a model, a GPU, failures that can stop the run) for a verdict that weighs 0.
+        raise ConfigError(
+            f"{origin}: reward.w_consistency=0 gives the {reward.judge} judge's verdict no weight: "
+            "set reward.judge=rule or reward.w_consistency > 0"
+        )
 
 
 def _check_batches(config: Config, origin: str) -> None:

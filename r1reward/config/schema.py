@@ -23,8 +23,6 @@ class DataConfig:
     # Prefix rewrites applied to every image path before image_root, e.g. the released R1-Reward-RL paths:
     # {"/mmu_mllm_hdd/yfzhang/data/": "/data/images/"}; the longest matching prefix wins.
     image_path_map: dict[str, str] = field(default_factory=dict)
-    eval_path: str | None = None
-    eval_schema: str = "canonical"
     min_pixels: int = 28 * 28 * 4
     max_pixels: int = 28 * 28 * 64
     max_prompt_tokens: int = 2048
@@ -68,6 +66,11 @@ class RewardConfig:
     judge_prompt: str = "released"
     # Output tokens per judge call; None takes the prompt's own (released 1024, concise 8).
     judge_max_tokens: int | None = None
+    # A generation the judge gives no verdict (a failed call, a reply without 0/1) scores consistency 0.
+    # The run stops when more than this share of the generations sent to the judge got none over the
+    # last judge_failure_window steps (checked every step, before it trains); 1 never stops.
+    max_judge_failure_rate: float = 0.1
+    judge_failure_window: int = 10
 
 
 @dataclass
@@ -141,7 +144,6 @@ class TrainerConfig:
     save_every: int = 2
     resume: bool = False
     seed: int = 0
-    log_every: int = 1
     # Bounded staleness eta: the rollout workers generate up to eta batches ahead while the learners
     # train; a sample more than eta policy versions behind the learner is dropped. 0: synchronous.
     max_staleness: int = 0

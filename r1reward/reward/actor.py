@@ -11,10 +11,11 @@ import os
 import time
 from typing import Any
 
-from r1reward.algo.judges import JudgeResult, make_judge, needs_model_actor
+from r1reward.algo.judges import JudgeNotReady, JudgeResult, make_judge, needs_model_actor
 from r1reward.algo.reward import score_generation
 from r1reward.config.schema import RewardConfig
 from r1reward.placement.engine_process import keep_engine_core_in_process
+from r1reward.waits import error_line
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,9 @@ class RewardActor:
             "judge_time_s": judge_s,
         }
 
-    def ready(self) -> bool:
+    def ready(self, timeout_s: float) -> bool:
+        """Once the judge answers (`timeouts.startup_s` as `timeout_s`); raises JudgeNotReady naming it."""
+        self.judge.ready(timeout_s)
         return True
 
 
@@ -112,6 +115,20 @@ class RayJudgeClient:
         except ray.exceptions.GetTimeoutError:
             ray.cancel(ref)  # a queued call is dropped; a running one finishes in the actor, unread
             raise
+
+    def ready(self, timeout_s: float, name: str) -> None:
+        """Until the `JudgeEngine` has loaded its model (its constructor has returned)."""
+        import ray
+
+        try:
+            ray.get(self.actor.ready.remote(), timeout=timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            raise JudgeNotReady(f"{name} did not answer within {timeout_s:g} s") from None
+        except ray.exceptions.RayError as exc:
+            # An engine whose constructor raised: Ray's first line says only that; its last is the error.
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            died = isinstance(exc, ray.exceptions.ActorDiedError) and len(lines) > 1
+            raise JudgeNotReady(f"{name} failed to start: {lines[-1] if died else error_line(exc)}") from None
 
 
 class JudgeEngine:

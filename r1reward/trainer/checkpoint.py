@@ -5,6 +5,12 @@ A checkpoint cannot be half-written: it is written into `.step_K.partial/` and r
 only once every rank, the processor and the trainer state are on disk. A save that fails (a full disk,
 a dead rank) leaves the previous checkpoint as the latest; `latest_checkpoint` sees complete
 `step_K/` directories only. `keep` > 0 deletes all but the newest `keep` checkpoints after a save.
+
+Checkpoints must be trusted: resuming restores `deepspeed/` with DeepSpeed's `load_checkpoint`, which
+unpickles every rank's state (`torch.load` with `weights_only=False`), so a crafted file there runs
+code in the learner. Resume only from checkpoints a run of yours wrote; `load_checkpoint` below is the
+package's one way to them (tests/test_faults_unit.py checks that nothing else unpickles). The `hf/`
+model is safetensors, which holds no code, and is the part to share.
 """
 
 from __future__ import annotations

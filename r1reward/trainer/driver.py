@@ -127,6 +127,7 @@ class Trainer(ActorRun):
         )
         self.learners = LearnerGroup.start(cfg, pg, plan.role_slots("learner"), optimizer_steps)
         self.rollout.wait_ready()
+        self.reward.wait_ready()  # the judge answers, or start-up ends naming it
         self.learners.init_weight_sync(self.rollout.sync_client())
 
     # --- one step -------------------------------------------------------------------------------
@@ -252,6 +253,7 @@ class Trainer(ActorRun):
                 "reward/result_rate": scores["result_rate"],
                 "reward/consistency_mean": scores["consistency_mean"],
                 "reward/judge_failures": float(scores["judge_failures"]),
+                "reward/judge_failure_rate": scores["judge_failure_rate"],  # over reward.judge_failure_window
                 "reward/parse_failures": float(scores["parse_failures"]),
                 "response_length/mean": sum(lengths) / len(lengths),
                 "response_length/max": float(max(lengths)),
