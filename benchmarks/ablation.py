@@ -166,6 +166,36 @@ def _earlier_settings(path: Path, source: str, seeds: list[int], keep_out: list[
     return {name: runs for name, runs in earlier.get("settings", {}).items() if name not in keep_out}
 
 
+def collapsed(run: dict, sft_accuracy: float) -> bool:
+    """A collapse: the model stops answering in format, or falls well below its SFT start."""
+    return run["format_rate"] < 0.5 or run["accuracy"] < sft_accuracy - 0.15
+
+
+def table_lines(results: dict) -> list[str]:
+    """The ablation's markdown: one row per setting and variant (pure; the docs quote it too)."""
+    seeds, sft = len(results["seeds"]), results["sft_only"]["accuracy"]
+    lines = [
+        f"Held-out accuracy on {results['heldout_pairs']} pairs (one greedy answer), mean and 95% "
+        f"t-interval over {seeds} seeds; SFT only: {sft:.3f}.",
+        "",
+        "| setting | variant | held-out accuracy | format rate | late reward | Pre-CLIPped tokens | "
+        "filtered tokens | max ratio (per run) | max abs loss | collapsed runs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for setting, variants in results["settings"].items():
+        for name, runs in variants.items():
+            lines.append(
+                f"| {setting} | {name} | {interval([r['accuracy'] for r in runs])} | "
+                f"{statistics.fmean(r['format_rate'] for r in runs):.3f} | "
+                f"{interval([r['reward_late'] for r in runs])} | "
+                f"{statistics.fmean(r['pre_clip_frac'] for r in runs):.4f} | "
+                f"{statistics.fmean(r['filtered_frac'] for r in runs):.4f} | "
+                f"{interval([r['ratio_max'] for r in runs])} | "
+                f"{max(r['loss_abs_max'] for r in runs):.3g} | {sum(collapsed(r, sft) for r in runs)}/{len(runs)} |"
+            )
+    return lines
+
+
 def write_report(results: dict, out: Path) -> None:
     import matplotlib
 
@@ -173,30 +203,11 @@ def write_report(results: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     seeds = len(results["seeds"])
-    lines = [
-        f"Held-out accuracy on {results['heldout_pairs']} pairs (one greedy answer), mean and 95% "
-        f"t-interval over {seeds} seeds; SFT only: {results['sft_only']['accuracy']:.3f}.",
-        "",
-        "| setting | variant | held-out accuracy | format rate | late reward | Pre-CLIPped tokens | "
-        "filtered tokens | max ratio (per run) | max abs loss | collapsed runs |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    lines = table_lines(results)
     settings = results["settings"]
     fig, axes = plt.subplots(1, len(settings), figsize=(5 * len(settings), 3.4), squeeze=False)
     for ax, (setting, variants) in zip(axes[0], settings.items()):
         for name, runs in variants.items():
-            # A collapse: the model stops answering in format, or falls well below its SFT start.
-            collapsed = sum(
-                r["format_rate"] < 0.5 or r["accuracy"] < results["sft_only"]["accuracy"] - 0.15 for r in runs
-            )
-            lines.append(
-                f"| {setting} | {name} | {interval([r['accuracy'] for r in runs])} | "
-                f"{statistics.fmean(r['format_rate'] for r in runs):.3f} | "
-                f"{interval([r['reward_late'] for r in runs])} | "
-                f"{statistics.fmean(r['pre_clip_frac'] for r in runs):.4f} | "
-                f"{statistics.fmean(r['filtered_frac'] for r in runs):.4f} | {interval([r['ratio_max'] for r in runs])} | "
-                f"{max(r['loss_abs_max'] for r in runs):.3g} | {collapsed}/{len(runs)} |"
-            )
             curve = [statistics.fmean(values) for values in zip(*(r["curve"] for r in runs))]
             ax.plot(range(1, len(curve) + 1), curve, marker="o", markersize=2, label=name)
         ax.set_title(f"RL reward, {setting} setting (mean of {seeds} seeds)")

@@ -119,20 +119,10 @@ def _made_by(result: dict[str, Any]) -> str:
     return f"Measured by `{result['made_by']}`.\n" if result.get("made_by") else ""
 
 
-def render(results: dict[str, dict[str, Any]], machine: str, command: str) -> str:
-    """The markdown report of whichever comparisons are in `results` (keyed by comparison name)."""
-    out = [f"# r1reward benchmarks\n\nMachine: {machine}. Command: `{command}`. Medians over repeats.\n"]
-    r1_default = None
-    if "end_to_end" in results:
-        r1_default = next(
-            (r for r in results["end_to_end"]["runs"] if r["framework"] == "r1reward" and r["variant"] == "default"),
-            None,
-        )
-    if "rollout" in results:
-        r = results["rollout"]
-        s = r["settings"]
-        out += [
-            "## Rollout: vLLM rollout worker vs Hugging Face generate\n",
+def rollout_section(r: dict[str, Any]) -> str:
+    s = r["settings"]
+    return "\n".join(
+        [
             _made_by(r),
             f"{s['max_new_tokens']} new tokens at most, temperature {s['temperature']}, top_p {s['top_p']}, stop at "
             f"the end-of-turn token; prompts of {r['prompt_tokens_mean']:.0f} tokens with one image; "
@@ -150,51 +140,61 @@ def render(results: dict[str, dict[str, Any]], machine: str, command: str) -> st
                 ],
                 rollout_rows(r),
             ),
-            "",
         ]
-    if "end_to_end" in results:
-        e = results["end_to_end"]
-        w = e["work"]
-        out += [
-            "## End to end: RL samples/s, r1reward train vs TRL GRPOTrainer\n",
-            _made_by(e),
-            f"{w['prompts_per_step']} prompts x {w['samples_per_prompt']} samples per step, {w['max_new_tokens']} "
-            f"new tokens, optimizer batch {w['optimizer_batch']}; median over {w['timed_steps']} steps after one "
-            "warm-up step.\n",
-            table(
-                ["run", "samples/s", "step s", "vs TRL", "vs r1reward default", "mean response tokens"],
-                end_to_end_rows(e),
-            ),
-            "",
-        ]
-        out += [f"Not measured: {r['framework']} ({r['variant']}): {r['error']}.\n" for r in e["runs"] if "error" in r]
-    if r1_default is not None:
-        out += [
-            "## Step breakdown (r1reward train, default)\n",
-            table(["phase", "seconds", "share of step"], breakdown_rows(r1_default)),
+    )
+
+
+def end_to_end_section(e: dict[str, Any]) -> str:
+    w = e["work"]
+    out = [
+        _made_by(e),
+        f"{w['prompts_per_step']} prompts x {w['samples_per_prompt']} samples per step, {w['max_new_tokens']} "
+        f"new tokens, optimizer batch {w['optimizer_batch']}; median over {w['timed_steps']} steps after one "
+        "warm-up step.\n",
+        table(
+            ["run", "samples/s", "step s", "vs TRL", "vs r1reward default", "mean response tokens"],
+            end_to_end_rows(e),
+        ),
+    ]
+    out += [f"\nNot measured: {r['framework']} ({r['variant']}): {r['error']}." for r in e["runs"] if "error" in r]
+    return "\n".join(out)
+
+
+def default_run(e: dict[str, Any]) -> dict[str, Any] | None:
+    """The end-to-end comparison's r1reward run with the default settings."""
+    return next((r for r in e["runs"] if r["framework"] == "r1reward" and r["variant"] == "default"), None)
+
+
+def breakdown_section(run: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            table(["phase", "seconds", "share of step"], breakdown_rows(run)),
             "",
             table(
                 ["role", "idle share of the step"],
-                [[k, f"{100 * v:.0f}%"] for k, v in idle_fractions(step_phases(r1_default)).items()],
+                [[k, f"{100 * v:.0f}%"] for k, v in idle_fractions(step_phases(run)).items()],
             ),
-            "",
         ]
-    if "weight_sync" in results:
-        step_s = r1_default["step_s"] if r1_default else None
-        sync_s = r1_default["phases_s"].get("sync") if r1_default else None
-        out += [
-            "## Weight sync over gloo vs the raw broadcast of the same bytes\n",
-            _made_by(results["weight_sync"]),
+    )
+
+
+def weight_sync_section(result: dict[str, Any], default: dict[str, Any] | None) -> str:
+    step_s = default["step_s"] if default else None
+    sync_s = default["phases_s"].get("sync") if default else None
+    return "\n".join(
+        [
+            _made_by(result),
             table(
                 ["weights", "variant", "seconds", "Gbit/s", "share of raw bandwidth", "share of r1reward step"],
-                sync_rows(results["weight_sync"], step_s, sync_s),
+                sync_rows(result, step_s, sync_s),
             ),
-            "",
         ]
-    if "staleness" in results:
-        st = results["staleness"]
-        out += [
-            "## Asynchronous rollout: trainer.max_staleness=1 vs the synchronous loop\n",
+    )
+
+
+def staleness_section(st: dict[str, Any]) -> str:
+    return "\n".join(
+        [
             _made_by(st),
             f"{st['what']}; {st['steps']} steps each, medians over the steady steps.\n",
             table(
@@ -210,7 +210,35 @@ def render(results: dict[str, dict[str, Any]], machine: str, command: str) -> st
                     for eta in (0, 1)
                 ],
             ),
-            f"\nStep-time ratio, eta 1 / eta 0: **{st['ratio_eta1_over_eta0']:.2f}**\n",
+            f"\nStep-time ratio, eta 1 / eta 0: **{st['ratio_eta1_over_eta0']:.2f}**",
+        ]
+    )
+
+
+def render(results: dict[str, dict[str, Any]], machine: str, command: str) -> str:
+    """The markdown report of whichever comparisons are in `results` (keyed by comparison name)."""
+    out = [f"# r1reward benchmarks\n\nMachine: {machine}. Command: `{command}`. Medians over repeats.\n"]
+    r1_default = default_run(results["end_to_end"]) if "end_to_end" in results else None
+    if "rollout" in results:
+        out += ["## Rollout: vLLM rollout worker vs Hugging Face generate\n", rollout_section(results["rollout"]), ""]
+    if "end_to_end" in results:
+        out += [
+            "## End to end: RL samples/s, r1reward train vs TRL GRPOTrainer\n",
+            end_to_end_section(results["end_to_end"]),
+            "",
+        ]
+    if r1_default is not None:
+        out += ["## Step breakdown (r1reward train, default)\n", breakdown_section(r1_default), ""]
+    if "weight_sync" in results:
+        out += [
+            "## Weight sync over gloo vs the raw broadcast of the same bytes\n",
+            weight_sync_section(results["weight_sync"], r1_default),
+            "",
+        ]
+    if "staleness" in results:
+        out += [
+            "## Asynchronous rollout: trainer.max_staleness=1 vs the synchronous loop\n",
+            staleness_section(results["staleness"]) + "\n",
         ]
     return "\n".join(out)
 
