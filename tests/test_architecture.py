@@ -1,4 +1,4 @@
-"""The layering of r1reward/notes/architecture.md, checked on the source with `ast` (no imports, no Ray).
+"""The layering of docs/architecture.md, checked on the source with `ast` (no imports, no Ray).
 
 - the module import graph (every import, the ones inside functions too) has no cycle;
 - layers import only downward (LAYERS below, top first; a layer may import itself and any lower one);

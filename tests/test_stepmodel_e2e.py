@@ -6,8 +6,8 @@ workloads: 8 and 16 prompts (the two `r1reward profile` calibrates from, as its 
 samples each prompt twice). The model calibrated on the first two predicts all four. Then
 `r1reward-launch --ratio auto --dry-run --profile` reads that profile and proposes a split.
 
-The bounds come from the measurements on this 2-core machine shared with other jobs (README, "Choosing
-the rollout:learner split"): a step is under a second and phases jitter by tens of percent between steps,
+The bounds come from measurements on a 2-core machine shared with other jobs (docs/step-time-model.md,
+"How well it predicts"): a step is under a second and phases jitter by tens of percent between steps,
 so they are loose; the test prints the errors it measured. More samples per prompt get a looser bound:
 vLLM prefills a prompt once for its n samples, which the model (generation cost per generated token)
 does not see, so it over-predicts generation there (measured 4-26%).
