@@ -52,14 +52,38 @@ def _write(path: Path, text: str) -> Path:
 
 
 def _outside_blocks(text: str) -> str:
-    """The prose a person typed: without rendered blocks, fenced code and inline code spans."""
+    """The prose a person typed: without rendered blocks, fenced code, inline code and link targets."""
     text = report_docs.BLOCK.sub("", text)
     text = re.sub(r"```.*?```", "", text, flags=re.S)
-    return re.sub(r"`[^`\n]*`", "", text)
+    text = re.sub(r"\]\([^)\s]*\)", "]", text)
+    return re.sub(r"`[^`]*`", "", text)
 
 
 def test_every_document_block_matches_its_results_file():
     assert report_docs.stale_blocks(ROOT) == [], "run: python -m benchmarks.report_docs"
+
+
+def test_the_readmes_quote_the_study_from_its_results_file():
+    for doc in ("README.md", "benchmarks/README.md"):
+        text = (ROOT / doc).read_text()
+        assert "<!-- results:pipeline-study -->" in text and "<!-- /results:pipeline-study -->" in text, doc
+
+
+@pytest.mark.parametrize("doc", ["README.md", "benchmarks/README.md"])
+def test_no_measurement_outside_the_blocks(doc):
+    prose = _outside_blocks((ROOT / doc).read_text())
+    measurement = re.compile(
+        r"(?<![\w.])\d+\.\d+(?![\w.])"  # a decimal: an accuracy, a time, a rate
+        r"|\b\d[\d,.]*\s?(?:ms|s|seconds?|min|minutes?|hours?|tok/s|samples/s|GB/s)\b"  # a duration or speed
+        r"|\b\d[\d.]*\s?%(?!\s(?:t-|Wilson\s)?interval)"  # a share (not the name of a 95% interval)
+        r"|\b\d[\d.]*x\b"  # a speed-up
+    )
+    found = [m.group(0) for m in measurement.finditer(prose)]
+    assert found == [], f"{doc} quotes figures outside a results block: {found}"
+
+
+def test_readme_is_a_short_guide():
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 250
 
 
 def test_a_changed_figure_is_named_and_rerendering_restores_it(tmp_path):
