@@ -171,8 +171,12 @@ def test_the_gap_bound_fails_when_the_learner_ignores_the_temperature(trained):
     for i, result in enumerate(trained["after"]):
         prompt = prepare_prompt(trainer.processor, trainer.dataset[i], cfg.data.min_pixels, cfg.data.max_pixels)
         for generation in result["generations"]:
-            samples.append({**{k: prompt[k] for k in ("prompt_ids", "pixel_values", "image_grid_thw")},
-                            "completion_ids": generation["token_ids"]})
+            samples.append(
+                {
+                    **{k: prompt[k] for k in ("prompt_ids", "pixel_values", "image_grid_thw")},
+                    "completion_ids": generation["token_ids"],
+                }
+            )
             sampler.append(generation["logprobs"])
     batch = collate_for_learner(samples, model.config.text_config.pad_token_id or 0)
     mm = (model.config.image_token_id, model.config.video_token_id)

@@ -27,7 +27,11 @@ def machine() -> dict[str, Any]:
 
     import torch
 
-    env = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA") if k in os.environ}
+    env = {
+        k: os.environ[k]
+        for k in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
+        if k in os.environ
+    }
     return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "cores": os.cpu_count(), "kernel_env": env}
 
 
@@ -94,7 +98,9 @@ def rl_stability(metrics: Path) -> dict[str, float]:
 
 
 def stability_line(per_seed: list[dict[str, float]]) -> str:
-    mean = {key: statistics.fmean(run[key] for run in per_seed) for key in ("pre_clip_frac", "clip_frac", "filtered_frac")}
+    mean = {
+        key: statistics.fmean(run[key] for run in per_seed) for key in ("pre_clip_frac", "clip_frac", "filtered_frac")
+    }
     return (
         f"RL guards (share of completion tokens): Pre-CLIPped {mean['pre_clip_frac']:.2%}, "
         f"PPO-clipped {mean['clip_frac']:.2%}, advantage-filtered {mean['filtered_frac']:.2%}; "
