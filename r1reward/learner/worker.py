@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from r1reward.algo.stats import reduce_stats
 from r1reward.config.schema import AlgoConfig, LearnerConfig, ModelConfig, TimeoutsConfig
 from r1reward.data.collate import collate_for_learner
 from r1reward.data.samples import Batch, Sample
@@ -174,8 +175,8 @@ class LearnerRank:
         turns into a skipped step (gradients dropped, optimizer state and weights untouched), as for an
         fp16 overflow. `debug_nan_loss` (tests only) makes this rank's first loss NaN."""
         self.engine.train()
-        totals: dict[str, float] = {}
-        count, skipped, keys = 0, 0, set()
+        kept: list[dict[str, float]] = []  # stats of the micro-batches whose update was applied
+        skipped, keys = 0, set()
         skipped_steps = self.engine.skipped_steps
         for _ in range(self.cfg.epochs_per_rollout):
             for batch in self._micro_batches(samples):
@@ -183,7 +184,7 @@ class LearnerRank:
                     self.engine, batch, self.algo, self.mm_token_ids, self.device, self.cfg.completion_logits_only
                 )
                 keys.update(stats)
-                if debug_nan_loss and count + skipped == 0:
+                if debug_nan_loss and len(kept) + skipped == 0:
                     loss = loss + float("nan")
                 finite = torch.tensor(
                     [float(torch.isfinite(loss))], device=self.device
@@ -200,11 +201,10 @@ class LearnerRank:
                     continue
                 self.engine.backward(loss)
                 self.engine.step()
-                stats = {**stats, "loss": float(loss.detach())}
-                for key, value in stats.items():
-                    totals[key] = totals.get(key, 0.0) + float(value)
-                count += 1
-        means = {k: totals.get(k, 0.0) / max(1, count) for k in sorted(keys | {"loss"})}  # 0 when all were skipped
+                kept.append({**stats, "loss": float(loss.detach())})
+        means = reduce_stats(kept)  # by kind: *_max the maximum, means weighted by tokens
+        for key in sorted(keys | {"loss"}):  # the same keys every step: 0 when every update was skipped
+            means.setdefault(key, 0.0)
         grad_norm = self.engine.get_global_grad_norm()
         means.update(
             nonfinite_skipped=float(skipped),
