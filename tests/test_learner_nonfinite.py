@@ -21,7 +21,9 @@ from __future__ import annotations
 import hashlib
 import math
 import multiprocessing
+import queue
 import socket
+import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -182,6 +184,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _collect(procs, results) -> dict[int, dict]:
+    """Each rank's report; fails with one line naming a rank that died without one, or that is late."""
+    out, deadline = {}, time.monotonic() + DEADLINE_S
+    while len(out) < len(procs):
+        try:
+            rank, result = results.get(timeout=1.0)
+            out[rank] = result
+        except queue.Empty:
+            dead = [rank for rank, proc in enumerate(procs) if proc.exitcode not in (None, 0) and rank not in out]
+            assert not dead, f"learner rank {dead[0]} exited with code {procs[dead[0]].exitcode} before reporting"
+            late = sorted(set(range(len(procs))) - set(out))
+            assert time.monotonic() < deadline, f"learner rank(s) {late} did not report within {DEADLINE_S:.0f} s"
+    return out
+
+
 def _run_ranks(world: int, stage: int, model_dir: Path, data_dir: Path) -> list[dict]:
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
@@ -193,7 +210,7 @@ def _run_ranks(world: int, stage: int, model_dir: Path, data_dir: Path) -> list[
     for proc in procs:
         proc.start()
     try:
-        out = dict(results.get(timeout=DEADLINE_S) for _ in procs)
+        out = _collect(procs, results)
     finally:
         for proc in procs:
             proc.join(timeout=30)
