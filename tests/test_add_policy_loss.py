@@ -69,7 +69,8 @@ def test_a_registered_loss_trains_one_micro_batch(tiny_model_dir, synthetic_dir)
     optimizer.step()
 
     assert CALLS == [config.algo] and CALLS[0] is config.algo  # called once, with the run's algo config
-    assert stats == {"tokens": 2.0 * len(completion)}
+    tokens = 2.0 * len(completion)  # the loss's own stat, then the counts the learner weights stats by
+    assert stats == {"tokens": tokens, "loss_tokens": tokens, "action_tokens": tokens}
     assert torch.isfinite(loss)
     changed = [name for name, p in model.named_parameters() if not torch.equal(p, before[name])]
     assert any(name.startswith("lm_head") or "language_model" in name for name in changed), changed
@@ -109,7 +110,7 @@ def test_the_learner_hands_every_loss_the_corrected_advantages():
             batch.old_logprobs, batch.sampler_logprobs, batch.advantages, batch.action_mask, algo
         )
         assert torch.equal(SEEN[0][0], expected[0]) and torch.equal(SEEN[0][1], expected[1])
-        assert (name == "none") == (stats == {})
+        assert (name == "none") == (not any(key.startswith("correction/") for key in stats))
         if name == "tis":  # log w = old - sampler = [0, 1.5, -0.5] and [0, 0.7, 0]; e^1.5 and e^0.7 capped at 2
             assert SEEN[0][0][batch.action_mask].tolist() == pytest.approx([1, 2, math.exp(-0.5), 1, 2, 1])
         if name == "mask_token":  # the two tokens above the cap leave the loss

@@ -53,8 +53,11 @@ def test_registry_losses_on_the_paper_example():
     assert loss_sr.item() == pytest.approx(expected_stable.item())
     assert loss_sr.item() < loss_ppo.item() / 10
     assert stats_sr["pre_clip_frac"] == 0.25 and stats_ppo["pre_clip_frac"] == 0.0
-    assert stats_sr["ratio_max"] == pytest.approx(1000.0)
-    assert stats_ppo["ratio_max"] == pytest.approx(math.exp(9.9))
+    # One meaning of ratio for every loss: the raw exp(logp - logp_old), which Pre-CLIP bounded to 1000
+    # inside StableReinforce's loss but not in what it reports.
+    assert stats_sr["ratio_max"] == stats_ppo["ratio_max"] == pytest.approx(math.exp(9.9))
+    assert stats_sr["ratio_mean"] == stats_ppo["ratio_mean"]
+    assert stats_sr["ratio_mean"] == pytest.approx(sum(math.exp(a - b) for a, b in zip(LOGP, LOGP_OLD)) / 4)
     # KL statistic: mean of 0.5 * log_ratio^2 over the tokens.
     log_ratios = [a - b for a, b in zip(LOGP, LOGP_OLD)]
     assert stats_sr["approx_kl"] == pytest.approx(sum(0.5 * x * x for x in log_ratios) / 4)
@@ -215,15 +218,19 @@ def test_mask_sequence_drops_whole_sequences_by_their_geometric_mean_weight():
     from r1reward.algo.correction import rollout_correction
 
     old = torch.zeros(3, 3, dtype=torch.float64)
-    # log w per token: mean 0.2 (kept although one token is at e^1.2 > 2), mean 1.0 (> log 2), mean -1 (< -log 2)
+    # log w per token: mean 0.2 (the sequence stays, but its token at e^1.2 > 2 leaves the loss as under
+    # mask_token), mean 1.0 (> log 2), mean -1 (< -log 2): those two sequences leave whole.
     log_w = _t([[1.2, -0.3, -0.3], [1.0, 1.0, 1.0], [-1.0, -1.0, 0.0]])
     mask = torch.tensor([[1, 1, 1], [1, 1, 1], [1, 1, 0]], dtype=torch.bool)
     adv = torch.ones(3, 3, dtype=torch.float64)
     config = AlgoConfig(rollout_correction="mask_sequence", rollout_correction_cap=2.0)
     new_adv, new_mask, stats = rollout_correction(old, old - log_w, adv, mask, config)
-    assert new_mask.tolist() == [[True, True, True], [False] * 3, [False] * 3]
-    assert new_adv[0].tolist() == pytest.approx([math.exp(1.2), math.exp(-0.3), math.exp(-0.3)])
-    assert torch.all(new_adv[1:] == 0) and stats["correction/masked_frac"] == pytest.approx(5 / 8)
+    assert new_mask.tolist() == [[False, True, True], [False] * 3, [False] * 3]
+    assert new_adv[0].tolist() == pytest.approx([0.0, math.exp(-0.3), math.exp(-0.3)])
+    assert torch.all(new_adv[1:] == 0) and stats["correction/masked_frac"] == pytest.approx(6 / 8)
+    # What the docstring promises: no weight above the cap ever reaches the loss.
+    assert stats["correction/weight_mean"] == pytest.approx(math.exp(-0.3))
+    assert (new_adv[new_mask] <= config.rollout_correction_cap).all()
 
 
 def test_correction_ignores_padding_and_needs_sampler_logprobs():

@@ -156,3 +156,17 @@ def test_a_batch_staler_than_eta_is_dropped_counted_and_generated_again(make_tra
     # Its prompts are generated again, with the step's own seeds, on the current weights (version 2).
     assert log[:3] == [("generate", tuple(trainer._seeds(2, 2))), ("ran", 2), ("score",)]
     assert ("train", (2,) * 4) in log
+
+
+def test_the_step_row_takes_the_ranks_largest_ratio_and_token_weighted_fractions(make_trainer):
+    trainer, _ = make_trainer(eta=0)
+    ranks = [
+        {"ratio_max": 1.2, "clip_frac": 0.5, "loss": 0.25, "loss_tokens": 4.0, "lr": 1e-4},
+        {"ratio_max": 30.0, "clip_frac": 0.0, "loss": 1.0, "loss_tokens": 12.0, "lr": 1e-4},
+    ]
+    trainer.learners.train = lambda samples, debug_nan_loss=False: ranks
+    row = trainer.train_step(0)
+    assert row["ratio_max"] == 30.0  # the step's largest ratio, from rank 1, not the ranks' mean
+    assert row["clip_frac"] == pytest.approx(2 / 16)  # 2 clipped tokens of 16
+    assert row["loss"] == pytest.approx((0.25 * 4 + 1.0 * 12) / 16)
+    assert row["loss_tokens"] == 16.0 and row["lr"] == pytest.approx(1e-4)

@@ -16,8 +16,13 @@ registered loss (``fn(logp, logp_old, adv, mask, config)``) runs unchanged on th
 - ``tis``: truncated importance sampling, ``A * min(w, cap)`` (verl's token-level TIS);
 - ``mask_token``: ``A * w`` on tokens with ``w <= cap``; tokens above the cap leave the mask (AReaL's
   ``behav_imp_weight_cap``: they count neither in the loss nor in its per-sequence token mean);
-- ``mask_sequence``: as ``mask_token``, but a sequence whose geometric-mean weight
-  ``exp(mean log w)`` is above the cap (or below 1 / cap) leaves the mask whole (verl's "geo" level).
+- ``mask_sequence``: as ``mask_token``, and on top a sequence whose geometric-mean weight
+  ``exp(mean log w)`` (over all its generated tokens) is above the cap or below 1 / cap leaves the mask
+  whole (verl's geometric rejection level). Unlike verl's mask mode, the tokens of a sequence that stays
+  keep no weight above the cap: a geometric mean inside the bounds can hide one token at an unbounded
+  weight, and the cap is there so that none reaches the loss.
+
+With every correction the weights in the loss are at most the cap.
 """
 
 from __future__ import annotations
@@ -56,9 +61,10 @@ def masked_weight_token(mask: Tensor, log_w: Tensor, cap: float) -> tuple[Tensor
 
 @ROLLOUT_CORRECTION_REGISTRY.register("mask_sequence")
 def masked_weight_sequence(mask: Tensor, log_w: Tensor, cap: float) -> tuple[Tensor, Tensor]:
+    weight, kept_tokens = masked_weight_token(mask, log_w, cap)
     counts = mask.sum(dim=-1, keepdim=True).clamp(min=1)
     geo_mean = ((log_w * mask).sum(dim=-1, keepdim=True) / counts).exp()
-    return log_w.exp(), mask & (geo_mean <= cap) & (geo_mean >= 1.0 / cap)
+    return weight, kept_tokens & (geo_mean <= cap) & (geo_mean >= 1.0 / cap)
 
 
 def correction_weights(

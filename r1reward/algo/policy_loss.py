@@ -7,6 +7,12 @@ sampler's, ``advantages`` the per-token advantages, ``action_mask`` marks genera
 Losses are looked up by name (``get_policy_loss("stable_reinforce")``) in the style of verl's
 ``core_algos``: a new loss is one function decorated with ``@register_policy_loss("name")``, and
 ``algo.policy_loss=name`` selects it; the learner never names a loss.
+
+The clipped losses report, over the loss's tokens: ``clip_frac`` (the PPO clip was active),
+``pre_clip_frac`` (Pre-CLIP bounded the log-ratio), ``ratio_mean`` and ``ratio_max`` of the *raw*
+importance ratio ``exp(logp - logp_old)`` (the same meaning for every loss, whether or not it then
+Pre-CLIPs it), and ``approx_kl``. The learner combines them over micro-batches and ranks by kind
+(``r1reward.algo.stats``): ``ratio_max`` is the step's maximum, the others are token-weighted means.
 """
 
 from __future__ import annotations
@@ -38,10 +44,15 @@ def get_policy_loss(name: str) -> PolicyLossFn:
     return POLICY_LOSS_REGISTRY.get(name)
 
 
+# Reported ratios saturate here (a log-ratio of about 690): a finite number in the metrics (JSON has no
+# inf), and far beyond any ratio of a run that is not already broken.
+_LOG_MAX_REPORTED_RATIO = math.log(1e300)
+
+
 @dataclass(frozen=True)
 class _Surrogate:
     losses: Tensor  # per-token loss, 0 at masked positions
-    ratio: Tensor  # the ratio actually used (after Pre-CLIP if on)
+    ratio: Tensor  # the ratio the loss uses (after Pre-CLIP if on); the stats report the raw one
     log_ratio: Tensor  # raw logp - logp_old, 0 at masked positions
     clipped: Tensor  # bool: the PPO-clipped term was the active one
     pre_clipped: Tensor  # bool: Pre-CLIP changed the log-ratio
@@ -127,14 +138,17 @@ def _clip_loss(
     loss = seq_mean_token_mean(s.losses, mask)
     with torch.no_grad():
         n = mask.sum().clamp(min=1)
-        ratio = s.ratio.detach()
-        lr = s.log_ratio.detach()
+        lr = s.log_ratio.detach().double()
+        # The raw importance ratio, before Pre-CLIP and the PPO clip, for every loss: the largest ratio
+        # the data held is what ratio_max shows; how often Pre-CLIP bounded one is pre_clip_frac.
+        raw = lr.clamp(max=_LOG_MAX_REPORTED_RATIO).exp()
+        ratio = torch.where(mask, raw, torch.zeros_like(raw))
         # k2 = 0.5 * log_ratio^2: non-negative, and finite for any finite gap (unlike k3's exp).
         values = torch.stack(
             [
                 s.clipped.sum() / n,
-                torch.where(mask, ratio, torch.zeros_like(ratio)).sum() / n,
-                torch.where(mask, ratio, torch.full_like(ratio, -math.inf)).max().clamp(min=0.0),
+                ratio.sum() / n,
+                ratio.max(),  # 0 off the mask, and every ratio is > 0
                 s.pre_clipped.sum() / n,
                 (0.5 * lr.square()).sum() / n,
             ]

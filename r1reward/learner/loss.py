@@ -15,6 +15,7 @@ import torch
 from r1reward.algo import get_policy_loss
 from r1reward.algo.correction import rollout_correction
 from r1reward.algo.sampling import sampling_logprobs
+from r1reward.algo.stats import ACTION_TOKENS, LOSS_TOKENS
 from r1reward.config.schema import AlgoConfig
 from r1reward.data.collate import model_inputs
 from r1reward.data.samples import Batch
@@ -71,7 +72,9 @@ def policy_loss_on_micro_batch(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The configured policy loss (`algo.policy_loss`) of one micro-batch carrying `old_logprobs` and
     `advantages` (and `sampler_logprobs` for `algo.rollout_correction`); the loss reads its own settings
-    from `algo`. Returns (loss with grad, loss stats)."""
+    from `algo`. Returns (loss with grad, loss stats); the stats carry their token counts (`loss_tokens`,
+    the tokens the loss is a mean over, and `action_tokens`, every generated token) so that
+    `r1reward.algo.stats.reduce_stats` can weight them over micro-batches and ranks."""
     if batch.old_logprobs is None or batch.advantages is None:
         raise ValueError("a policy-loss micro-batch needs old_logprobs and advantages on every sample")
     logp = token_logprobs(model, batch, mm_token_ids, device, completion_only, sampling)
@@ -83,4 +86,5 @@ def policy_loss_on_micro_batch(
         old, sampler, batch.advantages.to(device), batch.action_mask.to(device), algo
     )
     loss, stats = get_policy_loss(algo.policy_loss)(logp, old, advantages, mask, algo)
-    return loss, {**stats, **correction}
+    counts = {LOSS_TOKENS: float(mask.sum()), ACTION_TOKENS: float(batch.action_mask.sum())}
+    return loss, {**stats, **correction, **counts}

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from r1reward.algo.stats import reduce_stats
 from r1reward.config.schema import AlgoConfig, LearnerConfig, ModelConfig, TimeoutsConfig
 from r1reward.data.collate import collate_for_learner
 from r1reward.data.samples import Batch, Sample
@@ -37,6 +38,15 @@ def cosine_with_warmup(total_steps: int, warmup_ratio: float, min_lr_ratio: floa
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
+
+
+def _no_step(closure: Any = None) -> None:
+    return None
+
+
+def _gradients_finite(module: torch.nn.Module) -> bool:
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    return not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
 
 
 class LearnerRank:
@@ -176,13 +186,16 @@ class LearnerRank:
     def train(self, samples: list[Sample], debug_nan_loss: bool = False) -> dict[str, float]:
         """One pass per epoch over this rank's samples (which carry `old_logprobs` and `advantages`).
 
-        A micro-batch whose loss is not finite on any rank skips the optimizer step on every rank: the
-        ranks vote, and a non-finite vote gives every rank NaN gradients, which ZeRO's overflow check
-        turns into a skipped step (gradients dropped, optimizer state and weights untouched), as for an
-        fp16 overflow. `debug_nan_loss` (tests only) makes this rank's first loss NaN."""
+        An optimizer step whose micro-batches gave a non-finite loss, or non-finite gradients, on any
+        rank is skipped on every rank: no optimizer or LR-schedule step, gradients dropped, weights and
+        optimizer state as they were (`_step`). Its micro-batches count in `nonfinite_skipped` and are
+        left out of the statistics, which are reduced by kind (`reduce_stats`). `debug_nan_loss` (tests
+        only) makes this rank's first loss NaN."""
         self.engine.train()
-        totals: dict[str, float] = {}
-        count, skipped, keys = 0, 0, set()
+        kept: list[dict[str, float]] = []  # stats of the micro-batches whose update was applied
+        window: list[dict[str, float]] = []  # stats of the micro-batches of the step being accumulated
+        keys: set[str] = set()
+        skipped, nonfinite, first = 0, False, True
         skipped_steps = self.engine.skipped_steps
         for _ in range(self.cfg.epochs_per_rollout):
             for batch in self._micro_batches(samples):
@@ -195,29 +208,27 @@ class LearnerRank:
                     self.cfg.completion_logits_only,
                     self.sampling,
                 )
-                keys.update(stats)
-                if debug_nan_loss and count + skipped == 0:
+                if debug_nan_loss and first:
                     loss = loss + float("nan")
-                finite = torch.tensor(
-                    [float(torch.isfinite(loss))], device=self.device
-                )  # NCCL reduces GPU tensors only
-                torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-                if finite.item() < 1:  # every rank skips this optimizer step together
-                    skipped += 1
-                    if self.cfg.zero_stage == 0:  # no overflow check on this path: keep NaN out of the weights
-                        loss = torch.nan_to_num(loss * 0.0, nan=0.0, posinf=0.0, neginf=0.0)
-                    else:
-                        loss = loss * float("nan")
-                    self.engine.backward(loss)
-                    self.engine.step()
-                    continue
+                first = False
+                keys.update(stats)
+                if not self._on_every_rank(bool(torch.isfinite(loss))):
+                    # Every rank turns the step's gradients into NaN, which the step below never applies.
+                    nonfinite = True
+                    loss = loss * float("nan")
                 self.engine.backward(loss)
-                self.engine.step()
-                stats = {**stats, "loss": float(loss.detach())}
-                for key, value in stats.items():
-                    totals[key] = totals.get(key, 0.0) + float(value)
-                count += 1
-        means = {k: totals.get(k, 0.0) / max(1, count) for k in sorted(keys | {"loss"})}  # 0 when all were skipped
+                window.append({**stats, "loss": float(loss.detach())})
+                if not self.engine.is_gradient_accumulation_boundary():
+                    self.engine.step()  # DeepSpeed only counts the micro-step here
+                    continue
+                if self._step(nonfinite):
+                    kept += window
+                else:
+                    skipped += len(window)
+                window, nonfinite = [], False
+        means = reduce_stats(kept)
+        for key in sorted(keys | {"loss"}):  # the same keys every step: 0 when every update was skipped
+            means.setdefault(key, 0.0)
         grad_norm = self.engine.get_global_grad_norm()
         means.update(
             nonfinite_skipped=float(skipped),
@@ -226,6 +237,43 @@ class LearnerRank:
             grad_norm=float(grad_norm) if grad_norm is not None and math.isfinite(grad_norm) else 0.0,
         )
         return means
+
+    def _on_every_rank(self, ok: bool) -> bool:
+        """True when `ok` holds on every rank (a vote: every rank gets the same answer)."""
+        flag = torch.tensor([float(ok)], device=self.device)  # NCCL reduces device tensors only
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        return flag.item() == 1
+
+    def _step(self, nonfinite: bool) -> bool:
+        """The optimizer step at an accumulation boundary; False when it was skipped for non-finite
+        gradients (on any rank), which `nonfinite` (a non-finite loss this step) has made sure of.
+
+        ZeRO (stages 1-3) and DeepSpeed's fp16/bf16 optimizers check the reduced gradients of every
+        rank for inf/NaN and skip such a step themselves (their `overflow`). A plain optimizer (ZeRO
+        stage 0 in fp32) has no such check: here the ranks vote on their gradients (already averaged
+        over the ranks at this point), and for a skipped step the optimizer's own step does nothing
+        while it raises the `overflow` flag the engine reads after every step, so that DeepSpeed clears
+        the gradients, holds the LR schedule and counts the skip exactly as after an fp16 overflow."""
+        engine, before = self.engine, self.engine.skipped_steps
+        optimizer = engine.optimizer
+        if hasattr(optimizer, "overflow"):
+            engine.step()
+        elif self._on_every_rank(not nonfinite and _gradients_finite(engine.module)):
+            engine.step()
+        else:
+            nonfinite = True
+            optimizer.step, optimizer.overflow = _no_step, True  # this call only: the class's step comes back
+            try:
+                engine.step()
+            finally:
+                del optimizer.step, optimizer.overflow
+        applied = engine.skipped_steps == before
+        if nonfinite and applied:
+            raise RuntimeError(
+                f"learner rank {self.rank}: DeepSpeed applied an optimizer step with non-finite gradients "
+                f"(ZeRO stage {self.cfg.zero_stage}, {self.model_cfg.dtype}); the weights cannot be trusted"
+            )
+        return applied
 
     def sft_train(self, samples: list[Sample | dict[str, Any]]) -> dict[str, float]:
         """Supervised step(s): negative log-likelihood of the completion (target) tokens only."""

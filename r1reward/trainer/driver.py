@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from r1reward.algo.staleness import bound_staleness
+from r1reward.algo.stats import reduce_stats
 from r1reward.config.schema import Config
 from r1reward.data.order import step_indices, steps_for_epochs
 from r1reward.data.samples import Sample
@@ -245,7 +246,7 @@ class Trainer(ActorRun):
             self._sync_weights(step)
         wall = time.perf_counter() - started
         lengths = [len(s.completion_ids) for s in samples]
-        metrics.update({k: sum(p[k] for p in parts) / len(parts) for k in parts[0]})
+        metrics.update(reduce_stats(parts))  # by kind: *_max the ranks' maximum, means weighted by tokens
         metrics.update(
             {
                 "reward/mean": scores["reward_mean"],
