@@ -8,8 +8,8 @@ the same weights several ways, in the same process pair:
 - `r1reward_before`: the previous release's loop (pack by copy, checksum, then a blocking broadcast);
 - `r1reward`: `r1reward.sync.buckets.send_buckets` / `receive_buckets`, what the gloo engine runs
   (a single-tensor bucket sent as a view, checksums overlapped with the wire, the next bucket received
-  while the last one is checked and loaded);
-- `r1reward_unverified`: the same without the SHA-256 checksums, to show what they cost.
+  while the last one is checked; loaded once every checksum matched);
+- `r1reward_unverified`: the same without the XXH3 checksums, to show what they cost.
 
 The receiver copies what it gets into its own tensors (what vLLM's `load_weights` does at least), and
 both sides checksum every bucket in the two r1reward variants. Shapes:

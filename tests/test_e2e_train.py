@@ -244,6 +244,22 @@ def test_a_checkpoint_loaded_into_the_running_worker_generates_as_that_checkpoin
     assert _tokens_and_logprobs(_probe(trainer, trained["prompts"])) == _tokens_and_logprobs(trained["after"])
 
 
+def test_a_corrupted_sync_is_refused_whole_and_the_worker_keeps_its_weights(trained):
+    """A sync whose first bucket arrives overwritten fails with one line, nothing of it reaches the
+    engine (which samples exactly as before), and the next sync goes through."""
+    import ray
+
+    trainer = trained["trainer"]
+    worker = trainer.rollout.workers[0]
+    ray.get(worker.__ray_call__.remote(lambda w: w.llm.collective_rpc("r1reward_debug_corrupt_next_update")))
+    with pytest.raises(Exception, match="weight sync corrupted") as refused:
+        trainer.learners.push_weights()
+    assert _tokens_and_logprobs(_probe(trainer, trained["prompts"])) == _tokens_and_logprobs(trained["after"])
+    assert "bucket 1 of" in str(refused.value) and "nothing was loaded" in str(refused.value)
+    trainer.learners.push_weights()
+    assert _tokens_and_logprobs(_probe(trainer, trained["prompts"])) == _tokens_and_logprobs(trained["after"])
+
+
 def test_checkpoint_loads_in_transformers(trained):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 

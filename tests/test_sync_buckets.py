@@ -1,11 +1,23 @@
-"""Buckets for weight sync: round trip, planning, and a checksum that notices any changed byte."""
+"""Buckets for weight sync: round trip, planning, a checksum that notices any changed byte, and a
+receiver that loads nothing of an update whose bytes differ from the sender's."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 import torch
 
-from r1reward.sync.buckets import TensorMeta, checksum, pack, plan_buckets, receive_buckets, send_buckets, unpack
+from r1reward.sync.buckets import (
+    SyncCorrupted,
+    TensorMeta,
+    checksum,
+    pack,
+    plan_buckets,
+    receive_buckets,
+    send_buckets,
+    unpack,
+)
 
 
 def _metas(tensors: dict[str, torch.Tensor]) -> list[TensorMeta]:
@@ -77,12 +89,75 @@ def test_send_and_receive_buckets_round_trip_bit_exact(overlap, verify):
     assert loaded.keys() == tensors.keys() and all(torch.equal(loaded[n], t) for n, t in tensors.items())
 
 
-def test_receive_buckets_refuses_a_corrupted_bucket_and_send_refuses_a_source_out_of_order():
-    tensors = {"a": torch.randn(16), "b": torch.randn(16)}
+class _Recorder:
+    """A loader that records every (name, tensor) it is handed, as copies."""
+
+    def __init__(self) -> None:
+        self.loaded: list[tuple[str, torch.Tensor]] = []
+
+    def __call__(self, pairs: list[tuple[str, torch.Tensor]]) -> None:
+        self.loaded += [(name, tensor.clone()) for name, tensor in pairs]
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+@pytest.mark.parametrize("corrupt", [0, 1, 2])
+def test_a_corrupted_bucket_is_refused_before_any_bucket_reaches_the_loader(overlap, corrupt):
+    tensors = {"a": torch.randn(16), "b": torch.randn(16), "c": torch.randn(16)}
     metas = _metas(tensors)
-    wire = _Wire(corrupt_bucket=1)
+    assert len(plan_buckets(metas, 64)) == 3
+    wire, recorder = _Wire(corrupt_bucket=corrupt), _Recorder()
+    send_buckets(iter(tensors.items()), metas, 64, wire.send, overlap=overlap)
+    with pytest.raises(SyncCorrupted) as refused:
+        receive_buckets(metas, 64, wire.receive, recorder, overlap=overlap)
+    assert [name for name, _ in recorder.loaded] == []
+    assert wire.queue == []  # every bucket and the checksums were received: the group stays aligned
+    assert re.search(rf"bucket {corrupt + 1} of 3 \({'abc'[corrupt]}\).*nothing was loaded", str(refused.value))
+
+
+def test_an_intact_transfer_loads_what_was_sent_in_order():
+    tensors = {"a": torch.randn(16), "b": torch.randn(4, 4), "c": torch.arange(8)}
+    metas = _metas(tensors)
+    wire, recorder = _Wire(), _Recorder()
     send_buckets(iter(tensors.items()), metas, 64, wire.send)
-    with pytest.raises(RuntimeError, match="checksums differ"):
-        receive_buckets(metas, 64, wire.receive, lambda pairs: None)
+    receive_buckets(metas, 64, wire.receive, recorder)
+    assert [name for name, _ in recorder.loaded] == ["a", "b", "c"]
+    assert all(torch.equal(tensor, tensors[name]) for name, tensor in recorder.loaded)
+
+
+def test_send_refuses_a_source_out_of_order():
+    tensors = {"a": torch.randn(16), "b": torch.randn(16)}
     with pytest.raises(RuntimeError, match="expected 'a'"):
-        send_buckets(iter(reversed(tensors.items())), metas, 64, _Wire().send)
+        send_buckets(iter(reversed(tensors.items())), _metas(tensors), 64, _Wire().send)
+
+
+class _Model:
+    def __init__(self) -> None:
+        self.load_weights = _Recorder()
+
+
+@pytest.mark.parametrize("corrupt", [None, 1])
+def test_the_gloo_engine_rolls_a_refused_update_back_and_loads_an_intact_one(monkeypatch, corrupt):
+    """The worker side of the engine: a corrupted update never reaches the model and ends the reload
+    session with nothing loaded (vLLM then puts every layer's previous tensors back)."""
+    gloo_engine = pytest.importorskip("r1reward.sync.gloo_engine")  # needs vLLM
+    tensors = {"a": torch.randn(16), "b": torch.randn(16), "c": torch.randn(16)}
+    metas = _metas(tensors)
+    wire = _Wire(corrupt_bucket=corrupt)
+    sent = send_buckets(iter(tensors.items()), metas, 64, wire.send)
+    monkeypatch.setattr(gloo_engine, "_broadcaster", lambda group: wire.receive)
+    engine = gloo_engine.GlooWeightTransferEngine.__new__(gloo_engine.GlooWeightTransferEngine)
+    engine.group, engine.model, engine.device, engine.received_checksums = object(), _Model(), "cpu", []
+    finished: list[bool] = []
+    engine.finish_weight_update = lambda: finished.append(True)
+    info = gloo_engine.GlooUpdateInfo(
+        [m.name for m in metas], [m.dtype for m in metas], [list(m.shape) for m in metas], 64
+    )
+    if corrupt is None:
+        engine.receive_weights(info)
+        assert [n for n, _ in engine.model.load_weights.loaded] == ["a", "b", "c"] and finished == []
+        assert engine.received_checksums == sent
+    else:
+        with pytest.raises(SyncCorrupted) as refused:
+            engine.receive_weights(info)
+        assert [name for name, _ in engine.model.load_weights.loaded] == []
+        assert finished == [True] and engine.received_checksums == [] and "bucket 2 of 3" in str(refused.value)

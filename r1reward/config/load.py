@@ -236,6 +236,9 @@ def _check_cancellations(config: Config, origin: str) -> None:
             f"{origin}: reward.w_consistency=0 gives the {reward.judge} judge's verdict no weight: "
             "set reward.judge=rule or reward.w_consistency > 0"
         )
+    for section in ("trainer", "sft"):  # continue the run in output_dir, or delete it: not both
+        if _get(config, f"{section}.resume") and _get(config, f"{section}.overwrite"):
+            raise ConfigError(f"{origin}: {section}.resume and {section}.overwrite exclude each other: set one")
 
 
 def _check_batches(config: Config, origin: str) -> None:

@@ -142,7 +142,11 @@ class TrainerConfig:
     num_epochs: float = 0.0
     rollout_batch_size: int = 8
     save_every: int = 2
+    # A fresh run refuses an output_dir holding another run's checkpoints or metrics; resume continues
+    # that run from its latest checkpoint, overwrite deletes its checkpoints, metrics and TensorBoard
+    # events first.
     resume: bool = False
+    overwrite: bool = False
     seed: int = 0
     # Bounded staleness eta: the rollout workers generate up to eta batches ahead while the learners
     # train; a sample more than eta policy versions behind the learner is dropped. 0: synchronous.
@@ -187,7 +191,8 @@ class SFTConfig:
     lr: float = 3e-3
     train_batch_size: int = 0  # examples per optimizer step; 0 takes learner.train_batch_size
     save_every: int = 0  # optimizer steps between checkpoints; 0 saves at the end only
-    resume: bool = False
+    resume: bool = False  # resume and overwrite: as trainer.resume and trainer.overwrite
+    overwrite: bool = False
 
 
 @dataclass

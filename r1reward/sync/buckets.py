@@ -1,17 +1,20 @@
 """Pack named tensors into flat byte buckets, unpack them, and checksum them.
 
 Weights travel in a few large collectives instead of one per parameter. The checksum is computed on
-the raw bytes, so the sender and every receiver can prove a transfer bit-identical.
+the raw bytes, so the sender and every receiver can prove a transfer bit-identical. The receiver
+stages every bucket, compares every checksum, and only then loads: an update whose bytes differ is
+refused whole, before any of it reaches the model (the price: the receiver holds one copy of the
+weights sent while the transfer runs).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
+import xxhash
 
 DEFAULT_BUCKET_BYTES = 64 * 1024 * 1024
 
@@ -47,7 +50,7 @@ def plan_buckets(metas: list[TensorMeta], bucket_bytes: int = DEFAULT_BUCKET_BYT
 def pack(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
     """The raw bytes of the tensors as one uint8 tensor. A single contiguous tensor is returned as a byte
     view, not copied: with 7B shapes most buckets hold one tensor (an MLP matrix is 2x the default bucket),
-    and the copy cost as much as the checksum."""
+    and a copy of it would cost more than its checksum."""
     views = [t.detach().contiguous().reshape(-1).view(torch.uint8) for t in tensors]
     return views[0] if len(views) == 1 else torch.cat(views)
 
@@ -66,12 +69,17 @@ def unpack(flat: torch.Tensor, metas: list[TensorMeta]) -> Iterator[tuple[str, t
 
 
 def checksum(flat: torch.Tensor) -> tuple[int, int]:
-    """The first 16 bytes of the bucket's SHA-256, as two int64 (so a gloo tensor can carry them).
+    """The bucket's 128-bit XXH3 as two int64 (so a gloo tensor can carry them).
 
-    SHA-256 runs on the CPU (with the processor's SHA instructions: about 1.4 GB/s here, five times a
-    position-weighted word sum in torch); the gloo path only ever holds CPU buckets."""
-    digest = hashlib.sha256(flat.detach().cpu().contiguous().numpy()).digest()
+    A non-cryptographic hash: it guards against corruption on the wire or in memory, not against a
+    peer that forges bytes (the group's peers are the run's own processes). XXH3 runs at memory
+    speed on the CPU, about ten times SHA-256; the gloo path only ever holds CPU buckets."""
+    digest = xxhash.xxh3_128(flat.detach().cpu().contiguous().numpy()).digest()
     return (int.from_bytes(digest[:8], "little", signed=True), int.from_bytes(digest[8:16], "little", signed=True))
+
+
+class SyncCorrupted(RuntimeError):
+    """A received bucket differs from what the sender sent; raised before anything was loaded."""
 
 
 class Work(Protocol):
@@ -92,7 +100,7 @@ def send_buckets(
 ) -> list[tuple[int, int]]:
     """The sender's half: `named` (in `metas` order) packed into buckets and broadcast, then one tensor
     of the buckets' checksums. With `overlap` each bucket's checksum and the next bucket's packing run
-    while the previous broadcast is on the wire (SHA-256 and gloo both release the GIL); at most two
+    while the previous broadcast is on the wire (gloo moves the bytes in its own threads); at most two
     buckets are in flight. Returns the checksums. `verify=False` (both sides, benchmarks only) leaves
     the checksums out, to measure what they cost."""
     sums: list[tuple[int, int]] = []
@@ -123,24 +131,39 @@ def send_buckets(
     return sums
 
 
-def receive_buckets(
+@dataclass
+class StagedUpdate:
+    """Every bucket of an update, received and verified, not yet loaded."""
+
+    buckets: list[tuple[torch.Tensor, list[TensorMeta]]]
+    checksums: list[tuple[int, int]]
+
+    def load(self, load: Callable[[list[tuple[str, torch.Tensor]]], None]) -> None:
+        """Hands each bucket to `load` as (name, tensor) views, in the sender's order."""
+        for flat, bucket in self.buckets:
+            load(list(unpack(flat, bucket)))
+
+
+def stage_buckets(
     metas: list[TensorMeta],
     bucket_bytes: int,
     broadcast: Broadcast,
-    load: Callable[[list[tuple[str, torch.Tensor]]], None],
     device: torch.device | str = "cpu",
     overlap: bool = True,
     verify: bool = True,
-) -> list[tuple[int, int]]:
-    """The receiver's half: each bucket received, checksummed and handed to `load` as (name, tensor)
-    views; then the sender's checksums, which must match. With `overlap` the next bucket is already
-    being received while this one is checksummed and loaded (two bucket buffers instead of one)."""
+) -> StagedUpdate:
+    """The receiver's half, up to the load: every bucket received and checksummed, then the sender's
+    checksums received and compared. A bucket that differs raises SyncCorrupted after the whole update
+    was received (so the group's collectives stay aligned for the next update) and before any of it
+    was loaded. With `overlap` the next bucket is already being received while this one is
+    checksummed."""
     plan = plan_buckets(metas, bucket_bytes)
 
     def post(bucket: list[TensorMeta]) -> tuple[torch.Tensor, Work]:
         flat = torch.empty(sum(m.nbytes for m in bucket), dtype=torch.uint8, device=device)
         return flat, broadcast(flat)
 
+    staged: list[tuple[torch.Tensor, list[TensorMeta]]] = []
     got: list[tuple[int, int]] = []
     pending = post(plan[0]) if plan else None
     for i, bucket in enumerate(plan):
@@ -151,13 +174,33 @@ def receive_buckets(
             pending = post(later)
         if verify:
             got.append(checksum(flat))
-        load(list(unpack(flat, bucket)))
+        staged.append((flat, bucket))
         if not overlap and later is not None:
             pending = post(later)
-    if not verify:
-        return got
-    sent = torch.empty((len(got), 2), dtype=torch.int64)
-    broadcast(sent).wait()
-    if [tuple(row) for row in sent.tolist()] != got:
-        raise RuntimeError("weight sync corrupted: received bucket checksums differ from the sender's")
-    return got
+    if verify:
+        sent = torch.empty((len(got), 2), dtype=torch.int64)
+        broadcast(sent).wait()
+        bad = [i for i, (row, mine) in enumerate(zip(sent.tolist(), got)) if tuple(row) != mine]
+        if bad:
+            names = ", ".join(m.name for m in plan[bad[0]][:3]) + (", ..." if len(plan[bad[0]]) > 3 else "")
+            raise SyncCorrupted(
+                f"weight sync corrupted: bucket {bad[0] + 1} of {len(plan)} ({names}) differs from the "
+                f"sender's checksum ({len(bad)} bucket(s) in all); nothing was loaded"
+            )
+    return StagedUpdate(staged, got)
+
+
+def receive_buckets(
+    metas: list[TensorMeta],
+    bucket_bytes: int,
+    broadcast: Broadcast,
+    load: Callable[[list[tuple[str, torch.Tensor]]], None],
+    device: torch.device | str = "cpu",
+    overlap: bool = True,
+    verify: bool = True,
+) -> list[tuple[int, int]]:
+    """Stage, compare, then load (see stage_buckets): `load` sees an update only once all of it is
+    verified. Returns the checksums."""
+    update = stage_buckets(metas, bucket_bytes, broadcast, device, overlap, verify)
+    update.load(load)
+    return update.checksums

@@ -2,13 +2,17 @@
 
 vLLM ships `nccl` and `ipc` engines; this adds `r1reward_gloo` through vLLM's engine factory (see
 `vllm_plugin.py`). The trainer's rank 0 broadcasts packed buckets over a gloo group that it forms with
-every inference worker; after the buckets it broadcasts their checksums, and each worker refuses an
-update whose bytes differ. Received tensors go through vLLM's layerwise reload, which restores the
-checkpoint layout that the CPU backend repacked for oneDNN and repacks it again.
+every inference worker; after the buckets it broadcasts their checksums. Each worker stages the whole
+update, compares the checksums, and only then loads (sync/buckets.py): an update whose bytes differ, or
+that times out, is refused before any tensor reaches the model, and the worker ends the reload session
+with nothing loaded, so it keeps serving its previous weights. Received tensors go through vLLM's
+layerwise reload, which restores the checkpoint layout that the CPU backend repacked for oneDNN and
+repacks it again.
 """
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -25,7 +29,7 @@ from vllm.distributed.weight_transfer.base import (
 )
 
 from r1reward.sync.backend import GLOO_BACKEND
-from r1reward.sync.buckets import DEFAULT_BUCKET_BYTES, TensorMeta, receive_buckets, send_buckets
+from r1reward.sync.buckets import DEFAULT_BUCKET_BYTES, TensorMeta, send_buckets, stage_buckets
 
 BACKEND = GLOO_BACKEND
 # The rendezvous and each broadcast give up after this (timeouts.weight_sync_s sets it for a run).
@@ -63,7 +67,7 @@ class GlooUpdateInfo(WeightTransferUpdateInfo):
 
 
 class GlooWeightTransferEngine(WeightTransferEngine[GlooWorkerInitInfo, GlooUpdateInfo]):
-    """The inference-worker side: join the group, receive buckets, verify, load."""
+    """The inference-worker side: join the group, receive every bucket, verify them all, then load."""
 
     init_info_cls = GlooWorkerInitInfo
     update_info_cls = GlooUpdateInfo
@@ -106,9 +110,22 @@ class GlooWeightTransferEngine(WeightTransferEngine[GlooWorkerInitInfo, GlooUpda
             for n, d, s in zip(update_info.names, update_info.dtype_names, update_info.shapes)
         ]
         self.received_checksums = []
-        self.received_checksums = receive_buckets(
-            metas, update_info.bucket_bytes, _broadcaster(self.group), self.model.load_weights, self.device
-        )
+        try:
+            update = stage_buckets(metas, update_info.bucket_bytes, _broadcaster(self.group), self.device)
+        except BaseException:
+            # Nothing reached the model: ending the reload session puts every layer's previous tensors
+            # back (vLLM's fallback for a layer that loaded nothing, with a warning per layer that would
+            # bury the one line that says why), so the worker serves on unchanged.
+            reload_log = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
+            level = reload_log.level
+            reload_log.setLevel(logging.ERROR)
+            try:
+                self.finish_weight_update()
+            finally:
+                reload_log.setLevel(level)
+            raise
+        update.load(self.model.load_weights)
+        self.received_checksums = update.checksums
 
     def shutdown(self) -> None:
         self.group = None

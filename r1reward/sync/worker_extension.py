@@ -1,7 +1,10 @@
-"""Mixed into vLLM's worker class (`worker_extension_cls`): read-only views for sync checks, and loading a
-Hugging Face checkpoint into the running engine (the same `load_weights` path the weight sync takes)."""
+"""Mixed into vLLM's worker class (`worker_extension_cls`): read-only views for sync checks, loading a
+Hugging Face checkpoint into the running engine (the same `load_weights` path the weight sync takes),
+and one fault injection for the tests."""
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class WeightSyncExtension:
@@ -28,3 +31,35 @@ class WeightSyncExtension:
             loaded += len(weights)
         self.finish_weight_update()
         return loaded
+
+    def r1reward_debug_corrupt_next_update(self) -> None:
+        """Tests only: the first bucket of the next gloo update is overwritten on arrival, as bytes
+        corrupted on the way would be (the sender's checksums are those of the true bytes)."""
+        engine = self.weight_transfer_engine
+        engine.group = _CorruptFirstBroadcast(engine)
+
+
+class _CorruptFirstBroadcast:
+    """Stands in for the engine's gloo group for one update: the first tensor received is overwritten
+    once it has arrived; every later broadcast passes through, and the next update has the real group."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine, self.group, self.armed = engine, engine.group, True
+
+    def broadcast(self, tensor: Any, root: int) -> Any:
+        work = self.group.broadcast(tensor, root)
+        if not self.armed:
+            return work
+        self.armed = False
+        self.engine.group = self.group
+        return _Overwritten(work, tensor)
+
+
+class _Overwritten:
+    def __init__(self, work: Any, tensor: Any) -> None:
+        self.work, self.tensor = work, tensor
+
+    def wait(self) -> Any:
+        done = self.work.wait()
+        self.tensor.fill_(0x7F)  # every float32 becomes 3.4e38: a model that loaded it would say so
+        return done

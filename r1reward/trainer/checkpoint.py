@@ -11,6 +11,11 @@ unpickles every rank's state (`torch.load` with `weights_only=False`), so a craf
 code in the learner. Resume only from checkpoints a run of yours wrote; `load_checkpoint` below is the
 package's one way to them (tests/test_faults_unit.py checks that nothing else unpickles). The `hf/`
 model is safetensors, which holds no code, and is the part to share.
+
+One output directory holds one run. Each trainer state records its run's id; `claim_output_dir`
+decides at start-up, before any actor starts, whether this run may use the directory (a fresh run
+refuses one that holds another run, unless told to overwrite it), and a run prunes and restarts from
+its own checkpoints only.
 """
 
 from __future__ import annotations
@@ -18,19 +23,40 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from r1reward.errors import UserError
+
 STATE_FILE = "trainer_state.json"
 PARTIAL_SUFFIX = ".partial"
 _COMPLETE = re.compile(r"^step_(\d+)$")
+# What a run writes into its output directory, and an overwrite deletes (config.json is rewritten anyway;
+# logs/ holds Ray's logs, kept).
+RUN_RECORD = ("checkpoints", "metrics.jsonl", "tensorboard", "data_report.json")
 
 
-def complete_checkpoints(output_dir: Path) -> list[Path]:
-    """`step_K/` directories holding a trainer state, oldest first (partial ones are never listed)."""
+def new_run_id() -> str:
+    """Sortable by start time, unique across runs started in the same second."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def checkpoint_run_id(checkpoint: Path) -> str | None:
+    """The run that wrote `checkpoint` (None for a checkpoint from before run ids)."""
+    try:
+        return json.loads((Path(checkpoint) / STATE_FILE).read_text()).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def complete_checkpoints(output_dir: Path, run_id: str | None = None) -> list[Path]:
+    """`step_K/` directories holding a trainer state, oldest first (partial ones are never listed); with
+    `run_id`, only that run's."""
     root = Path(output_dir) / "checkpoints"
     if not root.is_dir():
         return []
@@ -39,12 +65,48 @@ def complete_checkpoints(output_dir: Path) -> list[Path]:
         for p in root.iterdir()
         if (m := _COMPLETE.match(p.name)) and p.is_dir() and (p / STATE_FILE).is_file()
     ]
-    return [p for _, p in sorted(found)]
+    done = [p for _, p in sorted(found)]
+    return done if run_id is None else [p for p in done if checkpoint_run_id(p) == run_id]
 
 
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    done = complete_checkpoints(output_dir)
+def latest_checkpoint(output_dir: Path, run_id: str | None = None) -> Path | None:
+    done = complete_checkpoints(output_dir, run_id)
     return done[-1] if done else None
+
+
+def claim_output_dir(
+    output_dir: Path, *, resume: bool, overwrite: bool, section: str, run_id: str | None = None
+) -> tuple[str, Path | None]:
+    """Whether this run may use `output_dir`, decided before anything starts; returns (this run's id,
+    the checkpoint to resume from or None). `section` is the config section named in the error
+    ("trainer" or "sft").
+
+    - resume: the latest checkpoint of `run_id` (a restart of this run), else the latest of the
+      directory, whose run this one continues;
+    - a fresh run: a directory holding another run's checkpoints or metrics is refused with one line,
+      unless `overwrite`, which deletes that run's checkpoints, metrics and TensorBoard events first.
+    """
+    out = Path(output_dir)
+    if resume:
+        checkpoint = latest_checkpoint(out, run_id)
+        return run_id or (checkpoint and checkpoint_run_id(checkpoint)) or new_run_id(), checkpoint
+    earlier = latest_checkpoint(out)
+    metrics = out / "metrics.jsonl"
+    if earlier is not None or (metrics.is_file() and metrics.stat().st_size > 0):
+        if not overwrite:
+            held = f"checkpoints up to {earlier.name}" if earlier is not None else "metrics.jsonl of a run"
+            raise UserError(
+                f"{out} holds another run ({held}): set {section}.resume=true to continue it, "
+                f"{section}.overwrite=true to delete it first, or another {section}.output_dir"
+            )
+        for name in RUN_RECORD:
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        print(f"{section}.overwrite=true: deleted the earlier run's checkpoints and metrics in {out}")
+    return run_id or new_run_id(), None
 
 
 @contextmanager
@@ -83,28 +145,39 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def prune_checkpoints(output_dir: Path, keep: int) -> list[Path]:
-    """Deletes all but the newest `keep` complete checkpoints (keep <= 0 keeps all); returns the deleted."""
+def prune_checkpoints(
+    output_dir: Path, keep: int, run_id: str | None = None, written: Path | None = None
+) -> list[Path]:
+    """Deletes all but the newest `keep` complete checkpoints of `run_id` (None: of any run), never
+    `written` (the checkpoint just saved, which counts as one of the `keep`); keep <= 0 keeps all.
+    Returns the deleted."""
     if keep <= 0:
         return []
-    old = complete_checkpoints(output_dir)[:-keep]
+    others = [p for p in complete_checkpoints(output_dir, run_id) if p != written]
+    old = others[: max(0, len(others) - (keep - (written is not None)))]
     for path in old:
         shutil.rmtree(path, ignore_errors=True)
     return old
 
 
 def save_checkpoint(
-    learners: Any, processor: Any, output_dir: Path, step: int, state: dict[str, Any], keep: int = 0
+    learners: Any,
+    processor: Any,
+    output_dir: Path,
+    step: int,
+    state: dict[str, Any],
+    keep: int = 0,
+    run_id: str | None = None,
 ) -> Path:
     """`learners`: a LearnerGroup (every rank saves its DeepSpeed state; rank 0 also the hf/ model); its
-    waits are bounded by the run's timeouts."""
+    waits are bounded by the run's timeouts. `keep` > 0 then prunes the run's older checkpoints."""
     directory = Path(output_dir) / "checkpoints" / f"step_{step}"
     with staged_directory(directory) as staging:
         hf_dir = staging / "hf"
         learners.save(str(staging / "deepspeed"), f"step_{step}", str(hf_dir))
         processor.save_pretrained(hf_dir)
-        (staging / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=1))
-    prune_checkpoints(output_dir, keep)
+        (staging / STATE_FILE).write_text(json.dumps({"step": step, "run_id": run_id, **state}, indent=1))
+    prune_checkpoints(output_dir, keep, run_id, written=directory)
     return directory
 
 

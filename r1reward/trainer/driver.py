@@ -30,7 +30,7 @@ from r1reward.data.order import step_indices, steps_for_epochs
 from r1reward.data.samples import Sample
 from r1reward.errors import UserError
 from r1reward.lifetime import start_guard
-from r1reward.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from r1reward.trainer.checkpoint import claim_output_dir, latest_checkpoint, load_checkpoint, save_checkpoint
 from r1reward.trainer.experience import assign_advantages, logprob_gap, make_samples, prepare_prompt
 from r1reward.trainer.metrics import MetricsLogger, format_timings, idle_fractions
 from r1reward.trainer.run import ActorRun
@@ -56,9 +56,11 @@ class RunStopped(UserError):
 
 
 class Trainer(ActorRun):
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, run_id: str | None = None) -> None:
         self.config = config
         self.output_dir = Path(config.trainer.output_dir)
+        self.run_id = run_id  # set at start-up; given: a restart of that run
+        self.resume_from: Path | None = None
         self.timings: dict[str, float] = {}
         self.step = 0
         self.rollout_version = 0  # weight syncs the rollout workers have received (0: the initial weights)
@@ -268,12 +270,11 @@ class Trainer(ActorRun):
     # --- checkpoints ----------------------------------------------------------------------------
     def save_checkpoint(self, step: int) -> Path:
         state = {"samples_seen": step * self.config.trainer.rollout_batch_size, "config": asdict(self.config)}
-        return save_checkpoint(
-            self.learners, self.processor, self.output_dir, step, state, keep=self.config.trainer.keep_checkpoints
-        )
+        keep = self.config.trainer.keep_checkpoints
+        return save_checkpoint(self.learners, self.processor, self.output_dir, step, state, keep, self.run_id)
 
     def _resume(self) -> None:
-        checkpoint = latest_checkpoint(self.output_dir)
+        checkpoint = self.resume_from
         if checkpoint is None:
             return
         self.step = load_checkpoint(self.learners, checkpoint)["step"]
@@ -286,6 +287,10 @@ class Trainer(ActorRun):
 
         cfg = self.config
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        t = cfg.trainer  # whether this run may use output_dir: before anything in it is written
+        self.run_id, self.resume_from = claim_output_dir(
+            self.output_dir, resume=t.resume, overwrite=t.overwrite, section="trainer", run_id=self.run_id
+        )
         (self.output_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
         self._load_data()
         if cfg.trainer.num_epochs > 0:  # the number of steps follows from the usable rows
@@ -310,7 +315,7 @@ class Trainer(ActorRun):
 
         cfg = self.config
         logger = MetricsLogger(self.output_dir, cfg.trainer.num_steps, self.step, desc="rl")
-        last_saved = latest_checkpoint(self.output_dir)
+        last_saved = latest_checkpoint(self.output_dir, self.run_id)
         try:
             while self.step < cfg.trainer.num_steps:
                 metrics = self.train_step(self.step)
@@ -329,14 +334,17 @@ class Trainer(ActorRun):
 
 
 def train(config: Config) -> dict[str, Any]:
-    """`r1reward train`: Trainer.run(), started again from the last checkpoint after a dead or late actor,
-    up to trainer.max_restarts times (bad input and a run without a checkpoint still end it)."""
-    restarts = 0
+    """`r1reward train`: Trainer.run(), started again from its last checkpoint after a dead or late actor,
+    up to trainer.max_restarts times (bad input and a run without a checkpoint of its own still end it)."""
+    restarts, run_id = 0, None
     while True:
+        trainer = Trainer(config, run_id)
         try:
-            return {**Trainer(config).run(), "restarts": restarts}
+            return {**trainer.run(), "restarts": restarts}
         except RunStopped as error:
-            if restarts >= config.trainer.max_restarts or latest_checkpoint(Path(config.trainer.output_dir)) is None:
+            run_id = trainer.run_id
+            own = latest_checkpoint(Path(config.trainer.output_dir), run_id) if run_id else None
+            if restarts >= config.trainer.max_restarts or own is None:
                 raise
             restarts += 1
             print(f"{error}; restart {restarts} of {config.trainer.max_restarts}", flush=True)

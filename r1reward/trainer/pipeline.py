@@ -138,6 +138,13 @@ def plot_curves(runs: list[Path], out: Path) -> Path:
     return out
 
 
+def own_dir(section: str, directory: Path) -> dict[str, Any]:
+    """Overrides for a stage that writes into a directory of the pipeline's own (`section`: "sft" or
+    "trainer"): a rerun starts it afresh, deleting the earlier pipeline run's checkpoints and metrics
+    there, as it makes every earlier stage afresh too."""
+    return {f"{section}__output_dir": directory, f"{section}__overwrite": True, f"{section}__resume": False}
+
+
 def run_seed(config: Config, seed: int, out: Path, say) -> dict[str, Any]:
     """One pass of the two stages from a fresh tiny model; returns the held-out scores of each stage."""
     from r1reward.data.jsonl import read_jsonl
@@ -160,7 +167,9 @@ def run_seed(config: Config, seed: int, out: Path, say) -> dict[str, Any]:
     traces = len(read_jsonl(train["sft"]))  # fewer than num_train with a biased teacher
     say(f"[2/5] cold-start SFT on the learner ranks: {traces} pairs x {config.sft.num_epochs} epochs")
     seeded = override(config, data__seed=seed, trainer__seed=seed)
-    sft = SFTTrainer(override(seeded, model__path=base, sft__data_path=train["sft"], sft__output_dir=out / "sft")).run()
+    sft = SFTTrainer(
+        override(seeded, model__path=base, sft__data_path=train["sft"], **own_dir("sft", out / "sft"))
+    ).run()
 
     say(f"[3/5] hard examples: pairs the SFT model does not solve in all {p.select_k} samples")
     train_records = records_of(train["rl"], "r1reward-rl", config)
@@ -186,7 +195,7 @@ def run_seed(config: Config, seed: int, out: Path, say) -> dict[str, Any]:
             model__path=sft["hf"],
             data__train_path=out / "data" / "hard.parquet",
             data__schema="r1reward-rl",
-            trainer__output_dir=out / "rl",
+            **own_dir("trainer", out / "rl"),
         )
     )
     with trainer:

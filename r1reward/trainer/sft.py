@@ -18,7 +18,7 @@ from r1reward.config.schema import Config
 from r1reward.data.order import step_indices
 from r1reward.errors import UserError
 from r1reward.lifetime import start_guard
-from r1reward.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from r1reward.trainer.checkpoint import claim_output_dir, latest_checkpoint, load_checkpoint, save_checkpoint
 from r1reward.trainer.metrics import MetricsLogger
 from r1reward.trainer.run import ActorRun
 
@@ -28,6 +28,7 @@ class SFTTrainer(ActorRun):
         self.config = config
         self.output_dir = Path(config.sft.output_dir)
         self.step = 0
+        self.run_id: str | None = None
 
     def setup(self) -> None:
         from transformers import AutoProcessor
@@ -44,6 +45,9 @@ class SFTTrainer(ActorRun):
             if not Path(path).exists() and not (key == "model.path" and not path.startswith(("/", ".", "runs/"))):
                 raise UserError(f"{key} does not exist: {path}")
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.run_id, checkpoint = claim_output_dir(
+            self.output_dir, resume=cfg.sft.resume, overwrite=cfg.sft.overwrite, section="sft"
+        )
         self.processor = AutoProcessor.from_pretrained(cfg.model.path)
         self.examples = sft_examples(self.processor, cfg.sft.data_path, cfg.data.min_pixels, cfg.data.max_pixels)
         batch = self.batch_size = cfg.sft.train_batch_size or cfg.learner.train_batch_size
@@ -61,7 +65,6 @@ class SFTTrainer(ActorRun):
             lr=cfg.sft.lr,
             train_batch_size=batch,
         )
-        checkpoint = latest_checkpoint(self.output_dir) if cfg.sft.resume else None
         if checkpoint is not None:
             self.step = load_checkpoint(self.learners, checkpoint)["step"]
             print(f"resumed from {checkpoint} at step {self.step}")
@@ -79,7 +82,7 @@ class SFTTrainer(ActorRun):
             self.output_dir, self.total_steps, self.step, desc="sft", bar_metrics={"loss": "sft_loss"}
         )
         save_every = cfg.sft.save_every or self.total_steps
-        last = latest_checkpoint(self.output_dir)
+        last = latest_checkpoint(self.output_dir, self.run_id)
         try:
             while self.step < self.total_steps:
                 parts = self.learners.sft_train(self._batch(self.step))
@@ -92,6 +95,7 @@ class SFTTrainer(ActorRun):
                         self.output_dir,
                         self.step,
                         {"stage": "sft", "config": asdict(cfg)},
+                        run_id=self.run_id,
                     )
         finally:
             logger.close()
