@@ -62,7 +62,7 @@ train-tiny: $(STAMP)
 	$(BIN)/r1reward make-tiny-model runs/tiny-base
 	$(BIN)/r1reward make-synthetic-data runs/data --num 64
 	$(BIN)/r1reward sft-local runs/tiny-base runs/data/sft.jsonl runs/tiny-model
-	$(BIN)/r1reward train --config configs/tiny-cpu.yaml
+	$(BIN)/r1reward train --config configs/tiny-cpu.yaml trainer.overwrite=true
 
 # The project side by side with HF generate, TRL's GRPOTrainer and the raw gloo transport (about 15 min):
 # benchmarks/results/{rollout,end_to_end,weight_sync}.json, bench.md and bench.png. Not part of `make test`.
