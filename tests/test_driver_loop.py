@@ -50,7 +50,7 @@ class FakeLearners:
         self.log.append(("logprobs",))
         return [{"old_logprobs": [s.sampler_logprobs for s in samples]}]
 
-    def train(self, samples, debug_nan_loss=False):
+    def train(self, samples):
         self.log.append(("train", tuple(s.policy_version for s in samples)))
         return [{"loss": 0.0}]
 
@@ -164,7 +164,7 @@ def test_the_step_row_takes_the_ranks_largest_ratio_and_token_weighted_fractions
         {"ratio_max": 1.2, "clip_frac": 0.5, "loss": 0.25, "loss_tokens": 4.0, "lr": 1e-4},
         {"ratio_max": 30.0, "clip_frac": 0.0, "loss": 1.0, "loss_tokens": 12.0, "lr": 1e-4},
     ]
-    trainer.learners.train = lambda samples, debug_nan_loss=False: ranks
+    trainer.learners.train = lambda samples: ranks
     row = trainer.train_step(0)
     assert row["ratio_max"] == 30.0  # the step's largest ratio, from rank 1, not the ranks' mean
     assert row["clip_frac"] == pytest.approx(2 / 16)  # 2 clipped tokens of 16

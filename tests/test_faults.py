@@ -1,9 +1,10 @@
 """Faults injected into a real tiny run (Ray, vLLM, DeepSpeed; no mocks): `pytest -m faults`.
 
-Each run is `python -m r1reward train` in a subprocess, as a user starts it, with the tiny config (5 steps
-of 4 prompts, one rollout worker, two learner ranks) under the same adversities: a corpus of good and bad
-rows, a judge server that hangs on every other request and answers garbage to the rest, a NaN loss at
-step 2 and NaN advantages at step 3. Three runs are shared by the tests:
+Each run is `r1reward train` in a subprocess, started through tests/fault_injection.py (which wraps the
+faults around the step from outside), with the tiny config (5 steps of 4 prompts, one rollout worker,
+two learner ranks) under the same adversities: a corpus of good and bad rows, a judge server that hangs
+on every other request and answers garbage to the rest, a NaN loss at step 2 and NaN advantages at
+step 3. Three runs are shared by the tests:
 
 - A, uninterrupted, a checkpoint every step;
 - B, a checkpoint every 2 steps keeping 1, generating one batch ahead (trainer.max_staleness=1), its
@@ -38,13 +39,17 @@ JUDGE_TIMEOUT_S, SYNC_TIMEOUT_S = 1.0, 6.0
 KILL_LEARNER_AFTER, STALL_STEP = 2, 5
 
 
-def _command(model: Path, corpus: Path, images: Path, judge_url: str, out: Path, *overrides: str) -> list[str]:
-    """`python -m r1reward train` on the tiny config: 4 prompts a step, two micro-batches of 2, the bad
-    corpus, the bad judge, NaN at two steps."""
+def _command(
+    model: Path, corpus: Path, images: Path, judge_url: str, out: Path, *overrides: str, stall_sync_step: int = 0
+) -> list[str]:
+    """`r1reward train` on the tiny config: 4 prompts a step, two micro-batches of 2, the bad corpus, the
+    bad judge, NaN at two steps (and, with `stall_sync_step`, a stalled weight sync)."""
     return [
         sys.executable,
-        "-m",
-        "r1reward",
+        str(ROOT / "tests" / "fault_injection.py"),
+        f"--nan-loss-step={NAN_LOSS_STEP}",
+        f"--nan-advantages-step={NAN_ADVANTAGES_STEP}",
+        f"--stall-sync-step={stall_sync_step}",
         "train",
         "--config",
         str(ROOT / "configs" / "tiny-cpu.yaml"),
@@ -63,8 +68,6 @@ def _command(model: Path, corpus: Path, images: Path, judge_url: str, out: Path,
         "reward.judge_retries=0",
         f"timeouts.judge_request_s={JUDGE_TIMEOUT_S}",
         "reward.max_judge_failure_rate=1",  # this judge always fails: train on, counting (test_judge_e2e.py stops)
-        f"trainer.debug_nan_loss_step={NAN_LOSS_STEP}",
-        f"trainer.debug_nan_advantages_step={NAN_ADVANTAGES_STEP}",
         *overrides,
     ]
 
@@ -270,8 +273,10 @@ def runs(sft_model_dir, synthetic_dir, tmp_path_factory):
     judge = _BadJudge()
     try:
 
-        def command(out: Path, *overrides: str) -> list[str]:
-            return _command(sft_model_dir, corpus, synthetic_dir, judge.url, out, *overrides)
+        def command(out: Path, *overrides: str, stall_sync_step: int = 0) -> list[str]:
+            return _command(
+                sft_model_dir, corpus, synthetic_dir, judge.url, out, *overrides, stall_sync_step=stall_sync_step
+            )
 
         start = time.monotonic()
         result["log_A"] = _finish(_start(command(a, "trainer.save_every=1"), root / "A.log"), root / "A.log")
@@ -293,7 +298,7 @@ def runs(sft_model_dir, synthetic_dir, tmp_path_factory):
                 "trainer.max_restarts=1",
                 "timeouts.collective_s=60",
                 f"timeouts.weight_sync_s={SYNC_TIMEOUT_S}",
-                f"trainer.debug_stall_sync_step={STALL_STEP}",
+                stall_sync_step=STALL_STEP,
             ),
             f,
             root / "F.log",

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from helpers import BAD_KINDS, GOOD_ROWS, write_bad_corpus
 from r1reward.trainer import checkpoint as ckpt
+from test_driver_loop import make_trainer  # noqa: F401 - the fake trainer fixture
 
 
 # --- checkpoints that cannot be half-written ------------------------------------------------------
@@ -377,3 +379,61 @@ def test_strict_data_stops_at_the_first_bad_row_naming_file_and_row(synthetic_di
         load_preferences(path, "r1reward-rl", image_root=synthetic_dir, strict=True, verbose=False, unique_ids=True)
     assert str(info.value).startswith(f"{path}:{GOOD_ROWS + 1}: image-missing:")
     assert "\n" not in str(info.value)
+
+
+# --- fault injection from outside (tests/fault_injection.py) --------------------------------------
+def test_the_config_has_no_test_only_fault_keys():
+    from r1reward.config import load_config
+    from r1reward.config.load import ConfigError
+
+    for key in ("debug_nan_loss_step", "debug_nan_advantages_step", "debug_stall_sync_step"):
+        with pytest.raises(ConfigError, match=f"unknown key 'trainer.{key}'"):
+            load_config(None, [f"trainer.{key}=2"])
+
+
+class _FakeActor:
+    """A Ray actor handle's `__ray_call__`: records which function was sent to which role."""
+
+    def __init__(self, role: str, calls: list) -> None:
+        self.__ray_call__ = SimpleNamespace(remote=lambda fn: calls.append((role, fn.__name__)) or (role, fn))
+
+
+def test_faults_are_wrapped_around_the_step_at_their_step_only(make_trainer, monkeypatch):  # noqa: F811
+    import math
+
+    import fault_injection
+    from r1reward.trainer.driver import Trainer
+
+    trainer, log = make_trainer(eta=0, steps=5)
+    calls: list = []
+    monkeypatch.setattr(fault_injection, "wait_all", lambda refs, roles, call, timeout_s: calls.append(roles))
+    trainer.learners.ranks = [_FakeActor("learner rank 0", calls), _FakeActor("learner rank 1", calls)]
+    trainer.learners.roles = ["learner rank 0", "learner rank 1"]
+    trainer.rollout.workers = [_FakeActor("rollout worker 0", calls)]
+    seen: dict[int, list[bool]] = {}
+
+    def train(samples):
+        seen[len(seen) + 1] = [all(math.isfinite(a) for a in s.advantages) for s in samples]
+        calls.append("train")
+        return [{"loss": 0.0}]
+
+    trainer.learners.train = train
+    faults = fault_injection.Faults(nan_loss_step=2, nan_advantages_step=3, stall_sync_step=4)
+    monkeypatch.setattr(Trainer, "train_step", fault_injection.wrap_train_step(Trainer.train_step, faults))
+    by_step = []
+    for step in range(5):
+        calls.clear()
+        trainer.train_step(step)
+        by_step.append([c for c in calls if isinstance(c, tuple)])
+    # Step 2: rank 0 alone is told to poison its next loss, before the update; step 4: worker 0 stalls.
+    assert by_step == [
+        [],
+        [("learner rank 0", "poison_next_loss")],
+        [],
+        [("rollout worker 0", "stall_next_update")],
+        [],
+    ]
+    # Step 3: one sample's advantages are NaN on their way to the learners, and that step's only.
+    assert [row.count(False) for row in seen.values()] == [0, 0, 1, 0, 0] and not seen[3][0]
+    assert trainer.learners.train is train  # nothing is left wrapped after its step
+    assert [entry[0] for entry in log].count("sync") == 5

@@ -53,18 +53,15 @@ def test_split_and_split_even():
     assert split([], 2) == [[], []]
 
 
-def test_learner_group_splits_samples_and_sends_the_nan_loss_fault_to_rank_0_only(waits):
+def test_learner_group_splits_samples_in_rank_order(waits):
     from r1reward.config.schema import TimeoutsConfig
     from r1reward.learner.group import LearnerGroup
 
     log: list = []
     group = LearnerGroup([_Handle(log, 0), _Handle(log, 1)], timeouts=TimeoutsConfig(remote_call_s=7.0))
-    out = group.train(list(range(5)), debug_nan_loss=True)
+    out = group.train(list(range(5)))
     assert waits[-1] == (["learner rank 0", "learner rank 1"], "train", 7.0)  # roles named, config's deadline
-    assert [(r, a, k) for r, _, a, k in log] == [
-        (0, ([0, 1, 2],), {"debug_nan_loss": True}),
-        (1, ([3, 4],), {"debug_nan_loss": False}),
-    ]
+    assert [(r, a, k) for r, _, a, k in log] == [(0, ([0, 1, 2],), {}), (1, ([3, 4],), {})]
     assert [o["rank"] for o in out] == [0, 1]
     log.clear()
     group.save("d", "step_1", "hf")

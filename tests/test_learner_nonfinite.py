@@ -5,7 +5,8 @@ by `LearnerRank` as a Ray actor builds them. Each process first takes a real ste
 the LR schedule has moved, so a step that was not skipped would show), then trains the same samples
 under each poison the test wraps around the model from outside:
 
-- `loss`: the learner's own fault injection (`debug_nan_loss`): NaN added to the first loss;
+- `loss`: NaN added to the first loss (tests/fault_injection.py wraps the loss function, as in
+  tests/test_faults.py);
 - `forward`: a decoder layer's output made NaN, so the forward itself produces the NaN;
 - `gradient`: the forward and the loss stay finite, only the backward through that layer is NaN.
 
@@ -77,9 +78,12 @@ def _layer(model):
 
 
 @contextmanager
-def _poison(model, kind: str):
+def _poison(learner, kind: str):
     """A NaN produced inside the model, wrapped in from outside (no branch in the learner's code)."""
     if kind == "loss":
+        from fault_injection import poison_next_loss
+
+        poison_next_loss(learner)
         yield
         return
     if kind == "forward":
@@ -96,7 +100,7 @@ def _poison(model, kind: str):
             if hidden.requires_grad:
                 hidden.register_hook(lambda grad: grad * float("nan"))
 
-    handle = _layer(model).register_forward_hook(hook)
+    handle = _layer(learner.engine.module).register_forward_hook(hook)
     try:
         yield
     finally:
@@ -161,8 +165,8 @@ def _rank_main(rank, world, port, model_dir, data_dir, stage, results) -> None:
         poison_here = rank == 0
         for kind in POISONS:
             before = _state(learner)
-            with _poison(learner.engine.module, kind) if poison_here else nullcontext():
-                metrics = learner.train(samples, debug_nan_loss=poison_here and kind == "loss")
+            with _poison(learner, kind) if poison_here else nullcontext():
+                metrics = learner.train(samples)
             out[kind] = {"before": before, "after": _state(learner), "metrics": metrics}
         before = _state(learner)
         with torch.no_grad():  # each micro-batch's own statistics, on the weights the clean step starts from

@@ -87,7 +87,6 @@ NON_NEGATIVE = [
     "sft.train_batch_size",
     "sft.save_every",
     "rollout.top_k",
-    "trainer.debug_stall_sync_step",
     "trainer.max_restarts",
     "trainer.max_staleness",
 ]

@@ -155,13 +155,6 @@ class TrainerConfig:
     keep_checkpoints: int = 0
     # After a dead or late actor, start again from the last checkpoint up to this many times (0: end the run).
     max_restarts: int = 0
-    # Fault injection for the tests (tests/test_faults.py); 0 = off. At that (1-based) step, learner
-    # rank 0's loss, or one sample's advantages, is made NaN: the update must be skipped on every rank.
-    debug_nan_loss_step: int = 0
-    debug_nan_advantages_step: int = 0
-    # At that step, rollout worker 0 stalls instead of receiving the weights (a hung receiver): the sync
-    # must fail within timeouts.weight_sync_s, naming the worker.
-    debug_stall_sync_step: int = 0
 
 
 @dataclass

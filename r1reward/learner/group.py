@@ -104,16 +104,9 @@ class LearnerGroup:
             return [{"old_logprobs": [list(s.sampler_logprobs) for s in samples]}]
         return self._split("compute_logprobs", samples)
 
-    def train(self, samples: list[dict[str, Any]], debug_nan_loss: bool = False) -> list[dict[str, float]]:
-        """One update over `samples`; `debug_nan_loss` (fault injection) reaches rank 0 only."""
-        parts = split(samples, len(self.ranks))
-        return self._all(
-            "train",
-            [
-                r.train.remote(part, debug_nan_loss=debug_nan_loss and i == 0)
-                for i, (r, part) in enumerate(zip(self.ranks, parts))
-            ],
-        )
+    def train(self, samples: list[dict[str, Any]]) -> list[dict[str, float]]:
+        """One update over `samples`; each rank's statistics, in rank order."""
+        return self._split("train", samples)
 
     def sft_train(self, samples: list[dict[str, Any]]) -> list[dict[str, float]]:
         return self._split("sft_train", samples)

@@ -183,19 +183,18 @@ class LearnerRank:
         return out
 
     # --- the update -----------------------------------------------------------------------------
-    def train(self, samples: list[Sample], debug_nan_loss: bool = False) -> dict[str, float]:
+    def train(self, samples: list[Sample]) -> dict[str, float]:
         """One pass per epoch over this rank's samples (which carry `old_logprobs` and `advantages`).
 
         An optimizer step whose micro-batches gave a non-finite loss, or non-finite gradients, on any
         rank is skipped on every rank: no optimizer or LR-schedule step, gradients dropped, weights and
         optimizer state as they were (`_step`). Its micro-batches count in `nonfinite_skipped` and are
-        left out of the statistics, which are reduced by kind (`reduce_stats`). `debug_nan_loss` (tests
-        only) makes this rank's first loss NaN."""
+        left out of the statistics, which are reduced by kind (`reduce_stats`)."""
         self.engine.train()
         kept: list[dict[str, float]] = []  # stats of the micro-batches whose update was applied
         window: list[dict[str, float]] = []  # stats of the micro-batches of the step being accumulated
         keys: set[str] = set()
-        skipped, nonfinite, first = 0, False, True
+        skipped, nonfinite = 0, False
         skipped_steps = self.engine.skipped_steps
         for _ in range(self.cfg.epochs_per_rollout):
             for batch in self._micro_batches(samples):
@@ -208,9 +207,6 @@ class LearnerRank:
                     self.cfg.completion_logits_only,
                     self.sampling,
                 )
-                if debug_nan_loss and first:
-                    loss = loss + float("nan")
-                first = False
                 keys.update(stats)
                 if not self._on_every_rank(bool(torch.isfinite(loss))):
                     # Every rank turns the step's gradients into NaN, which the step below never applies.

@@ -167,15 +167,6 @@ class RolloutGroup:
 
         return RayRolloutClient(self.workers, self.tensor_parallel_size, self.timeouts.weight_sync_s)
 
-    def debug_stall_next_update(self) -> None:
-        """Fault injection (tests/test_faults.py): worker 0 hangs instead of receiving the next weights."""
-        wait_all(
-            [self.workers[0].debug_stall_next_update.remote()],
-            self.roles[:1],
-            "debug stall",
-            self.timeouts.remote_call_s,
-        )
-
     def close(self) -> None:
         """Stop the workers, and the placement group and Ray if this group started them."""
         import ray

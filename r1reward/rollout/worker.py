@@ -17,8 +17,6 @@ from r1reward.data.render import MAX_IMAGES
 from r1reward.placement.engine_process import keep_engine_core_in_process
 from r1reward.sync.backend import weight_transfer_backend
 
-STALL_S = 24 * 3600.0  # an injected stall outlasts any timeout: the run must end without it
-
 
 class RolloutWorker:
     """Wrapped with `ray.remote` by the caller so resources come from the placement plan."""
@@ -132,14 +130,7 @@ class RolloutWorker:
         self.llm.start_weight_update()
 
     def update_weights(self, update_info: dict[str, Any]) -> None:
-        if getattr(self, "_stall_next_update", False):  # fault injection: a receiver that never receives
-            self._stall_next_update = False
-            time.sleep(STALL_S)
         self.llm.update_weights({"update_info": update_info})
-
-    def debug_stall_next_update(self) -> None:
-        """Tests only (trainer.debug_stall_sync_step): the next update_weights hangs instead of receiving."""
-        self._stall_next_update = True
 
     def finish_weight_update(self, weight_version: str | None = None) -> None:
         self.llm.finish_weight_update(weight_version)

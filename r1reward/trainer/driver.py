@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -206,8 +205,6 @@ class Trainer(ActorRun):
     def _sync_weights(self, step: int | None = None) -> None:
         """Learners -> rollout workers. Each side bounds its own waits by timeouts.weight_sync_s; the
         learner group waits a little longer, so that the side that timed out names its peer first."""
-        if step is not None and self.config.trainer.debug_stall_sync_step == step + 1:  # fault injection
-            self.rollout.debug_stall_next_update()
         self.learners.push_weights()
         # The workers now hold the learners' weights after `step + 1` updates (a resume: the checkpoint's).
         self.rollout_version = self.step if step is None else step + 1
@@ -236,12 +233,9 @@ class Trainer(ActorRun):
                 **logprob_gap(samples, self.processor.tokenizer.decode),
                 **staleness,
             }
-            if cfg.trainer.debug_nan_advantages_step == step + 1:  # fault injection (tests/test_faults.py)
-                samples[0].advantages = [math.nan] * len(samples[0].advantages)
         with self._phase("train"):
             samples = [s.for_learner() for s in samples]  # what the learner does not need stays here
-            nan_loss = cfg.trainer.debug_nan_loss_step == step + 1  # fault injection: rank 0's loss only
-            parts = self.learners.train(samples, debug_nan_loss=nan_loss)
+            parts = self.learners.train(samples)
         with self._phase("rollout_wait"):
             self._wait_ahead()
         with self._phase("sync"):
