@@ -171,7 +171,9 @@ def _rank_main(rank, world, port, model_dir, data_dir, stage, results) -> None:
         before = _state(learner)
         with torch.no_grad():  # each micro-batch's own statistics, on the weights the clean step starts from
             micro = [
-                policy_loss_on_micro_batch(learner.engine, batch, learner.algo, learner.mm_token_ids, "cpu")[1]
+                policy_loss_on_micro_batch(
+                    learner.engine, batch, learner.algo, learner.mm_token_ids, "cpu", sampling=learner.sampling
+                )[1]
                 for batch in learner._micro_batches(samples)
             ]
         out["clean"] = {"before": before, "metrics": learner.train(samples), "after": _state(learner), "micro": micro}
