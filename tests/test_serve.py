@@ -41,9 +41,9 @@ def tail(path: Path, lines: int = 30) -> str:
 
 
 @pytest.fixture(scope="module")
-def served(sft_model_dir, tmp_path_factory):
+def served(sft_model_dir, synthetic_dir, tmp_path_factory):
     """(base URL, server process, log path, RewardModel on the same checkpoint). The server boots while
-    this process loads its own engine."""
+    this process loads its own engine; requests may name the synthetic data's images by path."""
     log = tmp_path_factory.mktemp("serve") / "server.log"
     port = free_port()
     with log.open("w") as out:
@@ -67,6 +67,8 @@ def served(sft_model_dir, tmp_path_factory):
                 "50",
                 "--timeout",
                 "120",
+                "--image-root",
+                str(synthetic_dir),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
