@@ -1,16 +1,21 @@
-"""Fakes shared by the serve tests: an engine whose answers depend only on the prompt and its seed (as
-vLLM's seeded sampling does), a chat processor, and small images."""
+"""What the serve tests share: an engine whose answers depend only on the prompt and its seed (as vLLM's
+seeded sampling does), a chat processor, images, and waiting for a server subprocess."""
 
 from __future__ import annotations
 
 import base64
 import io
 import json
+import socket
 import struct
+import subprocess
 import threading
 import time
 import zlib
+from pathlib import Path
 
+import pytest
+import requests
 from PIL import Image
 
 
@@ -80,3 +85,41 @@ def huge_png(width: int, height: int) -> bytes:
     idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path, limit_s: float) -> None:
+    """Returns once the server at ``url`` answers /health; fails the test naming what it waited for if
+    the process exits first or ``limit_s`` passes."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"r1reward serve exited with {proc.returncode} before /health answered:\n{tail(log)}")
+        try:
+            if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"r1reward serve: no /health within {limit_s:g} s:\n{tail(log)}")
+        time.sleep(0.2)
+
+
+def stop(proc: subprocess.Popen, grace_s: float = 30) -> None:
+    """SIGTERM, then SIGKILL if the server has not exited within ``grace_s``."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -18,19 +17,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from serve_fakes import huge_png, png_bytes
+from serve_fakes import free_port, huge_png, png_bytes, stop, wait_healthy
 
 HERE = Path(__file__).resolve().parent
 KEY = "test-key-0123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 ENGINE_DELAY_S = 1.0  # the fake engine's time on a call with a "SLOW" prompt
 STARTUP_S = 60
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -59,26 +52,10 @@ def server(tmp_path_factory):
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + STARTUP_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the fake server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the fake server: no /health within {STARTUP_S} s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
+        wait_healthy(url, proc, log, STARTUP_S)
         yield url, proc, root, model, log
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop(proc)
 
 
 def compare(url: str, images: list[str], timeout: float = 10, headers=AUTH, **extra) -> requests.Response:
