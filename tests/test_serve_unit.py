@@ -316,6 +316,14 @@ def test_serve_cli_checks_before_loading(tmp_path, capsys):
     assert "model folder not found" in capsys.readouterr().err
     assert main(["serve", "--model", str(tmp_path), "--k", "0"]) == 2
     assert "--k must be at least 1, got 0" in capsys.readouterr().err
+    for flags, words in (
+        (["--image-root", str(tmp_path / "nowhere")], "--image-root: folder not found"),
+        (["--max-batch", "8", "--max-queue", "4"], "--max-queue (4) must be at least --max-batch (8)"),
+        (["--decode-slots", "0"], "--decode-slots must be at least 1"),
+        (["--api-key", " "], "--api-key (or R1REWARD_API_KEY) is empty"),
+    ):
+        assert main(["serve", "--model", str(tmp_path), *flags]) == 2
+        assert words in capsys.readouterr().err, flags
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
@@ -440,3 +448,26 @@ def test_api_key_guards_every_route_but_health_and_metrics(model):
         assert client.get("/health").status_code == 200 and client.get("/metrics").status_code == 200
         ok = client.post("/v1/compare", json=body, headers={"Authorization": "Bearer s3cret"})
         assert ok.status_code == 200
+
+
+def test_images_are_decoded_by_a_bounded_number_of_requests_at_once(model):
+    """Each image is bounded; so is how many requests decode theirs at once, which bounds the memory."""
+    active, peak, lock = [0], [0], threading.Lock()
+    render = model.prompts_for
+
+    def counted(pairs):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.1)
+        with lock:
+            active[0] -= 1
+        return render(pairs)
+
+    model.prompts_for = counted
+    service = RewardService(model, "fake", max_batch=64, decode_slots=2)
+    with TestClient(create_app(service)) as client:
+        body = {"question": "q", "images": [data_uri()], "response_1": "a", "response_2": "b"}
+        answers = _concurrently(lambda i: client.post("/v1/compare", json={**body, "seed": i}), list(range(8)))
+    assert [a.status_code for a in answers] == [200] * 8
+    assert peak[0] == 2

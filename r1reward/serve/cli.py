@@ -63,6 +63,12 @@ def add_command(subparsers: Any, command: Callable[[str], Callable]) -> None:
         help="pixels of one image, checked before decoding (default 25,000,000: 5000 x 5000)",
     )
     p.add_argument(
+        "--decode-slots",
+        type=int,
+        default=2,
+        help="requests that decode their images at once; with --max-image-pixels, bounds their memory (default 2)",
+    )
+    p.add_argument(
         "--api-key",
         default=os.environ.get("R1REWARD_API_KEY"),
         help="requests must send Authorization: Bearer KEY (/health and /metrics stay open); "
@@ -107,6 +113,7 @@ def _check(args: argparse.Namespace) -> None:
         ("--max-batch", args.max_batch),
         ("--max-tokens", args.max_tokens),
         ("--max-image-pixels", args.max_image_pixels),
+        ("--decode-slots", args.decode_slots),
     ):
         if value < 1:
             raise UserError(f"{name} must be at least 1, got {value}")
@@ -167,6 +174,7 @@ def _serve(args: argparse.Namespace) -> int:
                 max_bytes=int(args.max_image_mb * 2**20),
                 max_pixels=args.max_image_pixels,
             ),
+            decode_slots=args.decode_slots,
             info={"workers": args.workers},  # no path: clients must not learn where the weights are
         )
         roots = ", ".join(args.image_root) or "none (base64 images only)"

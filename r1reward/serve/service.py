@@ -9,6 +9,7 @@ same seed, whatever it is batched with.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -80,16 +81,21 @@ class RewardService:
         wait_s: float = 0.005,
         timeout_s: float = 300.0,
         images: ImagePolicy | None = None,
+        decode_slots: int = 2,
         metrics: ServeMetrics | None = None,
         info: dict[str, Any] | None = None,
     ) -> None:
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
+        if decode_slots < 1:
+            raise ValueError(f"decode_slots must be at least 1, got {decode_slots}")
         if max_responses < 2:
             raise ValueError(f"max_responses must be at least 2, got {max_responses}")
         self.model, self.name, self.k, self.swap = model, name, k, swap
         self.max_responses = max_responses
         self.images = images or ImagePolicy()  # by default: no server paths
+        # Each image is bounded in pixels; this bounds how many requests decode theirs at once (memory).
+        self._decoding = asyncio.Semaphore(decode_slots)
         self.metrics = metrics or ServeMetrics()
         self.info = dict(info or {})
         self.batcher = Batcher(
@@ -162,7 +168,8 @@ class RewardService:
         """Render the ``count`` pairs ``build()`` returns (images decoded there, off the event loop), then
         one batched engine call."""
         self.batcher.check_size(count, k)  # before any image is decoded
-        prompts = await run_in_threadpool(lambda: self._prompts(build()))
+        async with self._decoding:
+            prompts = await run_in_threadpool(lambda: self._prompts(build()))
         comparisons = await self.batcher.submit(prompts, self.model.seeds_for(len(prompts), seed), k)
         self.metrics.observe_votes(v for c in comparisons for v in c.votes)
         return comparisons
