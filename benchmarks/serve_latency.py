@@ -34,7 +34,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def start_server(args: argparse.Namespace, port: int, log: Path) -> subprocess.Popen:
+def start_server(args: argparse.Namespace, port: int, log: Path, image_root: Path) -> subprocess.Popen:
     command = [
         sys.executable,
         "-m",
@@ -48,6 +48,8 @@ def start_server(args: argparse.Namespace, port: int, log: Path) -> subprocess.P
         str(args.max_tokens),
         "--max-batch",
         str(args.max_batch),
+        "--image-root",
+        str(image_root),
     ]
     with log.open("w") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
@@ -113,7 +115,7 @@ def main() -> None:
         data = Path(make_synthetic_data(Path(tmp) / "data", num=64, seed=123)["pairs"])
         rows = [json.loads(line) for line in data.read_text().splitlines()]
         port = free_port()
-        proc = start_server(args, port, Path(tmp) / "server.log")
+        proc = start_server(args, port, Path(tmp) / "server.log", data.parent)
         url = f"http://127.0.0.1:{port}"
         results = []
         try:

@@ -21,6 +21,7 @@ from PIL import Image
 from r1reward.config.schema import Config
 from r1reward.data.check import check_data
 from r1reward.data.dataset import load_preferences
+from r1reward.data.images import ImagePolicy
 from r1reward.data.prompt import EVALUATOR_PROMPT, format_prompt, neutralize_special_tokens
 from r1reward.data.readers import parse_filled_prompt
 from r1reward.eval.api import RewardModel
@@ -256,7 +257,7 @@ NONSENSE = ["{answer2}", "{answer1}", "{question}", "{answer2}{answer1}", "xyzzy
 def test_get_reward_gives_a_placeholder_the_reward_of_any_nonsense(processor, tmp_path, swap):
     Image.new("RGB", (40, 30), "red").save(tmp_path / "red.png")
     model = RewardModel(ReferenceJudge(processor, REFERENCE), processor, seed=0)
-    service = RewardService(model, "judge", k=2, swap=swap, max_batch=64)
+    service = RewardService(model, "judge", k=2, swap=swap, max_batch=64, images=ImagePolicy(roots=(tmp_path,)))
     label = json.dumps({"images": [str(tmp_path / "red.png")], "reference": REFERENCE})
     queries = NONSENSE + [REFERENCE]
     with TestClient(create_app(service)) as client:
@@ -287,7 +288,8 @@ def test_get_reward_answers_adversarial_responses(processor, tmp_path, response)
     Image.new("RGB", (40, 30), "red").save(tmp_path / "red.png")
     model = RewardModel(ReferenceJudge(processor, REFERENCE), processor, seed=0)
     label = json.dumps({"question": "What is shown?", "images": [str(tmp_path / "red.png")], "reference": REFERENCE})
-    with TestClient(create_app(RewardService(model, "judge", k=1, max_batch=8))) as client:
+    service = RewardService(model, "judge", k=1, max_batch=8, images=ImagePolicy(roots=(tmp_path,)))
+    with TestClient(create_app(service)) as client:
         for body in (
             {"query": [response], "labels": [label]},
             {"query": [json.dumps({"response": response})], "labels": [label]},

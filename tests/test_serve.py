@@ -8,10 +8,8 @@ from __future__ import annotations
 import base64
 import json
 import re
-import socket
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from r1reward.data.records import PreferenceRecord
 from r1reward.data.render import count_prompt_tokens
 from r1reward.eval.api import Pair, RewardModel
 from r1reward.serve.service import compare_answer, reward_of
+from serve_fakes import free_port, stop, tail, wait_healthy
 
 pytestmark = pytest.mark.slow
 SNIPPETS = Path(__file__).parent / "serve_snippets"
@@ -30,20 +29,10 @@ SERVER_K = 2
 STARTUP_S = 180
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
-
-
 @pytest.fixture(scope="module")
-def served(sft_model_dir, tmp_path_factory):
+def served(sft_model_dir, synthetic_dir, tmp_path_factory):
     """(base URL, server process, log path, RewardModel on the same checkpoint). The server boots while
-    this process loads its own engine."""
+    this process loads its own engine; requests may name the synthetic data's images by path."""
     log = tmp_path_factory.mktemp("serve") / "server.log"
     port = free_port()
     with log.open("w") as out:
@@ -67,6 +56,8 @@ def served(sft_model_dir, tmp_path_factory):
                 "50",
                 "--timeout",
                 "120",
+                "--image-root",
+                str(synthetic_dir),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -75,29 +66,12 @@ def served(sft_model_dir, tmp_path_factory):
     model = None
     try:
         model = RewardModel.load(str(sft_model_dir), max_tokens=MAX_TOKENS)
-        deadline = time.monotonic() + STARTUP_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"r1reward serve exited with {proc.returncode} before /health answered:\n{tail(log)}")
-            try:
-                if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"r1reward serve: no /health within {STARTUP_S} s:\n{tail(log)}")
-            time.sleep(0.5)
+        wait_healthy(url, proc, log, STARTUP_S)
         yield url, proc, log, model
     finally:
         if model is not None:
             model.close()
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        stop(proc, 60)
 
 
 @pytest.fixture(scope="module")

@@ -9,66 +9,19 @@ import io
 import json
 import threading
 import time
-import zlib
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from r1reward.data.images import ImagePolicy, ImageRefused, load_untrusted_image
 from r1reward.eval.api import Comparison, Pair, RewardModel
 from r1reward.serve.app import create_app
 from r1reward.serve.batcher import Batcher
 from r1reward.serve.openrlhf import question_text, response_text, reward_items
 from r1reward.serve.schemas import ServeError
 from r1reward.serve.service import MAX_IMAGES, RewardService, compare_answer, reward_of
-
-
-class FakeProcessor:
-    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
-        return json.dumps(messages, sort_keys=True)
-
-
-class FakeEngine:
-    """Sample j of a prompt with seed s answers from crc32(prompt) + s + j; records every call."""
-
-    def __init__(self, delay: float = 0.0, fail_on: str | None = None) -> None:
-        self.calls: list[tuple[int, int]] = []  # (prompts, n) per call
-        self.delay, self.fail_on = delay, fail_on
-        self.lock = threading.Lock()
-
-    def generate(self, prompts, n=1, temperature=None, top_p=None, max_tokens=None, seeds=None):
-        with self.lock:
-            self.calls.append((len(prompts), n))
-        if self.delay:
-            time.sleep(self.delay)
-        if self.fail_on and any(self.fail_on in p["prompt"] for p in prompts):
-            raise ValueError("prompt too long")
-        out = []
-        for prompt, seed in zip(prompts, seeds):
-            base = zlib.crc32(prompt["prompt"].encode()) + seed
-            texts = [
-                f"<think>t{base + j}</think><answer>{1 + (base + j) % 2}</answer>" if (base + j) % 7 else "no answer"
-                for j in range(n)
-            ]
-            out.append(
-                {
-                    "prompt_token_ids": [],
-                    "generations": [
-                        {"text": t, "token_ids": [], "logprobs": [], "finish_reason": "stop"} for t in texts
-                    ],
-                }
-            )
-        return out
-
-
-def png_bytes(colour: str = "red") -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (40, 30), colour).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def data_uri(colour: str = "red") -> str:
-    return "data:image/png;base64," + base64.b64encode(png_bytes(colour)).decode()
+from serve_fakes import FakeEngine, FakeProcessor, data_uri, png_bytes
 
 
 @pytest.fixture
@@ -77,8 +30,10 @@ def model():
 
 
 @pytest.fixture
-def client(model):
-    with TestClient(create_app(RewardService(model, "fake", k=3, max_batch=12, wait_s=0.01))) as c:
+def client(model, tmp_path):
+    """The app on the fake engine; requests may name images under tmp_path."""
+    service = RewardService(model, "fake", k=3, max_batch=12, wait_s=0.01, images=ImagePolicy(roots=(tmp_path,)))
+    with TestClient(create_app(service)) as c:
         yield c
 
 
@@ -143,10 +98,10 @@ def test_every_malformed_request_gets_a_one_line_4xx_and_the_server_lives(client
             "/v1/compare",
             {**good, "images": ["data:image/png;base64," + base64.b64encode(b"xx").decode()]},
             400,
-            "cannot decode",
+            "not a decodable image",
         ),
-        ("/v1/compare", {**good, "images": [str(tmp_path / "missing.png")]}, 400, "image not found"),
-        ("/v1/compare", {**good, "images": [str(tmp_path / "not-an-image.png")]}, 400, "cannot decode"),
+        ("/v1/compare", {**good, "images": [str(tmp_path / "missing.png")]}, 400, "no such image under"),
+        ("/v1/compare", {**good, "images": [str(tmp_path / "not-an-image.png")]}, 400, "not a decodable image"),
         ("/v1/compare", {**good, "images": ["http://example.com/a.png"]}, 400, "URLs are not supported"),
         ("/v1/compare", {**good, "images": [data_uri()] * (MAX_IMAGES + 1)}, 400, "at most"),
         ("/v1/rank", {"question": "q", "images": [], "responses": ["only one"]}, 400, "responses:"),
@@ -208,8 +163,9 @@ def test_engine_errors_are_isolated_and_timeouts_are_504(model):
         bodies.append({"question": "q", "images": [], "response_1": "POISON", "response_2": "b"})
         answers = _concurrently(lambda body: client.post("/v1/compare", json=body), bodies)
         assert [a.status_code for a in answers] == [200, 200, 200, 400]
-        assert "the engine refused the request: prompt too long" == answers[3].json()["error"]
-        assert engine.calls[0] == (4, 1)  # one call for all four, then each alone
+        assert answers[3].json()["error"].startswith("the engine refused the request")
+        assert "prompt too long" not in answers[3].json()["error"]  # exception text stays in the server log
+        assert engine.calls[0] == (4, 1)  # one call for all four, then halves
         assert client.get("/health").status_code == 200
 
     model.engine = FakeEngine(delay=1.0)
@@ -299,7 +255,7 @@ def test_batcher_reports_engine_failures():
         return error.value, alive
 
     error, alive = asyncio.run(main())
-    assert error.status == 500 and error.message == "engine error: RuntimeError: CUDA error: device lost second line"
+    assert error.status == 500 and error.message == "engine error (details in the server log)"
     assert alive
 
 
@@ -360,6 +316,14 @@ def test_serve_cli_checks_before_loading(tmp_path, capsys):
     assert "model folder not found" in capsys.readouterr().err
     assert main(["serve", "--model", str(tmp_path), "--k", "0"]) == 2
     assert "--k must be at least 1, got 0" in capsys.readouterr().err
+    for flags, words in (
+        (["--image-root", str(tmp_path / "nowhere")], "--image-root: folder not found"),
+        (["--max-batch", "8", "--max-queue", "4"], "--max-queue (4) must be at least --max-batch (8)"),
+        (["--decode-slots", "0"], "--decode-slots must be at least 1"),
+        (["--api-key", " "], "--api-key (or R1REWARD_API_KEY) is empty"),
+    ):
+        assert main(["serve", "--model", str(tmp_path), *flags]) == 2
+        assert words in capsys.readouterr().err, flags
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
@@ -367,3 +331,143 @@ def test_serve_cli_checks_before_loading(tmp_path, capsys):
         assert main(["serve", "--model", str(tmp_path), "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert f"cannot listen on 127.0.0.1:{port}" in err and err.count("\n") == 1
+
+
+# --- bounded work ----------------------------------------------------------------------------------------
+def test_batcher_counts_generations_bounds_its_queue_and_drops_jobs_of_clients_that_left():
+    async def main():
+        release, calls, dropped = threading.Event(), [], []
+
+        def slow(prompts, k, seeds):
+            calls.append(list(prompts))
+            release.wait(5)
+            return list(prompts)
+
+        batcher = Batcher(slow, max_batch=4, max_queue=6, wait_s=0, timeout_s=5, on_drop=lambda: dropped.append(1))
+        await batcher.start()
+        with pytest.raises(ServeError) as too_big:  # 3 prompts x k=2 = 6 generations > 4
+            await batcher.submit(["a", "b", "c"], [1, 2, 3], 2)
+        running = asyncio.create_task(batcher.submit(["run"], [1], 4))  # 4 generations, in the engine
+        await asyncio.sleep(0.05)
+        leaving = asyncio.create_task(batcher.submit(["left"], [2], 1))  # waits behind it
+        await asyncio.sleep(0.05)
+        with pytest.raises(ServeError) as full:  # 4 + 1 + 2 > 6
+            await batcher.submit(["x", "y"], [3, 4], 1)
+        leaving.cancel()
+        await asyncio.sleep(0.05)
+        release.set()
+        results = [await running, await batcher.submit(["after"], [5], 1)]
+        queued = batcher.queued
+        await batcher.close()
+        return too_big.value, full.value, calls, dropped, results, queued
+
+    too_big, full, calls, dropped, results, queued = asyncio.run(main())
+    assert too_big.status == 413 and "6 generations" in too_big.message
+    assert full.status == 503 and full.headers["Retry-After"] == "1" and "--max-queue 6" in full.message
+    assert calls == [["run"], ["after"]] and dropped == [1]  # the job whose client left never ran
+    assert results == [["run"], ["after"]] and queued == 0
+
+
+def test_a_poison_request_is_found_by_halving_not_by_rerunning_each_neighbour():
+    async def main():
+        calls = []
+
+        def run(prompts, k, seeds):
+            calls.append(len(prompts))
+            if "poison" in prompts:
+                raise ValueError("prompt too long")
+            return list(prompts)
+
+        batcher = Batcher(run, max_batch=64, wait_s=0.2)
+        await batcher.start()
+        names = [f"r{i}" for i in range(16)]
+        names[11] = "poison"
+        answers = await asyncio.gather(
+            *(batcher.submit([n], [i], 1) for i, n in enumerate(names)), return_exceptions=True
+        )
+        await batcher.close()
+        return calls, names, answers
+
+    calls, names, answers = asyncio.run(main())
+    assert [a.status for a in answers if isinstance(a, ServeError)] == [400]
+    assert [a for a in answers if not isinstance(a, ServeError)] == [[n] for n in names if n != "poison"]
+    assert calls[0] == 16 and len(calls) <= 1 + 2 * 4  # one by one would take 17 calls
+
+
+def test_rank_refuses_too_many_responses_before_pairing(model):
+    with TestClient(create_app(RewardService(model, "fake", max_batch=10**9, max_responses=8))) as client:
+        start = time.monotonic()
+        answer = client.post("/v1/rank", json={"question": "q", "responses": ["x"] * 5000})
+        assert answer.status_code == 413 and "--max-responses 8" in answer.json()["error"]
+        assert time.monotonic() - start < 1.0
+
+
+# --- what clients may make the server open --------------------------------------------------------------
+def test_untrusted_images_stay_inside_the_roots_and_the_bounds(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (root / "red.png").write_bytes(png_bytes())
+    (outside / "secret.png").write_bytes(png_bytes())
+    (root / "link.png").symlink_to(outside / "secret.png")
+    policy = ImagePolicy(roots=(root,), max_bytes=len(png_bytes()) + 10, max_pixels=40 * 30)
+    assert load_untrusted_image(str(root / "red.png"), policy).size == (40, 30)
+    assert load_untrusted_image("red.png", policy).mode == "RGB"
+    refusals = {}
+    for source in (str(outside / "secret.png"), str(root / "link.png"), "../outside/secret.png", str(root / "no.png")):
+        with pytest.raises(ImageRefused) as refused:
+            load_untrusted_image(source, policy)
+        refusals[source] = (str(refused.value), refused.value.detail)
+    assert len({message for message, _ in refusals.values()}) == 1  # one generic line for every refusal
+    assert all(source in detail or "outside" in detail for source, (_, detail) in refusals.items())
+    with pytest.raises(ImageRefused, match="no such image"):  # no roots: no paths at all
+        load_untrusted_image(str(root / "red.png"), ImagePolicy())
+
+    def encoded(image: Image.Image, fmt: str) -> str:
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt)
+        return "data:image/x;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+    with pytest.raises(ImageRefused, match="--max-image-pixels 1200"):
+        load_untrusted_image(encoded(Image.new("RGB", (41, 30)), "PNG"), policy)
+    with pytest.raises(ImageRefused, match="not a decodable image in an allowed format"):
+        load_untrusted_image(encoded(Image.new("RGB", (4, 3)), "TIFF"), ImagePolicy())
+    with pytest.raises(ImageRefused, match="--max-image-mb"):
+        load_untrusted_image(encoded(Image.effect_noise((40, 30), 50).convert("RGB"), "PNG"), policy)
+    gif = Image.new("P", (4, 3))
+    frames = encoded(gif, "GIF")
+    assert load_untrusted_image(frames, policy).size == (4, 3)
+
+
+def test_api_key_guards_every_route_but_health_and_metrics(model):
+    with TestClient(create_app(RewardService(model, "fake"), api_key="s3cret")) as client:
+        body = {"question": "q", "response_1": "a", "response_2": "b"}
+        assert client.post("/v1/compare", json=body).status_code == 401
+        assert client.post("/v1/compare", json=body, headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert client.get("/v1/models").status_code == 401 and client.get("/openapi.json").status_code == 401
+        assert client.get("/health").status_code == 200 and client.get("/metrics").status_code == 200
+        ok = client.post("/v1/compare", json=body, headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+
+
+def test_images_are_decoded_by_a_bounded_number_of_requests_at_once(model):
+    """Each image is bounded; so is how many requests decode theirs at once, which bounds the memory."""
+    active, peak, lock = [0], [0], threading.Lock()
+    render = model.prompts_for
+
+    def counted(pairs):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.1)
+        with lock:
+            active[0] -= 1
+        return render(pairs)
+
+    model.prompts_for = counted
+    service = RewardService(model, "fake", max_batch=64, decode_slots=2)
+    with TestClient(create_app(service)) as client:
+        body = {"question": "q", "images": [data_uri()], "response_1": "a", "response_2": "b"}
+        answers = _concurrently(lambda i: client.post("/v1/compare", json={**body, "seed": i}), list(range(8)))
+    assert [a.status_code for a in answers] == [200] * 8
+    assert peak[0] == 2

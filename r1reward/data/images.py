@@ -5,8 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import os
 import re
+import stat
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -133,3 +136,106 @@ def check_image(source: ImageSource, image_root: str | Path | None = None) -> No
         image.verify()
     except Exception as exc:  # verify() raises a variety of exception types for corrupt files
         raise DataError(f"cannot decode image {where}: {exc}", reason="image-undecodable") from exc
+
+
+# --- images from untrusted requests (r1reward serve) --------------------------------------------------------
+SAFE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")  # GIF: its first frame
+NOT_ALLOWED = "no such image under the server's --image-root (paths elsewhere are refused)"
+
+
+@dataclass(frozen=True)
+class ImagePolicy:
+    """What a client may make the server open. Paths: only files under ``roots`` (none: no paths at all),
+    relative ones taken from the first root; every image at most ``max_bytes`` and ``max_pixels``, in
+    one of ``formats``."""
+
+    roots: tuple[Path, ...] = ()
+    max_bytes: int = 20 * 2**20
+    max_pixels: int = 25_000_000
+    formats: tuple[str, ...] = SAFE_FORMATS
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "roots", tuple(Path(root).resolve() for root in self.roots))
+
+
+class ImageRefused(DataError):
+    """An image a policy refuses: the message is what the client reads, ``detail`` what the server logs
+    (it may name paths and exception text)."""
+
+    def __init__(self, message: str, detail: str, reason: str) -> None:
+        super().__init__(message, reason=reason)
+        self.detail = " ".join(detail.split())
+
+
+def _read_allowed(text: str, policy: ImagePolicy) -> bytes:
+    """The bytes of a file under one of the policy's roots; one generic refusal for anything else, so
+    that a reply says nothing about what exists outside them."""
+
+    def refuse(why: str) -> ImageRefused:
+        return ImageRefused(NOT_ALLOWED, f"image path {text!r} refused: {why}", "image-missing")
+
+    if not policy.roots:
+        raise refuse("no --image-root allows server paths")
+    try:
+        path = Path(text)
+        path = (path if path.is_absolute() else policy.roots[0] / path).resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte, a link loop, a name too long
+        raise refuse(f"{type(exc).__name__}: {exc}") from None
+    if not any(path.is_relative_to(root) for root in policy.roots):
+        raise refuse(f"{path} is outside every --image-root")
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it (not a regular file).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise refuse(f"{type(exc).__name__}: {exc}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise refuse(f"{path} is not a regular file")
+    with os.fdopen(fd, "rb") as file:
+        if info.st_size > policy.max_bytes:
+            raise _too_large(info.st_size, policy)
+        data = file.read(policy.max_bytes + 1)  # the file may have grown since fstat
+    if len(data) > policy.max_bytes:
+        raise _too_large(len(data), policy)
+    return data
+
+
+def _too_large(size: int, policy: ImagePolicy) -> ImageRefused:
+    return ImageRefused(
+        f"image larger than --max-image-mb {policy.max_bytes / 2**20:g}", f"image of {size} bytes", "image-too-large"
+    )
+
+
+def load_untrusted_image(source: str, policy: ImagePolicy) -> Image.Image:
+    """A client's image (a path under the policy's roots, base64 or a data URI) as RGB, within the policy's
+    bounds; ImageRefused otherwise, whose message names no path and carries no exception text."""
+    undecodable = "not a decodable image in an allowed format (" + ", ".join(policy.formats) + ")"
+    if re.match(r"^[a-z][a-z0-9+.-]*://", source, re.IGNORECASE):
+        raise ImageRefused("image URLs are not supported (no network access)", "image URL", "image-missing")
+    try:
+        data = decode_base64_string(source)
+    except DataError as exc:
+        raise ImageRefused("invalid base64 image data", str(exc), "image-undecodable") from None
+    if data is None:
+        data = _read_allowed(source, policy)
+    elif len(data) > policy.max_bytes:
+        raise _too_large(len(data), policy)
+    try:
+        image = Image.open(io.BytesIO(data), formats=list(policy.formats))
+    except Image.DecompressionBombError as exc:  # PIL's own bound, above ours unless raised
+        raise _too_many_pixels(policy, str(exc)) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ImageRefused(undecodable, f"{type(exc).__name__}: {exc}", "image-undecodable") from None
+    width, height = image.size
+    if width * height > policy.max_pixels:  # checked on the header, before any pixel is decoded
+        raise _too_many_pixels(policy, f"{width} x {height} pixels")
+    try:
+        image.load()  # a GIF's first frame
+        return image.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageRefused(undecodable, f"{type(exc).__name__}: {exc}", "image-undecodable") from None
+
+
+def _too_many_pixels(policy: ImagePolicy, detail: str) -> ImageRefused:
+    return ImageRefused(f"image has more pixels than --max-image-pixels {policy.max_pixels}", detail, "image-too-large")

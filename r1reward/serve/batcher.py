@@ -1,24 +1,30 @@
 """Requests from concurrent clients, merged into one engine call.
 
-A request is a list of prompts with one seed each and the K of its samples. The batcher takes the
-first waiting request, gathers whatever else arrives within ``wait_s`` (and whatever queued while the
-engine was busy) up to ``max_batch`` prompts, and runs one engine call per distinct K in the engine's
-own thread (an in-process vLLM engine must be driven from one thread). Because every prompt carries its
-own seed, a request's answer does not depend on what it was batched with.
+A request is a list of prompts with one seed each and the K of its samples; its size is its number of
+generations, prompts x K. The batcher takes the first waiting request, gathers whatever else arrives
+within ``wait_s`` (and whatever queued while the engine was busy) up to ``max_batch`` generations, and
+runs one engine call per distinct K in the engine's own thread (an in-process vLLM engine must be driven
+from one thread). Because every prompt carries its own seed, a request's answer does not depend on what
+it was batched with.
 
-- A request with more than ``max_batch`` prompts is refused (413).
+- A request of more than ``max_batch`` generations is refused (413).
+- At most ``max_queue`` generations wait or run at once; a request that would pass that gets 503 with a
+  Retry-After of about one engine call.
 - A request that has no answer ``timeout_s`` after it was queued gets 504. The engine call it was in
-  runs on (vLLM cannot stop it halfway); its answer is dropped, and requests whose time ran out while
-  they waited are not sent to the engine.
-- When an engine call of several requests fails, each request is retried alone, so one bad request
-  fails only itself: an error the engine raises on its input (ValueError, e.g. a prompt longer than the
-  model's context) is a 400, anything else a 500.
+  runs on (vLLM cannot stop it halfway); its answer is dropped, and requests whose time ran out, or whose
+  client left (the caller's task was cancelled), are not sent to the engine.
+- When an engine call of several requests fails, its requests are split in halves and each half is
+  retried, so a bad request is found in about 2 log2(n) calls and fails only itself: an error the engine
+  raises on its input (ValueError, e.g. a prompt longer than the model's context) is a 400, anything else
+  a 500. The client reads a fixed line; the server log keeps the exception.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +36,7 @@ from r1reward.serve.schemas import ServeError
 EngineCall = Callable[[list[Any], int, list[int]], Sequence[Any]]
 # observe(requests, prompts, seconds) after each engine call (metrics).
 Observer = Callable[[int, int, float], None]
+log = logging.getLogger("r1reward.serve")
 
 
 @dataclass
@@ -38,7 +45,12 @@ class _Job:
     seeds: list[int]
     k: int
     future: asyncio.Future
-    expired: bool = field(default=False)
+    expired: bool = field(default=False)  # no one waits for the answer any more
+    left: bool = field(default=False)  # because the client left (its task was cancelled)
+
+    @property
+    def size(self) -> int:
+        return len(self.prompts) * self.k
 
 
 class Batcher:
@@ -47,16 +59,23 @@ class Batcher:
         run: EngineCall,
         *,
         max_batch: int = 256,
+        max_queue: int | None = None,
         wait_s: float = 0.005,
         timeout_s: float = 300.0,
         observe: Observer | None = None,
+        on_drop: Callable[[], None] | None = None,
     ) -> None:
+        max_queue = 4 * max_batch if max_queue is None else max_queue
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        if max_queue < max_batch:
+            raise ValueError(f"max_queue ({max_queue}) must be at least max_batch ({max_batch})")
         if timeout_s <= 0:
             raise ValueError(f"timeout must be positive, got {timeout_s}")
         self.run, self.max_batch, self.wait_s, self.timeout_s = run, max_batch, max(0.0, wait_s), timeout_s
-        self.observe = observe
+        self.max_queue, self.observe, self.on_drop = max_queue, observe, on_drop
+        self.queued = 0  # generations of requests that wait for or are in an engine call
+        self._last_call_s = 1.0
         self._queue: asyncio.Queue[_Job] | None = None
         self._task: asyncio.Task | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -85,26 +104,43 @@ class Batcher:
 
     # --- clients -------------------------------------------------------------------------------
     async def submit(self, prompts: list[Any], seeds: list[int], k: int) -> list[Any]:
-        """The engine's results for ``prompts`` (one per prompt), or a ServeError (413, 504, 400, 500)."""
+        """The engine's results for ``prompts`` (one per prompt), or a ServeError (413, 503, 504, 400, 500)."""
         if len(prompts) != len(seeds):
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
-        if len(prompts) > self.max_batch:
-            raise ServeError(
-                413,
-                f"the request needs {len(prompts)} prompts, more than --max-batch "
-                f"{self.max_batch}: split it or raise --max-batch",
-            )
+        self.check_size(len(prompts), k)
         if not prompts:
             return []
         if not self.alive or self._queue is None:
             raise ServeError(503, "the batcher is not running")
+        size = len(prompts) * k
+        if self.queued + size > self.max_queue:
+            raise ServeError(
+                503,
+                f"the server is busy: {self.queued} generations queued, --max-queue {self.max_queue}; retry later",
+                headers={"Retry-After": str(max(1, math.ceil(self._last_call_s)))},
+            )
         job = _Job(list(prompts), list(seeds), k, asyncio.get_running_loop().create_future())
-        await self._queue.put(job)
+        self.queued += size
+        self._queue.put_nowait(job)
         try:
             return await asyncio.wait_for(asyncio.shield(job.future), self.timeout_s)
         except TimeoutError:
-            job.expired = True
             raise ServeError(504, f"no answer from the engine within --timeout {self.timeout_s:g} s") from None
+        except asyncio.CancelledError:  # the client left: its job must not reach the engine
+            job.left = True
+            raise
+        finally:
+            job.expired = True
+            self.queued -= size
+
+    def check_size(self, prompts: int, k: int) -> None:
+        """413 unless ``prompts`` x ``k`` generations fit one engine call."""
+        if prompts * k > self.max_batch:
+            raise ServeError(
+                413,
+                f"the request needs {prompts} prompts x k={k} = {prompts * k} generations, more than "
+                f"--max-batch {self.max_batch}: split it, lower k or raise --max-batch",
+            )
 
     # --- the loop ------------------------------------------------------------------------------
     async def _next_batch(self, first: _Job) -> tuple[list[_Job], _Job | None]:
@@ -112,7 +148,7 @@ class Batcher:
         is returned to open the next one."""
         assert self._queue is not None
         loop = asyncio.get_running_loop()
-        batch, size = [first], len(first.prompts)
+        batch, size = [first], first.size
         window_end = loop.time() + self.wait_s
         while size < self.max_batch:
             try:
@@ -125,10 +161,10 @@ class Batcher:
                     job = await asyncio.wait_for(self._queue.get(), remaining)
                 except TimeoutError:
                     break
-            if size + len(job.prompts) > self.max_batch:
+            if size + job.size > self.max_batch:
                 return batch, job
             batch.append(job)
-            size += len(job.prompts)
+            size += job.size
         return batch, None
 
     async def _loop(self) -> None:
@@ -138,6 +174,10 @@ class Batcher:
             first = carry if carry is not None else await self._queue.get()
             batch, carry = await self._next_batch(first)
             live = [job for job in batch if not job.expired and not job.future.done()]
+            if self.on_drop is not None:
+                for job in batch:
+                    if job.left:
+                        self.on_drop()
             groups: dict[int, list[_Job]] = {}
             for job in live:
                 groups.setdefault(job.k, []).append(job)
@@ -156,23 +196,27 @@ class Batcher:
         seeds = [s for job in jobs for s in job.seeds]
         start = time.perf_counter()
         results = await asyncio.get_running_loop().run_in_executor(self._executor, self.run, prompts, k, seeds)
+        self._last_call_s = time.perf_counter() - start
         if self.observe is not None:
-            self.observe(len(jobs), len(prompts), time.perf_counter() - start)
+            self.observe(len(jobs), len(prompts), self._last_call_s)
         results = list(results)
         if len(results) != len(prompts):
             raise RuntimeError(f"the engine returned {len(results)} results for {len(prompts)} prompts")
         return results
 
     async def _run_group(self, k: int, jobs: list[_Job]) -> None:
+        jobs = [job for job in jobs if not job.expired and not job.future.done()]
+        if not jobs:
+            return
         try:
             results = await self._call(jobs, k)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             if len(jobs) > 1:  # find the request that broke the call; the others still get answers
-                for job in jobs:
-                    if not job.expired and not job.future.done():
-                        await self._run_group(k, [job])
+                half = len(jobs) // 2
+                await self._run_group(k, jobs[:half])
+                await self._run_group(k, jobs[half:])
                 return
             _fail(jobs[0], exc)
             return
@@ -184,11 +228,14 @@ class Batcher:
 
 
 def _fail(job: _Job, exc: Exception) -> None:
-    if job.future.done() or job.expired:  # an expired request's client already got its 504
+    if job.future.done() or job.expired:  # an expired request's client already got its answer
         return
     if isinstance(exc, ServeError):
         job.future.set_exception(exc)
-    elif isinstance(exc, ValueError):
-        job.future.set_exception(ServeError(400, f"the engine refused the request: {exc}"))
+        return
+    log.error("engine call failed", exc_info=exc)
+    if isinstance(exc, ValueError):
+        message = "the engine refused the request (e.g. a prompt longer than the model's context)"
+        job.future.set_exception(ServeError(400, message))
     else:
-        job.future.set_exception(ServeError(500, f"engine error: {type(exc).__name__}: {exc}"))
+        job.future.set_exception(ServeError(500, "engine error (details in the server log)"))

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import socket
 from collections.abc import Callable
@@ -24,18 +25,54 @@ _HELP = (
 def add_command(subparsers: Any, command: Callable[[str], Callable]) -> None:
     p = subparsers.add_parser("serve", help=_HELP, description=_HELP)
     p.add_argument("--model", required=True, help="checkpoint folder (Hugging Face format)")
-    p.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="address to listen on (default 127.0.0.1: this machine "
-        "only; image paths in requests are read on the server)",
-    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1, help="vLLM engines; more than 1 runs them as Ray actors")
     p.add_argument("--k", type=int, default=1, help="samples per pair when a request gives no k (default 1)")
     p.add_argument("--swap", action="store_true", help="judge both response orders unless a request says swap=false")
     p.add_argument(
-        "--max-batch", type=int, default=256, help="prompts per engine call; a larger request gets 413 (default 256)"
+        "--max-batch",
+        type=int,
+        default=256,
+        help="generations (prompts x k) per engine call; a larger request gets 413 (default 256, vLLM's max_num_seqs)",
+    )
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=None,
+        help="generations waiting for or in the engine; a request beyond gets 503 + Retry-After "
+        "(default 4 x --max-batch)",
+    )
+    p.add_argument("--max-responses", type=int, default=32, help="responses one /v1/rank request may rank (default 32)")
+    p.add_argument(
+        "--max-body-mb", type=float, default=16.0, help="request body size; a larger body gets 413 (default 16)"
+    )
+    p.add_argument(
+        "--image-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder whose images requests may name by path (repeatable; default: none, images come "
+        "as base64 or data URIs only)",
+    )
+    p.add_argument("--max-image-mb", type=float, default=20.0, help="size of one image file (default 20)")
+    p.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=25_000_000,
+        help="pixels of one image, checked before decoding (default 25,000,000: 5000 x 5000)",
+    )
+    p.add_argument(
+        "--decode-slots",
+        type=int,
+        default=2,
+        help="requests that decode their images at once; with --max-image-pixels, bounds their memory (default 2)",
+    )
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("R1REWARD_API_KEY"),
+        help="requests must send Authorization: Bearer KEY (/health and /metrics stay open); "
+        "default: $R1REWARD_API_KEY, else no key",
     )
     p.add_argument(
         "--batch-wait-ms",
@@ -75,9 +112,23 @@ def _check(args: argparse.Namespace) -> None:
         ("--workers", args.workers),
         ("--max-batch", args.max_batch),
         ("--max-tokens", args.max_tokens),
+        ("--max-image-pixels", args.max_image_pixels),
+        ("--decode-slots", args.decode_slots),
     ):
         if value < 1:
             raise UserError(f"{name} must be at least 1, got {value}")
+    if args.max_responses < 2:
+        raise UserError(f"--max-responses must be at least 2, got {args.max_responses}")
+    if args.max_queue is not None and args.max_queue < args.max_batch:
+        raise UserError(f"--max-queue ({args.max_queue}) must be at least --max-batch ({args.max_batch})")
+    for name, value in (("--max-body-mb", args.max_body_mb), ("--max-image-mb", args.max_image_mb)):
+        if value <= 0:
+            raise UserError(f"{name} must be positive, got {value}")
+    for root in args.image_root:
+        if not Path(root).is_dir():
+            raise UserError(f"--image-root: folder not found: {root}")
+    if args.api_key is not None and not args.api_key.strip():
+        raise UserError("--api-key (or R1REWARD_API_KEY) is empty")
     if args.timeout <= 0:
         raise UserError(f"--timeout must be positive, got {args.timeout}")
     if not 0 <= args.port <= 65535:
@@ -96,6 +147,7 @@ def _serve(args: argparse.Namespace) -> int:
     _check(args)
     import uvicorn
 
+    from r1reward.data.images import ImagePolicy
     from r1reward.serve.app import create_app
     from r1reward.serve.service import RewardService
 
@@ -113,17 +165,27 @@ def _serve(args: argparse.Namespace) -> int:
             k=args.k,
             swap=args.swap,
             max_batch=args.max_batch,
+            max_queue=args.max_queue,
+            max_responses=args.max_responses,
             wait_s=args.batch_wait_ms / 1000,
             timeout_s=args.timeout,
-            info={"root": str(Path(args.model).resolve()), "workers": args.workers},
+            images=ImagePolicy(
+                roots=tuple(Path(root) for root in args.image_root),
+                max_bytes=int(args.max_image_mb * 2**20),
+                max_pixels=args.max_image_pixels,
+            ),
+            decode_slots=args.decode_slots,
+            info={"workers": args.workers},  # no path: clients must not learn where the weights are
         )
+        roots = ", ".join(args.image_root) or "none (base64 images only)"
         print(
             f"r1reward serve: {name} on http://{args.host}:{args.port} (k={args.k}, swap={args.swap}, "
-            f"max batch {args.max_batch}, timeout {args.timeout:g} s, {args.workers} engine(s))",
+            f"max batch {args.max_batch} generations, timeout {args.timeout:g} s, {args.workers} engine(s), "
+            f"image roots: {roots}, API key: {'yes' if args.api_key else 'no'})",
             flush=True,
         )
         config = uvicorn.Config(
-            create_app(service),
+            create_app(service, api_key=args.api_key, max_body_bytes=int(args.max_body_mb * 2**20)),
             host=args.host,
             port=args.port,
             log_level=args.log_level,

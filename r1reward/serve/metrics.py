@@ -23,6 +23,12 @@ class ServeMetrics:
             "r1reward_serve_request_seconds", "request latency by endpoint", ["endpoint"], buckets=_SECONDS, registry=r
         )
         self.in_flight = Gauge("r1reward_serve_requests_in_flight", "requests being answered", registry=r)
+        self.queued = Gauge(
+            "r1reward_serve_queued_generations", "generations waiting for or in an engine call", registry=r
+        )
+        self.dropped_jobs = Counter(
+            "r1reward_serve_dropped_jobs", "requests dropped before their engine call: the client left", registry=r
+        )
         self.batch_prompts = Histogram(
             "r1reward_serve_batch_prompts", "prompts per engine call", buckets=_SIZES, registry=r
         )

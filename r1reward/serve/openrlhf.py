@@ -18,7 +18,7 @@ judged against a **reference response**:
 - Chat-templated text (ChatML, as Qwen writes it) is unwrapped: a question is the last user turn, a
   response the text after the last assistant header; other special tokens are removed. Special-token
   strings in JSON fields are kept as text: the prompt neutralises them (``r1reward.data.prompt``).
-- ``images``: paths readable by the server, bare base64 or data URIs (a single string is one image).
+- ``images``: bare base64, data URIs or paths under the server's ``--image-root`` (a single string is one image).
   A multimodal dataset typically puts ``{"question": ..., "images": [...], "reference": ...}`` in its
   label column.
 

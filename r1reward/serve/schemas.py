@@ -13,10 +13,11 @@ MAX_SEED = 2**31 - 1
 class ServeError(Exception):
     """A request the server answers with ``status`` and ``{"error": message}`` (one line)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = one_line(message)
+        self.headers = dict(headers or {})
 
 
 def one_line(text: Any, limit: int = 400) -> str:
@@ -34,7 +35,7 @@ class _Judged(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     question: str
-    # Paths readable by the server, base64 (bare) or data URIs; no URLs.
+    # Base64 (bare) or data URIs, or paths under the server's --image-root; no URLs.
     images: list[str] = Field(default_factory=list)
     k: int | None = Field(default=None, ge=1, le=MAX_K)  # default: the server's --k
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)  # default: the server's --seed

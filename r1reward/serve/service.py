@@ -9,12 +9,14 @@ same seed, whatever it is batched with.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from r1reward.data.images import load_image
+from r1reward.data.images import ImagePolicy, ImageRefused, load_untrusted_image
 from r1reward.data.prompt import neutralize_special_tokens
 from r1reward.data.records import DataError
 from r1reward.data.render import MAX_IMAGES
@@ -24,6 +26,8 @@ from r1reward.serve.batcher import Batcher
 from r1reward.serve.metrics import ServeMetrics
 from r1reward.serve.openrlhf import reward_items
 from r1reward.serve.schemas import CompareRequest, GetRewardRequest, RankRequest, ServeError
+
+log = logging.getLogger("r1reward.serve")
 
 
 def _flip(vote: Vote) -> Vote:
@@ -72,19 +76,38 @@ class RewardService:
         k: int = 1,
         swap: bool = False,
         max_batch: int = 256,
+        max_queue: int | None = None,
+        max_responses: int = 32,
         wait_s: float = 0.005,
         timeout_s: float = 300.0,
+        images: ImagePolicy | None = None,
+        decode_slots: int = 2,
         metrics: ServeMetrics | None = None,
         info: dict[str, Any] | None = None,
     ) -> None:
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
+        if decode_slots < 1:
+            raise ValueError(f"decode_slots must be at least 1, got {decode_slots}")
+        if max_responses < 2:
+            raise ValueError(f"max_responses must be at least 2, got {max_responses}")
         self.model, self.name, self.k, self.swap = model, name, k, swap
+        self.max_responses = max_responses
+        self.images = images or ImagePolicy()  # by default: no server paths
+        # Each image is bounded in pixels; this bounds how many requests decode theirs at once (memory).
+        self._decoding = asyncio.Semaphore(decode_slots)
         self.metrics = metrics or ServeMetrics()
         self.info = dict(info or {})
         self.batcher = Batcher(
-            self._run, max_batch=max_batch, wait_s=wait_s, timeout_s=timeout_s, observe=self.metrics.observe_batch
+            self._run,
+            max_batch=max_batch,
+            max_queue=max_queue,
+            wait_s=wait_s,
+            timeout_s=timeout_s,
+            observe=self.metrics.observe_batch,
+            on_drop=self.metrics.dropped_jobs.inc,
         )
+        self.metrics.queued.set_function(lambda: self.batcher.queued)
 
     async def start(self) -> None:
         await self.batcher.start()
@@ -108,6 +131,8 @@ class RewardService:
             "temperature": self.model.temperature,
             "max_tokens": self.model.max_tokens,
             "max_batch": self.batcher.max_batch,
+            "max_queue": self.batcher.max_queue,
+            "max_responses": self.max_responses,
             "timeout_s": self.batcher.timeout_s,
             **self.info,
         }
@@ -117,16 +142,16 @@ class RewardService:
         return self.model.judge(prompts, k, seeds)
 
     # --- shared steps ----------------------------------------------------------------------------
-    @staticmethod
-    def _load_images(sources: Sequence[str], where: str, cache: dict[str, Any]) -> list[Any]:
+    def _load_images(self, sources: Sequence[str], where: str, cache: dict[str, Any]) -> list[Any]:
         if len(sources) > MAX_IMAGES:
             raise ServeError(400, f"{where}: {len(sources)} images, the engine takes at most {MAX_IMAGES}")
         images = []
         for i, source in enumerate(sources):
             if source not in cache:
                 try:
-                    cache[source] = load_image(source)
-                except DataError as exc:
+                    cache[source] = load_untrusted_image(source, self.images)
+                except ImageRefused as exc:
+                    log.warning("%s[%d] refused: %s", where, i, exc.detail)
                     raise ServeError(400, f"{where}[{i}]: {exc}") from None
             images.append(cache[source])
         return images
@@ -142,13 +167,9 @@ class RewardService:
     async def _judge(self, count: int, build: Any, k: int, seed: int) -> list[Comparison]:
         """Render the ``count`` pairs ``build()`` returns (images decoded there, off the event loop), then
         one batched engine call."""
-        if count > self.batcher.max_batch:  # refused before any image is decoded
-            raise ServeError(
-                413,
-                f"the request needs {count} prompts, more than --max-batch "
-                f"{self.batcher.max_batch}: split it or raise --max-batch",
-            )
-        prompts = await run_in_threadpool(lambda: self._prompts(build()))
+        self.batcher.check_size(count, k)  # before any image is decoded
+        async with self._decoding:
+            prompts = await run_in_threadpool(lambda: self._prompts(build()))
         comparisons = await self.batcher.submit(prompts, self.model.seeds_for(len(prompts), seed), k)
         self.metrics.observe_votes(v for c in comparisons for v in c.votes)
         return comparisons
@@ -173,6 +194,10 @@ class RewardService:
     async def rank(self, req: RankRequest) -> dict[str, Any]:
         k, seed = self._settings(req)
         n = len(req.responses)
+        if n > self.max_responses:
+            raise ServeError(413, f"responses: {n}, more than --max-responses {self.max_responses}")
+        # The round-robin's size is checked before its pairs are built (N responses make N(N-1) pairs).
+        self.batcher.check_size(n * (n - 1) // (1 if req.both_orders else 2), k)
         matches = rank_matches(n, req.both_orders)
 
         def build() -> list[Pair]:
