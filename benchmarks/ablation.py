@@ -2,7 +2,8 @@
 
 Variants (R1-Reward, Section 4 / Figure 3): StableReinforce; without the advantage filter; without
 Pre-CLIP; plain Reinforce++ (neither); and SFT only. Two settings: the demo's, and a stressed one
-(4 epochs per rollout at lr 1e-3, 10x the demo's) where stale log-ratios grow and instability shows. Each
+(lr 1e-3, 10x the demo's, with its two updates per rollout batch) where the second update's log-ratios
+grow and instability shows, as in the paper's Table 6. Each
 variant runs over several seeds from the same SFT model and hard examples (a `make demo` seed folder)
 and is scored on the same held-out pairs, one greedy answer each.
 
@@ -28,7 +29,7 @@ VARIANTS = {
     "Reinforce++ (neither)": ["algo.policy_loss=ppo", "algo.advantage_filter=none"],
 }
 SETTINGS = {
-    "stressed": ["learner.epochs_per_rollout=4", "learner.lr=1.0e-3"],
+    "stressed": ["learner.lr=1.0e-3"],
     "demo": [],
 }
 
@@ -129,13 +130,15 @@ def main() -> int:
         sft_scores = score(sampler)
     from r1reward.trainer.pipeline import machine
 
+    fingerprint = sft_fingerprint(sft_checkpoint / "hf")
     results: dict = {
         "machine": machine(),
         "source": str(source),
+        "sft_fingerprint": fingerprint,
         "seeds": args.seeds,
         "heldout_pairs": len(records),
         "sft_only": sft_scores,
-        "settings": _earlier_settings(out / "ablation.json", str(source), args.seeds, keep_out=args.settings),
+        "settings": _earlier_settings(out / "ablation.json", fingerprint, args.seeds, keep_out=args.settings),
     }
     for setting in args.settings:
         results["settings"][setting] = {}
@@ -155,13 +158,25 @@ def main() -> int:
     return 0
 
 
-def _earlier_settings(path: Path, source: str, seeds: list[int], keep_out: list[str]) -> dict:
-    """The settings an earlier run measured from the same SFT seed folder and seeds, so that
-    `--settings demo` adds the demo's rows to the table instead of replacing the stressed ones."""
+def sft_fingerprint(model_dir: Path) -> str:
+    """The SFT model's weights, hashed: a seed folder rebuilt by a later recipe keeps its path, not this."""
+    import xxhash
+
+    digest = xxhash.xxh3_128()
+    for weights in sorted(model_dir.glob("*.safetensors")):
+        with weights.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _earlier_settings(path: Path, fingerprint: str, seeds: list[int], keep_out: list[str]) -> dict:
+    """The settings an earlier run measured from the same SFT model and seeds, so that `--settings demo`
+    adds the demo's rows to the table instead of replacing the stressed ones."""
     if not path.is_file():
         return {}
     earlier = json.loads(path.read_text())
-    if earlier.get("source") != source or earlier.get("seeds") != seeds:
+    if earlier.get("sft_fingerprint") != fingerprint or earlier.get("seeds") != seeds:
         return {}
     return {name: runs for name, runs in earlier.get("settings", {}).items() if name not in keep_out}
 
