@@ -94,6 +94,7 @@ def test_nccl_weight_sync_matches_a_fresh_engine(sft_model_dir, synthetic_dir, t
 
     from r1reward.config.schema import RolloutConfig
     from r1reward.rollout.worker import RolloutWorker
+    from r1reward.sync.backend import NCCL_BACKEND
     from r1reward.sync.transfer import RayRolloutClient, TrainableSource, connect_trainer
 
     ray.init(address="local", num_gpus=2, include_dashboard=False, ignore_reinit_error=True)
@@ -104,7 +105,7 @@ def test_nccl_weight_sync_matches_a_fresh_engine(sft_model_dir, synthetic_dir, t
         for p in model.model.language_model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     engine = connect_trainer(
-        RayRolloutClient([worker]), TrainableSource(model), 0, "127.0.0.1", get_open_port(), "nccl"
+        RayRolloutClient([worker]), TrainableSource(model), 0, "127.0.0.1", get_open_port(), NCCL_BACKEND
     )
     engine.send_weights()
     model.save_pretrained(tmp_path)
