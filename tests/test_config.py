@@ -93,3 +93,12 @@ def test_combinations_that_silently_cancel_are_refused_in_one_line(overrides, me
     # Each setting alone is fine.
     for setting in overrides:
         load_config(None, [setting, *(["reward.judge_model=m"] if setting == "reward.judge=vllm" else [])])
+
+
+def test_colocate_is_refused_at_start_up_in_one_line():
+    # No colocated weight path exists (no CUDA IPC, no vLLM sleep/wake): refuse before any actor starts.
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["resources.colocate=true"])
+    assert str(err.value).startswith("defaults: resources.colocate=true is not supported yet")
+    assert "\n" not in str(err.value) and "resources.colocate=false" in str(err.value)
+    assert not load_config(None, ["resources.colocate=false"]).resources.colocate

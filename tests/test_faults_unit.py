@@ -25,19 +25,20 @@ class _FakeLearners:
     def __init__(self, fail_at: int | None = None) -> None:
         self.fail_at = fail_at
 
-    def save(self, directory: str, tag: str, hf_dir: str) -> None:
-        for rank in (0, 1):
-            self._save_rank(rank, directory, tag, hf_dir)
+    def save(self, directory: str, tag: str, hf_dir: str) -> list[list[tuple[str, int]]]:
+        return [self._save_rank(rank, directory, tag, hf_dir) for rank in (0, 1)]
 
-    def _save_rank(self, rank: int, directory: str, tag: str, hf_dir: str) -> None:
+    def _save_rank(self, rank: int, directory: str, tag: str, hf_dir: str) -> list[tuple[str, int]]:
         fail_at = self.fail_at if rank == 1 else None
         (Path(directory) / tag).mkdir(parents=True, exist_ok=True)
-        (Path(directory) / tag / f"rank{rank}.pt").write_bytes(b"x" * 64)
+        shard = Path(directory) / tag / f"rank{rank}.pt"
+        shard.write_bytes(b"x" * 64)
         if fail_at is not None and tag == f"step_{fail_at}":
             raise OSError(28, "No space left on device")
         if rank == 0:
             Path(hf_dir).mkdir(parents=True, exist_ok=True)
             (Path(hf_dir) / "model.safetensors").write_bytes(tag.encode())
+        return [(str(shard), 64)]
 
 
 class _FakeProcessor:

@@ -1,4 +1,4 @@
-"""Checks only a GPU can make: learner log-probs in bf16, DeepSpeed over NCCL, NCCL weight sync.
+"""Checks only a GPU can make: learner log-probs in bf16, DeepSpeed ZeRO 2 and 3 over NCCL, NCCL weight sync.
 
 Skipped (with the reason) where torch sees no CUDA; run them with `pytest -m gpu` on a GPU machine.
 """
@@ -46,7 +46,8 @@ def test_learner_logprobs_in_bf16_stay_close_to_fp32(sft_model_dir, synthetic_di
     assert torch.isfinite(gap).all() and gap.mean() < 0.1
 
 
-def test_deepspeed_learner_trains_over_nccl(sft_model_dir, synthetic_dir):
+@pytest.mark.parametrize("zero_stage", [2, 3], ids=["zero2", "zero3"])
+def test_deepspeed_learner_trains_over_nccl(sft_model_dir, synthetic_dir, zero_stage):
     from transformers import AutoProcessor
 
     from r1reward.config import load_config
@@ -55,7 +56,13 @@ def test_deepspeed_learner_trains_over_nccl(sft_model_dir, synthetic_dir):
 
     config = load_config(
         "configs/tiny-cpu.yaml",
-        [f"model.path={sft_model_dir}", "learner.num_ranks=1", "learner.backend=nccl", "model.dtype=bfloat16"],
+        [
+            f"model.path={sft_model_dir}",
+            "learner.num_ranks=1",
+            "learner.backend=nccl",
+            "model.dtype=bfloat16",
+            f"learner.zero_stage={zero_stage}",
+        ],
     )
     learner = LearnerRank(
         0,
@@ -87,6 +94,7 @@ def test_nccl_weight_sync_matches_a_fresh_engine(sft_model_dir, synthetic_dir, t
 
     from r1reward.config.schema import RolloutConfig
     from r1reward.rollout.worker import RolloutWorker
+    from r1reward.sync.backend import NCCL_BACKEND
     from r1reward.sync.transfer import RayRolloutClient, TrainableSource, connect_trainer
 
     ray.init(address="local", num_gpus=2, include_dashboard=False, ignore_reinit_error=True)
@@ -97,7 +105,7 @@ def test_nccl_weight_sync_matches_a_fresh_engine(sft_model_dir, synthetic_dir, t
         for p in model.model.language_model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     engine = connect_trainer(
-        RayRolloutClient([worker]), TrainableSource(model), 0, "127.0.0.1", get_open_port(), "nccl"
+        RayRolloutClient([worker]), TrainableSource(model), 0, "127.0.0.1", get_open_port(), NCCL_BACKEND
     )
     engine.send_weights()
     model.save_pretrained(tmp_path)

@@ -3,6 +3,7 @@ small fake cluster (declared GPUs are only labels here)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,13 @@ GPU_ON = ["resources.gpus_per_rollout_worker=1", "resources.gpus_per_learner_ran
 
 def nodes(n: int, gpus: float, cpus: float = 64) -> list[dict[str, float]]:
     return [{"GPU": gpus, "CPU": cpus} for _ in range(n)]
+
+
+def colocated(config):
+    """`config` with resources.colocate=true, which start-up refuses until a colocated weight path exists;
+    the plan still lays it out, so that its shares are right when one does."""
+    config.resources.colocate = True
+    return config
 
 
 def paper(*overrides: str):
@@ -93,7 +101,7 @@ def test_tp2_group_stays_on_one_node_even_when_total_gpus_suffice():
 
 
 def test_colocated_totals_and_tp_groups():
-    plan = make_plan(paper("resources.colocate=true"))
+    plan = make_plan(colocated(paper()))
     assert plan.totals == (24, 24 + 8 + 1) and len(plan.bundles) == 25
     rollout, learner = plan.role_slots("rollout"), plan.role_slots("learner")
     assert [s.bundle for s in rollout] == list(range(8)) and {s.num_gpus for s in rollout} == {0.5}
@@ -102,21 +110,61 @@ def test_colocated_totals_and_tp_groups():
         None,
         [
             *GPU_ON,
-            "resources.colocate=true",
             "rollout.num_workers=2",
             "rollout.tensor_parallel_size=2",
             "learner.num_ranks=4",
             "learner.train_batch_size=8",
         ],
     )
-    plan = make_plan(cfg)
+    plan = make_plan(colocated(cfg))
     assert plan.groups[:2] == [(0, 1), (2, 3)] and plan.totals[0] == 4
     assignment = fit_to_nodes(plan, [{"GPU": 3, "CPU": 8}, {"GPU": 3, "CPU": 8}])
     assert [b for b in assignment[0] if b < 4] == [0, 1] and [b for b in assignment[1] if b < 4] == [2, 3]
     with pytest.raises(PlacementError, match=r"colocate needs .* \(2 x 2 = 4\) <= learner.num_ranks \(2\)"):
+        make_plan(colocated(load_config(None, ["rollout.num_workers=2", "rollout.tensor_parallel_size=2"])))
+
+
+def _gpu_per_bundle(plan) -> list[dict[str, float]]:
+    """What each role takes of each bundle's GPU: a colocated rollout slot's share is per GPU of its TP group."""
+    use = [{} for _ in plan.bundles]
+    for s in plan.slots:
+        for b in s.group if s.role == "rollout" and plan.config.resources.colocate else (s.bundle,):
+            use[b][s.role] = use[b].get(s.role, 0.0) + s.num_gpus
+    return use
+
+
+def test_tp_gpu_shares_fill_each_gpu_and_give_every_tp_rank_its_own():
+    tp2 = [*GPU_ON, "rollout.num_workers=2", "rollout.tensor_parallel_size=2"]
+    plan = make_plan(load_config(None, tp2))  # separate: the engine actor holds its TP group's whole GPUs
+    assert [s.num_gpus for s in plan.role_slots("rollout")] == [2, 2]
+    assert _gpu_per_bundle(plan)[:4] == [{"rollout": 2}, {"rollout": 2}, {"learner": 1}, {"learner": 1}]
+    cfg = colocated(load_config(None, [*tp2, "learner.num_ranks=4", "learner.train_batch_size=8"]))
+    plan = make_plan(cfg)  # colocated: every GPU of a TP group is split rollout / learner, none left idle
+    assert _gpu_per_bundle(plan)[:4] == [{"learner": 0.5, "rollout": 0.5}] * 4
+    assert [s.group for s in plan.role_slots("rollout")] == [(0, 1), (2, 3)]
+    # A TP rank needs a device of its own, and Ray gives an actor a fraction of one GPU or whole GPUs.
+    for overrides, message in [
+        (["resources.gpus_per_rollout_worker=0.5"], "gpus_per_rollout_worker must be a whole number, got 0.5"),
+        (
+            ["rollout.tensor_parallel_size=1", "resources.gpus_per_rollout_worker=1.5"],
+            "not 1.5: check resources.gpus_per_rollout_worker",
+        ),
+        (["resources.gpus_per_learner_rank=2.5"], "not 2.5: check resources.gpus_per_learner_rank"),
+    ]:
+        with pytest.raises(PlacementError, match=re.escape(message)):
+            make_plan(load_config(None, [*tp2, *overrides]))
+    with pytest.raises(PlacementError, match="colocate shares .*gpus_per_learner_rank must be 1"):
         make_plan(
-            load_config(None, ["resources.colocate=true", "rollout.num_workers=2", "rollout.tensor_parallel_size=2"])
+            colocated(
+                load_config(
+                    None,
+                    [*tp2, "learner.num_ranks=4", "learner.train_batch_size=8", "resources.gpus_per_learner_rank=0.5"],
+                )
+            )
         )
+    assert make_plan(
+        load_config(None, [*tp2, "rollout.tensor_parallel_size=1", "resources.gpus_per_rollout_worker=0.5"])
+    )
 
 
 def test_cpu_shortage_and_strict_strategies():
@@ -185,7 +233,7 @@ def test_apply_ratio():
     with pytest.raises(ConfigError, match=r"^--ratio 6:10: learner.train_batch_size \(144\)"):
         apply_ratio(base, 16, (6, 10))
     with pytest.raises(PlacementError, match="does not apply with resources.colocate"):
-        apply_ratio(paper("resources.colocate=true"), 16, (1, 3))
+        apply_ratio(colocated(paper()), 16, (1, 3))
     with pytest.raises(PlacementError, match="gpus_per_learner_rank > 0"):
         apply_ratio(load_config(), 4, (1, 1))
 
@@ -245,8 +293,7 @@ def test_placement_group_bundles_land_as_planned(ray_cluster):
     from r1reward.placement.groups import create_placement_group, slot_options, validate_cluster
 
     # Colocated TP 2: the rollout's two learner bundles must share a node, which Ray alone won't ensure.
-    cfg = load_config(None, [*GPU_ON, "resources.colocate=true", "rollout.tensor_parallel_size=2"])
-    plan = make_plan(cfg)
+    plan = make_plan(colocated(load_config(None, [*GPU_ON, "rollout.tensor_parallel_size=2"])))
     planned = validate_cluster(plan)
     pg, roles = create_placement_group(plan, timeout_s=60)
     try:

@@ -9,11 +9,12 @@ from r1reward.sync.backend import GLOO_BACKEND, NCCL_BACKEND, weight_transfer_ba
 
 
 def test_nccl_on_a_gpu_and_gloo_on_the_cpu():
-    assert weight_transfer_backend(cuda=True) == NCCL_BACKEND == "nccl"
+    assert weight_transfer_backend(cuda=True) == NCCL_BACKEND == "r1reward_nccl"
     assert weight_transfer_backend(cuda=False) == GLOO_BACKEND
     assert weight_transfer_backend() == (NCCL_BACKEND if torch.cuda.is_available() else GLOO_BACKEND)
 
 
-def test_the_gloo_engine_registers_under_the_same_name():
-    gloo_engine = pytest.importorskip("r1reward.sync.gloo_engine")  # needs vLLM
-    assert gloo_engine.BACKEND == gloo_engine.GlooTrainerInitInfo.backend == GLOO_BACKEND
+def test_each_transport_registers_under_the_same_name():
+    engine = pytest.importorskip("r1reward.sync.engine")  # needs vLLM
+    assert engine.GlooTrainerInitInfo.backend == GLOO_BACKEND
+    assert engine.NcclTrainerInitInfo.backend == NCCL_BACKEND

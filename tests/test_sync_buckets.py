@@ -136,20 +136,20 @@ class _Model:
 
 
 @pytest.mark.parametrize("corrupt", [None, 1])
-def test_the_gloo_engine_rolls_a_refused_update_back_and_loads_an_intact_one(monkeypatch, corrupt):
+def test_the_gloo_engine_rolls_a_refused_update_back_and_loads_an_intact_one(corrupt):
     """The worker side of the engine: a corrupted update never reaches the model and ends the reload
     session with nothing loaded (vLLM then puts every layer's previous tensors back)."""
-    gloo_engine = pytest.importorskip("r1reward.sync.gloo_engine")  # needs vLLM
+    engine_mod = pytest.importorskip("r1reward.sync.engine")  # needs vLLM
     tensors = {"a": torch.randn(16), "b": torch.randn(16), "c": torch.randn(16)}
     metas = _metas(tensors)
     wire = _Wire(corrupt_bucket=corrupt)
     sent = send_buckets(iter(tensors.items()), metas, 64, wire.send)
-    monkeypatch.setattr(gloo_engine, "_broadcaster", lambda group: wire.receive)
-    engine = gloo_engine.GlooWeightTransferEngine.__new__(gloo_engine.GlooWeightTransferEngine)
-    engine.group, engine.model, engine.device, engine.received_checksums = object(), _Model(), "cpu", []
+    engine = engine_mod.GlooWeightTransferEngine.__new__(engine_mod.GlooWeightTransferEngine)
+    engine.group = type("Group", (), {"device": torch.device("cpu"), "broadcast": staticmethod(wire.receive)})()
+    engine.model, engine.device, engine.received_checksums = _Model(), "cpu", []
     finished: list[bool] = []
     engine.finish_weight_update = lambda: finished.append(True)
-    info = gloo_engine.GlooUpdateInfo(
+    info = engine_mod.BucketUpdateInfo(
         [m.name for m in metas], [m.dtype for m in metas], [list(m.shape) for m in metas], 64
     )
     if corrupt is None:

@@ -165,7 +165,18 @@ def validate(config: Config, origin: str = "config") -> None:
     _check_ranges(config, origin)
     _check_batches(config, origin)
     _check_cancellations(config, origin)
+    _check_colocate(config, origin)
     _apply_judge_timeout(config, origin)
+
+
+def _check_colocate(config: Config, origin: str) -> None:
+    """Colocation needs CUDA-IPC weight handles and vLLM sleep/wake between phases, which do not exist
+    yet: over NCCL, rollout worker i and learner rank i on one GPU are a duplicate GPU NCCL refuses."""
+    if config.resources.colocate:
+        raise ConfigError(
+            f"{origin}: resources.colocate=true is not supported yet (a rollout worker and a learner rank "
+            "cannot share a GPU's NCCL weight sync): set resources.colocate=false"
+        )
 
 
 def _apply_judge_timeout(config: Config, origin: str) -> None:

@@ -49,17 +49,17 @@ class LearnerGroup:
     ) -> LearnerGroup:
         """One DeepSpeed rank per planned learner slot; returns once every rank has initialised."""
         import ray
-        from vllm.utils.network_utils import get_open_port
 
         from r1reward.learner.worker import LearnerRank
-        from r1reward.placement.groups import bundle_node_ip, slot_options
+        from r1reward.placement.groups import listen_address, slot_options
 
         learner_cfg = (
             asdict(config.learner)
             | ({"lr": lr} if lr is not None else {})
             | ({"train_batch_size": train_batch_size} if train_batch_size else {})
         )
-        master = (bundle_node_ip(pg, slots[0].bundle), get_open_port())  # rank 0 listens on its node
+        # Rank 0 listens for the others on its node: the port is found there.
+        master = listen_address(pg, slots[0].bundle, "the learners' rendezvous", config.timeouts.startup_s)
         actor = ray.remote(LearnerRank)
         ranks = [
             actor.options(**slot_options(pg, slot)).remote(
@@ -111,19 +111,20 @@ class LearnerGroup:
     def sft_train(self, samples: list[dict[str, Any]]) -> list[dict[str, float]]:
         return self._split("sft_train", samples)
 
-    def save(self, directory: str, tag: str, hf_dir: str | None = None) -> None:
-        self._all("save", [r.save.remote(directory, tag, hf_dir) for r in self.ranks])
+    def save(self, directory: str, tag: str, hf_dir: str | None = None) -> list[list[tuple[str, int]]]:
+        """Every rank's checkpoint files; returns, per rank, the (path, size) of each file it wrote."""
+        return self._all("save", [r.save.remote(directory, tag, hf_dir) for r in self.ranks])
 
     def load(self, directory: str, tag: str) -> None:
         self._all("load", [r.load.remote(directory, tag) for r in self.ranks])
 
     def init_weight_sync(self, client: Any) -> None:
         """Join the rollout workers' weight-transfer group; rank 0 of it is learner rank 0, on its node."""
-        from vllm.utils.network_utils import get_open_port
+        from r1reward.placement.groups import listen_address
 
-        from r1reward.placement.groups import bundle_node_ip
-
-        master = (bundle_node_ip(self.placement_group, self.first_bundle), get_open_port())
+        master = listen_address(
+            self.placement_group, self.first_bundle, "the weight-sync master", self.timeouts.remote_call_s
+        )
         self._all(
             "weight sync set-up",
             [r.init_weight_sync.remote(client, *master) for r in self.ranks],

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -38,6 +39,21 @@ def cosine_with_warmup(total_steps: int, warmup_ratio: float, min_lr_ratio: floa
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
+
+
+def rank_files(roots: list[str], rank: int) -> list[tuple[str, int]]:
+    """(path, size) of the files under `roots` that `rank` wrote: DeepSpeed names a rank's ZeRO shards
+    `*zero_pp_rank_<rank>_*`; every other file (model states, `latest`, the HF model) is rank 0's."""
+    shard = re.compile(r"zero_pp_rank_(\d+)_")
+    out = []
+    for root in roots:
+        for folder, _, names in os.walk(root):
+            for name in sorted(names):
+                owner = int(m.group(1)) if (m := shard.search(name)) else 0
+                if owner == rank:
+                    path = os.path.join(folder, name)
+                    out.append((path, os.path.getsize(path)))
+    return out
 
 
 def _no_step(closure: Any = None) -> None:
@@ -289,12 +305,16 @@ class LearnerRank:
         }
 
     # --- checkpoints ----------------------------------------------------------------------------
-    def save(self, directory: str, tag: str, hf_dir: str | None = None) -> None:
-        """DeepSpeed state (all ranks) and, on rank 0, a Hugging Face model loadable by vLLM."""
+    def save(self, directory: str, tag: str, hf_dir: str | None = None) -> list[tuple[str, int]]:
+        """DeepSpeed state (all ranks) and, on rank 0, a Hugging Face model loadable by vLLM. Returns the
+        (path, size) of each file this rank wrote, which the driver finds on the shared file system
+        before it declares the checkpoint complete."""
         self.engine.save_checkpoint(directory, tag=tag)
         state = self._full_state_dict()
         if self.rank == 0 and hf_dir is not None:
             self.engine.module.save_pretrained(hf_dir, state_dict=state)
+        roots = [os.path.join(directory, tag)] + ([hf_dir] if hf_dir is not None else [])
+        return rank_files(roots, self.rank)
 
     def _full_state_dict(self) -> dict[str, torch.Tensor] | None:
         module = self.engine.module

@@ -71,6 +71,22 @@ def bundle_node_ip(pg: PlacementGroup, bundle: int) -> str:
     return next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id)
 
 
+def _open_port() -> int:
+    from vllm.utils.network_utils import get_open_port  # honours VLLM_PORT, a node's allowed range
+
+    return get_open_port()
+
+
+def listen_address(pg: PlacementGroup, bundle: int, what: str, timeout_s: float) -> tuple[str, int]:
+    """(address, free port) of the node holding `bundle`, the port found on that node: a port free on
+    the driver's node may be taken, or outside the allowed range, where the listener binds it."""
+    from r1reward.waits import wait_all
+
+    task = ray.remote(_open_port).options(**actor_options(pg, bundle, num_cpus=0, num_gpus=0))
+    (port,) = wait_all([task.remote()], [f"the node of bundle {bundle}"], f"a free port for {what}", timeout_s)
+    return bundle_node_ip(pg, bundle), port
+
+
 def actor_options(
     pg: PlacementGroup, bundle_index: int, num_cpus: float, num_gpus: float, capture_child_tasks: bool = False
 ) -> dict[str, Any]:

@@ -2,10 +2,13 @@
 
 Pure Python (no Ray) so the launcher can check a plan and print it before any cluster exists; the
 runtime reserves the same plan with r1reward.placement.groups.
-Bundle order: rollout workers, learner ranks, reward actor, judge. Colocated rule
-(resources.colocate=True): rollout worker i shares learner bundles [i*tp, (i+1)*tp) (its TP group,
-kept on one node); its actor takes COLOCATE_ROLLOUT_FRACTION of the first bundle's GPU and the
-learner on that bundle the rest. Needs num_workers * tp <= num_ranks; gpus_per_rollout_worker is
+Bundle order: rollout workers, learner ranks, reward actor, judge. A TP rank needs a device of its
+own, so with tensor parallelism a rollout worker asks whole GPUs, and a Ray actor asks either a
+fraction of one GPU or whole GPUs. Colocated rule (resources.colocate=True, refused at start-up until
+a colocated weight path exists, but planned here so that its layout is right): rollout worker i
+shares learner bundles [i*tp, (i+1)*tp) (its TP group, kept on one node), one whole GPU each; its
+slot's num_gpus is its share of every GPU of that group (COLOCATE_ROLLOUT_FRACTION), and the learner
+on each of them keeps the rest. Needs num_workers * tp <= num_ranks; gpus_per_rollout_worker is
 unused. Declared GPUs are scheduling labels only: never pick a device from them.
 """
 
@@ -81,9 +84,31 @@ def _bundle(gpu: float, cpu: float, what: str) -> dict[str, float]:
     return {k: float(v) for k, v in (("GPU", gpu), ("CPU", cpu)) if v > 0}
 
 
+def _check_gpu_shares(config: Config) -> None:
+    """The GPU counts Ray can give an actor, and that tensor parallelism can use."""
+    res, tp = config.resources, config.rollout.tensor_parallel_size
+    per_rank, per_learner = res.gpus_per_rollout_worker, res.gpus_per_learner_rank
+    if res.colocate and per_learner not in (0, 1):
+        raise PlacementError(
+            f"resources.colocate shares one GPU per learner rank with the rollout: "
+            f"resources.gpus_per_learner_rank must be 1 (or 0 on CPUs), got {_n(per_learner)}"
+        )
+    if not res.colocate and tp > 1 and per_rank != int(per_rank):
+        raise PlacementError(
+            f"rollout.tensor_parallel_size={tp} runs each TP rank on a GPU of its own: "
+            f"resources.gpus_per_rollout_worker must be a whole number, got {_n(per_rank)}"
+        )
+    for key, gpus in (("gpus_per_rollout_worker", tp * per_rank), ("gpus_per_learner_rank", per_learner)):
+        if gpus > 1 and gpus != int(gpus):
+            raise PlacementError(
+                f"an actor gets a fraction of one GPU or whole GPUs, not {_n(gpus)}: check resources.{key}"
+            )
+
+
 def make_plan(config: Config) -> PlacementPlan:
     ro, res = config.rollout, config.resources
     nw, tp, nr = ro.num_workers, ro.tensor_parallel_size, config.learner.num_ranks
+    _check_gpu_shares(config)
     g_r, g_l, c_r, c_l = (
         tp * res.gpus_per_rollout_worker,
         res.gpus_per_learner_rank,

@@ -73,7 +73,7 @@ def checksum(flat: torch.Tensor) -> tuple[int, int]:
 
     A non-cryptographic hash: it guards against corruption on the wire or in memory, not against a
     peer that forges bytes (the group's peers are the run's own processes). XXH3 runs at memory
-    speed on the CPU, about ten times SHA-256; the gloo path only ever holds CPU buckets."""
+    speed on the CPU, about ten times SHA-256; a GPU bucket is copied to the host for it."""
     digest = xxhash.xxh3_128(flat.detach().cpu().contiguous().numpy()).digest()
     return (int.from_bytes(digest[:8], "little", signed=True), int.from_bytes(digest[8:16], "little", signed=True))
 
@@ -97,12 +97,13 @@ def send_buckets(
     broadcast: Broadcast,
     overlap: bool = True,
     verify: bool = True,
+    device: torch.device | str = "cpu",
 ) -> list[tuple[int, int]]:
-    """The sender's half: `named` (in `metas` order) packed into buckets and broadcast, then one tensor
-    of the buckets' checksums. With `overlap` each bucket's checksum and the next bucket's packing run
-    while the previous broadcast is on the wire (gloo moves the bytes in its own threads); at most two
-    buckets are in flight. Returns the checksums. `verify=False` (both sides, benchmarks only) leaves
-    the checksums out, to measure what they cost."""
+    """The sender's half: `named` (in `metas` order) packed into buckets on `device` (the transport's)
+    and broadcast, then one tensor of the buckets' checksums. With `overlap` each bucket's checksum and
+    the next bucket's packing run while the previous broadcast is on the wire (gloo moves the bytes in
+    its own threads); at most two buckets are in flight. Returns the checksums. `verify=False` (both
+    sides, benchmarks only) leaves the checksums out, to measure what they cost."""
     sums: list[tuple[int, int]] = []
     in_flight: list[tuple[torch.Tensor, Work]] = []  # keeps each sent bucket alive until its wait
     for bucket in plan_buckets(metas, bucket_bytes):
@@ -111,7 +112,7 @@ def send_buckets(
             name, tensor = next(named)
             if name != meta.name:
                 raise RuntimeError(f"weight source yielded {name!r}, expected {meta.name!r}")
-            tensors.append(tensor.detach().to("cpu"))
+            tensors.append(tensor.detach().to(device))
         flat = pack(tensors)
         if overlap:
             work = broadcast(flat)
@@ -127,7 +128,7 @@ def send_buckets(
     for _, work in in_flight:
         work.wait()
     if verify:
-        broadcast(torch.tensor(sums, dtype=torch.int64).reshape(len(sums), 2)).wait()
+        broadcast(torch.tensor(sums, dtype=torch.int64, device=device).reshape(len(sums), 2)).wait()
     return sums
 
 
@@ -178,9 +179,9 @@ def stage_buckets(
         if not overlap and later is not None:
             pending = post(later)
     if verify:
-        sent = torch.empty((len(got), 2), dtype=torch.int64)
+        sent = torch.empty((len(got), 2), dtype=torch.int64, device=device)
         broadcast(sent).wait()
-        bad = [i for i, (row, mine) in enumerate(zip(sent.tolist(), got)) if tuple(row) != mine]
+        bad = [i for i, (row, mine) in enumerate(zip(sent.cpu().tolist(), got)) if tuple(row) != mine]
         if bad:
             names = ", ".join(m.name for m in plan[bad[0]][:3]) + (", ..." if len(plan[bad[0]]) > 3 else "")
             raise SyncCorrupted(

@@ -15,7 +15,7 @@ import torch
 from vllm.distributed.weight_transfer.base import ParamMeta, WeightSource
 
 from r1reward.sync.backend import GLOO_BACKEND, weight_transfer_backend
-from r1reward.sync.gloo_engine import DEFAULT_TIMEOUT_S
+from r1reward.sync.engine import DEFAULT_TIMEOUT_S, GlooTrainerInitInfo, NcclTrainerInitInfo
 from r1reward.waits import wait_all
 
 
@@ -109,21 +109,13 @@ def connect_trainer(
     from r1reward.sync.vllm_plugin import register
 
     register()
-    backend = backend or weight_transfer_backend()
-    if backend == GLOO_BACKEND:
-        from r1reward.sync.gloo_engine import GlooTrainerInitInfo
-
-        info = GlooTrainerInitInfo(
-            master_address=master_address,
-            master_port=master_port,
-            world_size=client.world_size,
-            rank=rank,
-            timeout_s=timeout_s,
-        )
-    else:  # vLLM's NCCL engine: its group's own timeout; the client's calls are bounded by timeout_s
-        from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo
-
-        info = NCCLTrainerInitInfo(
-            master_address=master_address, master_port=master_port, world_size=client.world_size, rank=rank
-        )
+    # The same engine over either transport: buckets, checksums and timeout_s on both sides.
+    info_cls = GlooTrainerInitInfo if (backend or weight_transfer_backend()) == GLOO_BACKEND else NcclTrainerInitInfo
+    info = info_cls(
+        master_address=master_address,
+        master_port=master_port,
+        world_size=client.world_size,
+        rank=rank,
+        timeout_s=timeout_s,
+    )
     return WeightTransferTrainerFactory.trainer_init(info, client=client, source=source)

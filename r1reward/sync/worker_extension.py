@@ -33,21 +33,22 @@ class WeightSyncExtension:
         return loaded
 
     def r1reward_debug_corrupt_next_update(self) -> None:
-        """Tests only: the first bucket of the next gloo update is overwritten on arrival, as bytes
+        """Tests only: the first bucket of the next update is overwritten on arrival, as bytes
         corrupted on the way would be (the sender's checksums are those of the true bytes)."""
         engine = self.weight_transfer_engine
         engine.group = _CorruptFirstBroadcast(engine)
 
 
 class _CorruptFirstBroadcast:
-    """Stands in for the engine's gloo group for one update: the first tensor received is overwritten
-    once it has arrived; every later broadcast passes through, and the next update has the real group."""
+    """Stands in for the engine's group for one update: the first tensor received is overwritten once it
+    has arrived; every later broadcast passes through, and the next update has the real group."""
 
     def __init__(self, engine: Any) -> None:
         self.engine, self.group, self.armed = engine, engine.group, True
+        self.device = self.group.device
 
-    def broadcast(self, tensor: Any, root: int) -> Any:
-        work = self.group.broadcast(tensor, root)
+    def broadcast(self, tensor: Any) -> Any:
+        work = self.group.broadcast(tensor)
         if not self.armed:
             return work
         self.armed = False

@@ -2,9 +2,11 @@
 model that transformers and vLLM load) and `trainer_state.json`.
 
 A checkpoint cannot be half-written: it is written into `.step_K.partial/` and renamed to `step_K/`
-only once every rank, the processor and the trainer state are on disk. A save that fails (a full disk,
-a dead rank) leaves the previous checkpoint as the latest; `latest_checkpoint` sees complete
-`step_K/` directories only. `keep` > 0 deletes all but the newest `keep` checkpoints after a save.
+only once every rank, the processor and the trainer state are on disk. On a cluster the ranks write
+from their own nodes: each reports the files it wrote, and the driver renames only once it sees every
+one of them at its size (a rank writing to a disk of its node's own is refused in one line). A save
+that fails (a full disk, a dead rank) leaves the previous checkpoint as the latest; `latest_checkpoint`
+sees complete `step_K/` directories only. `keep` > 0 deletes all but the newest `keep` checkpoints after a save.
 
 Checkpoints must be trusted: resuming restores `deepspeed/` with DeepSpeed's `load_checkpoint`, which
 unpickles every rank's state (`torch.load` with `weights_only=False`), so a crafted file there runs
@@ -160,6 +162,23 @@ def prune_checkpoints(
     return old
 
 
+class IncompleteCheckpoint(UserError):
+    pass
+
+
+def check_rank_files(staging: Path, written: list[list[tuple[str, int]]], name: str) -> None:
+    """Raises IncompleteCheckpoint unless every file each rank reports is here at its size."""
+    for rank, files in enumerate(written):
+        for path, size in files:
+            if not os.path.isfile(path) or os.path.getsize(path) != size:
+                found = f"{os.path.getsize(path)} bytes" if os.path.isfile(path) else "missing"
+                raise IncompleteCheckpoint(
+                    f"checkpoint {name} is incomplete: learner rank {rank} wrote "
+                    f"{os.path.relpath(path, staging)} ({size} bytes), {found} on the driver's node; "
+                    f"trainer.output_dir must be on a file system every node shares"
+                )
+
+
 def save_checkpoint(
     learners: Any,
     processor: Any,
@@ -174,7 +193,8 @@ def save_checkpoint(
     directory = Path(output_dir) / "checkpoints" / f"step_{step}"
     with staged_directory(directory) as staging:
         hf_dir = staging / "hf"
-        learners.save(str(staging / "deepspeed"), f"step_{step}", str(hf_dir))
+        written = learners.save(str(staging / "deepspeed"), f"step_{step}", str(hf_dir))
+        check_rank_files(staging, written, directory.name)
         processor.save_pretrained(hf_dir)
         (staging / STATE_FILE).write_text(json.dumps({"step": step, "run_id": run_id, **state}, indent=1))
     prune_checkpoints(output_dir, keep, run_id, written=directory)

@@ -1,23 +1,28 @@
-"""A gloo weight-transfer backend for vLLM's weight-transfer API, so a CPU engine syncs like a GPU one.
+"""One weight-sync protocol for every backend, plugged into vLLM's weight-transfer API.
 
-vLLM ships `nccl` and `ipc` engines; this adds `r1reward_gloo` through vLLM's engine factory (see
-`vllm_plugin.py`). The trainer's rank 0 broadcasts packed buckets over a gloo group that it forms with
-every inference worker; after the buckets it broadcasts their checksums. Each worker stages the whole
-update, compares the checksums, and only then loads (sync/buckets.py): an update whose bytes differ, or
-that times out, is refused before any tensor reaches the model, and the worker ends the reload session
-with nothing loaded, so it keeps serving its previous weights. Received tensors go through vLLM's
-layerwise reload, which restores the checkpoint layout that the CPU backend repacked for oneDNN and
-repacks it again.
+The trainer's rank 0 broadcasts packed buckets over a group that it forms with every inference worker;
+after the buckets it broadcasts their checksums (sync/buckets.py). Each worker stages the whole update,
+compares the checksums, and only then loads: an update whose bytes differ, or that times out, is refused
+before any tensor reaches the model, and the worker ends the reload session with nothing loaded, so it
+keeps serving its previous weights. Received tensors go through vLLM's layerwise reload, which restores
+the checkpoint layout that the CPU backend repacked for oneDNN and repacks it again.
+
+Only the transport differs (`GlooGroup` on the CPU, `NcclGroup` on GPUs): both give a broadcast from
+rank 0 whose wait ends within timeout_s, so buckets, checksums and deadlines are the same code.
+Registered with vLLM's factories as `r1reward_gloo` and `r1reward_nccl` (sync/vllm_plugin.py).
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any, ClassVar
 
+import torch
 from vllm.distributed.weight_transfer.base import (
     TrainerInitInfo,
     TrainerWeightTransferEngine,
@@ -28,29 +33,68 @@ from vllm.distributed.weight_transfer.base import (
     WeightTransferUpdateInfo,
 )
 
-from r1reward.sync.backend import GLOO_BACKEND
-from r1reward.sync.buckets import DEFAULT_BUCKET_BYTES, TensorMeta, send_buckets, stage_buckets
+from r1reward.sync.backend import GLOO_BACKEND, NCCL_BACKEND
+from r1reward.sync.buckets import DEFAULT_BUCKET_BYTES, TensorMeta, Work, send_buckets, stage_buckets
 
-BACKEND = GLOO_BACKEND
 # The rendezvous and each broadcast give up after this (timeouts.weight_sync_s sets it for a run).
 DEFAULT_TIMEOUT_S = 600.0
 
 
-def _gloo_group(host: str, port: int, rank: int, world_size: int, timeout_s: float):
-    from vllm.distributed.utils import stateless_init_torch_distributed_process_group
+class GlooGroup:
+    """gloo over TCP, CPU tensors; gloo's own timeout ends a broadcast that waits longer than timeout_s."""
 
-    return stateless_init_torch_distributed_process_group(
-        host, port, rank, world_size, backend="gloo", timeout=timedelta(seconds=timeout_s)
-    )
+    def __init__(self, host: str, port: int, rank: int, world_size: int, timeout_s: float, device: Any = None):
+        from vllm.distributed.utils import stateless_init_torch_distributed_process_group
+
+        self.device = torch.device("cpu")
+        self.group = stateless_init_torch_distributed_process_group(
+            host, port, rank, world_size, backend="gloo", timeout=timedelta(seconds=timeout_s)
+        )
+
+    def broadcast(self, tensor: torch.Tensor) -> Work:
+        # The group is not registered globally, so call the ProcessGroup itself (root = trainer, rank 0).
+        return self.group.broadcast(tensor, 0)
 
 
-def _broadcaster(group):
-    # The group is not registered globally, so call the ProcessGroup itself (root = trainer, rank 0).
-    return lambda tensor: group.broadcast(tensor, 0)
+class DeadlineWork:
+    """A broadcast's handle whose wait polls `done` and fails after timeout_s with one line."""
+
+    def __init__(self, done: Callable[[], bool], timeout_s: float, what: str) -> None:
+        self.done, self.timeout_s, self.what = done, timeout_s, what
+
+    def wait(self) -> None:
+        deadline = time.monotonic() + self.timeout_s
+        while not self.done():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"weight sync: {self.what} did not complete within {self.timeout_s:g} s")
+            time.sleep(0.001)
+
+
+class NcclGroup:
+    """vLLM's PyNccl communicator on this process's GPU. NCCL calls have no timeout of their own: a
+    broadcast is queued on the current stream and its wait polls a CUDA event up to timeout_s."""
+
+    def __init__(self, host: str, port: int, rank: int, world_size: int, timeout_s: float, device: Any = None):
+        from vllm.distributed.device_communicators.pynccl import PyNcclCommunicator
+        from vllm.distributed.utils import StatelessProcessGroup
+        from vllm.utils.nccl import unpinned_nccl_env
+
+        self.device = torch.device(device if device is not None else f"cuda:{torch.cuda.current_device()}")
+        self.timeout_s = timeout_s
+        store = StatelessProcessGroup.create(host, port, rank, world_size, store_timeout=int(timeout_s))
+        with unpinned_nccl_env():
+            self.comm = PyNcclCommunicator(store, device=self.device)
+
+    def broadcast(self, tensor: torch.Tensor) -> Work:
+        stream = torch.cuda.current_stream(self.device)
+        self.comm.broadcast(tensor, src=0, stream=stream)
+        event = torch.cuda.Event()
+        event.record(stream)
+        return DeadlineWork(event.query, self.timeout_s, f"an NCCL broadcast of {tensor.numel()} bytes")
 
 
 @dataclass
-class GlooWorkerInitInfo(WeightTransferInitInfo):
+class BucketWorkerInitInfo(WeightTransferInitInfo):
     master_address: str
     master_port: int
     rank_offset: int
@@ -59,33 +103,35 @@ class GlooWorkerInitInfo(WeightTransferInitInfo):
 
 
 @dataclass
-class GlooUpdateInfo(WeightTransferUpdateInfo):
+class BucketUpdateInfo(WeightTransferUpdateInfo):
     names: list[str]
     dtype_names: list[str]
     shapes: list[list[int]]
     bucket_bytes: int = DEFAULT_BUCKET_BYTES
 
 
-class GlooWeightTransferEngine(WeightTransferEngine[GlooWorkerInitInfo, GlooUpdateInfo]):
+class BucketWeightTransferEngine(WeightTransferEngine[BucketWorkerInitInfo, BucketUpdateInfo]):
     """The inference-worker side: join the group, receive every bucket, verify them all, then load."""
 
-    init_info_cls = GlooWorkerInitInfo
-    update_info_cls = GlooUpdateInfo
+    init_info_cls = BucketWorkerInitInfo
+    update_info_cls = BucketUpdateInfo
+    group_cls: ClassVar[type] = GlooGroup
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.group = None
         self.received_checksums: list[tuple[int, int]] = []
 
-    def init_transfer_engine(self, init_info: GlooWorkerInitInfo) -> None:
+    def init_transfer_engine(self, init_info: BucketWorkerInitInfo) -> None:
         parallel = self.parallel_config
         worker_rank = parallel.data_parallel_index * parallel.world_size + parallel.rank
-        self.group = _gloo_group(
+        self.group = self.group_cls(
             init_info.master_address,
             init_info.master_port,
             init_info.rank_offset + worker_rank,
             init_info.world_size,
             init_info.timeout_s,
+            self.device,
         )
 
     def start_weight_update(self) -> None:
@@ -99,19 +145,20 @@ class GlooWeightTransferEngine(WeightTransferEngine[GlooWorkerInitInfo, GlooUpda
         finalize_layerwise_reload(self.model, self.model_config)
 
     def update_weights(self, update_info: dict[str, Any]) -> None:
-        # The base class synchronises an accelerator, which a CPU worker does not have.
+        # The base class synchronises an accelerator, which a CPU worker does not have; on a GPU every
+        # bucket's wait has already synchronised with its broadcast.
         self.receive_weights(self.parse_update_info(update_info))
 
-    def receive_weights(self, update_info: GlooUpdateInfo) -> None:
+    def receive_weights(self, update_info: BucketUpdateInfo) -> None:
         if self.group is None:
-            raise RuntimeError("gloo weight transfer is not initialised: call init_weight_transfer_engine first")
+            raise RuntimeError("weight transfer is not initialised: call init_weight_transfer_engine first")
         metas = [
             TensorMeta(n, d, tuple(s))
             for n, d, s in zip(update_info.names, update_info.dtype_names, update_info.shapes)
         ]
         self.received_checksums = []
         try:
-            update = stage_buckets(metas, update_info.bucket_bytes, _broadcaster(self.group), self.device)
+            update = stage_buckets(metas, update_info.bucket_bytes, self.group.broadcast, self.group.device)
         except BaseException:
             # Nothing reached the model: ending the reload session puts every layer's previous tensors
             # back (vLLM's fallback for a layer that loaded nothing, with a warning per layer that would
@@ -131,9 +178,17 @@ class GlooWeightTransferEngine(WeightTransferEngine[GlooWorkerInitInfo, GlooUpda
         self.group = None
 
 
+class GlooWeightTransferEngine(BucketWeightTransferEngine):
+    group_cls = GlooGroup
+
+
+class NcclWeightTransferEngine(BucketWeightTransferEngine):
+    group_cls = NcclGroup
+
+
 @dataclass
 class GlooTrainerInitInfo(TrainerInitInfo):
-    backend: ClassVar[str] = BACKEND
+    backend: ClassVar[str] = GLOO_BACKEND
     master_address: str
     master_port: int
     world_size: int
@@ -141,10 +196,19 @@ class GlooTrainerInitInfo(TrainerInitInfo):
     timeout_s: float = DEFAULT_TIMEOUT_S
 
 
-class GlooTrainerWeightTransferEngine(TrainerWeightTransferEngine[GlooTrainerInitInfo]):
-    """The trainer side: rank 0 forms the group with the workers and broadcasts from the source."""
+@dataclass
+class NcclTrainerInitInfo(GlooTrainerInitInfo):
+    # The same fields: the backend only picks which engine (which transport) vLLM's factory builds.
+    backend: ClassVar[str] = NCCL_BACKEND
+
+
+class BucketTrainerWeightTransferEngine(TrainerWeightTransferEngine[GlooTrainerInitInfo]):
+    """The trainer side: rank 0 forms the group with the workers and broadcasts from the source; every
+    other learner rank walks the source alongside, so that each ZeRO-3 gather (a collective of all
+    learner ranks) has every rank in it, whatever the transport."""
 
     init_info_cls = GlooTrainerInitInfo
+    group_cls: ClassVar[type] = GlooGroup
 
     def __init__(
         self,
@@ -164,9 +228,9 @@ class GlooTrainerWeightTransferEngine(TrainerWeightTransferEngine[GlooTrainerIni
     @classmethod
     def trainer_init(
         cls, init_info: GlooTrainerInitInfo, *, client: VLLMWeightSyncClient, source: WeightSource | None = None
-    ) -> GlooTrainerWeightTransferEngine:
+    ) -> BucketTrainerWeightTransferEngine:
         if source is None:
-            raise ValueError("the gloo trainer engine needs a WeightSource")
+            raise ValueError("the trainer's weight-transfer engine needs a WeightSource")
         engine = cls(
             client=client,
             source=source,
@@ -175,14 +239,14 @@ class GlooTrainerWeightTransferEngine(TrainerWeightTransferEngine[GlooTrainerIni
             timeout_s=init_info.timeout_s,
         )
         if engine.is_sender:
-            worker_info = GlooWorkerInitInfo(
+            worker_info = BucketWorkerInitInfo(
                 init_info.master_address, init_info.master_port, 1, init_info.world_size, init_info.timeout_s
             )
             # Both sides block in the rendezvous, each bounded by timeout_s.
             engine.group = engine._alongside(
                 client.init_weight_transfer_engine,
                 (asdict(worker_info),),
-                lambda: _gloo_group(
+                lambda: cls.group_cls(
                     init_info.master_address, init_info.master_port, 0, init_info.world_size, init_info.timeout_s
                 ),
                 "set-up",
@@ -198,7 +262,7 @@ class GlooTrainerWeightTransferEngine(TrainerWeightTransferEngine[GlooTrainerIni
             peers = pool.submit(client_call, *args)
             try:
                 result = own_part()
-            except Exception as error:  # noqa: BLE001 - a gloo timeout: say which peers it waited for
+            except Exception as error:  # noqa: BLE001 - a transport timeout: say which peers it waited for
                 # The workers' side was started with the same timeout: its error names the worker that hung.
                 try:
                     peers.result(timeout=30)
@@ -224,7 +288,7 @@ class GlooTrainerWeightTransferEngine(TrainerWeightTransferEngine[GlooTrainerIni
             for _ in self.source:  # keep any collective inside the source (ZeRO-3 gathers) aligned
                 pass
             return
-        info = GlooUpdateInfo(
+        info = BucketUpdateInfo(
             [m.name for m in metas], [m.dtype for m in metas], [list(m.shape) for m in metas], self.bucket_bytes
         )
         self.client.start_weight_update()
@@ -234,4 +298,14 @@ class GlooTrainerWeightTransferEngine(TrainerWeightTransferEngine[GlooTrainerIni
         self.client.finish_weight_update()
 
     def _broadcast_buckets(self, metas: list[TensorMeta]) -> list[tuple[int, int]]:
-        return send_buckets(iter(self.source), metas, self.bucket_bytes, _broadcaster(self.group))
+        group = self.group
+        return send_buckets(iter(self.source), metas, self.bucket_bytes, group.broadcast, device=group.device)
+
+
+class GlooTrainerWeightTransferEngine(BucketTrainerWeightTransferEngine):
+    group_cls = GlooGroup
+
+
+class NcclTrainerWeightTransferEngine(BucketTrainerWeightTransferEngine):
+    init_info_cls = NcclTrainerInitInfo
+    group_cls = NcclGroup
