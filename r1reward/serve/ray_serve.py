@@ -131,7 +131,8 @@ def _deployment() -> Any:
                 raise RuntimeError("the engine loop is not running")
 
         def __del__(self) -> None:
-            self.model.close()
+            if getattr(self, "model", None) is not None:  # None when loading the engine failed
+                self.model.close()
 
     return RewardReplica
 
