@@ -133,6 +133,21 @@ def serve_latency(rows: list[dict[str, Any]]) -> str:
     )
 
 
+def serve_replicas(result: dict[str, Any]) -> str:
+    """Ray Serve replica counts under the same concurrent load (serve_latency.py --replicas), in one line so
+    that the README can quote it. The load average is the machine's just before: others' work included."""
+    runs = result["runs"]
+    each = "; ".join(
+        f"{r['replicas']} replica{'s' if r['replicas'] > 1 else ''} {r['requests_per_s']:.2f} requests/s, "
+        f"p50 {1000 * r['median_s']:.0f} ms, p95 {1000 * r['p95_s']:.0f} ms (load average {r['load_before']:.1f})"
+        for r in runs
+    )
+    return (
+        f"Ray Serve, {result['clients']} clients, {runs[0]['requests']} `/v1/compare` requests, K={runs[0]['k']}, "
+        f"{result['max_tokens']} tokens per sample: {each}."
+    )
+
+
 # ---- the registry: block name -> (results files it reads, renderer) ----
 
 
@@ -158,6 +173,7 @@ BLOCKS: dict[str, tuple[list[Path], Callable[..., str]]] = {
     ),
     "staleness": _one("staleness.json", report.staleness_section),
     "serve-latency": _one("serve_latency.json", serve_latency),
+    "serve-replicas": _one("serve_replicas.json", serve_replicas),
 }
 
 

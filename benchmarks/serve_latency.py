@@ -5,12 +5,21 @@ concurrent clients, for each K. Starts the server itself (one process for all K:
 
 Each request is a different synthetic pair (image as a file path) with its own seed. Prints one row per
 (K, mode): median and p95 latency and requests/s over the wall time of that mode; ``--out`` writes JSON.
+
+With ``--replicas 1 2`` it serves through Ray Serve instead (``r1reward serve --ray-serve --replicas N``, one
+server per count, on a local Ray of its own) and measures only the concurrent mode at the first K; the JSON
+names the machine. ``--model tiny`` makes an untrained tiny model: it answers nothing, but it generates
+--max-tokens tokens per sample, so every request costs the same.
+
+    .venv/bin/python benchmarks/serve_latency.py --model tiny --replicas 1 2 --ks 1 --requests 48 --clients 8 \
+        --max-tokens 64 --out benchmarks/results/serve_replicas.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -34,7 +43,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def start_server(args: argparse.Namespace, port: int, log: Path, image_root: Path) -> subprocess.Popen:
+def start_server(
+    args: argparse.Namespace, port: int, log: Path, image_root: Path, extra: tuple[str, ...] = ()
+) -> subprocess.Popen:
     command = [
         sys.executable,
         "-m",
@@ -50,9 +61,11 @@ def start_server(args: argparse.Namespace, port: int, log: Path, image_root: Pat
         str(args.max_batch),
         "--image-root",
         str(image_root),
+        *extra,
     ]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # --ray-serve: a local Ray of its own
     with log.open("w") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + args.startup_timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -60,7 +73,7 @@ def start_server(args: argparse.Namespace, port: int, log: Path, image_root: Pat
         try:
             if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
                 return proc
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still starting up
             pass
         time.sleep(0.5)
     proc.terminate()
@@ -97,23 +110,80 @@ def run(url: str, bodies: list[dict], clients: int) -> dict:
     }
 
 
+def compare_bodies(rows: list[dict], image_root: Path, count: int, k: int, offset: int) -> list[dict]:
+    """``count`` /v1/compare bodies, each a different pair with its own seed (from ``offset``)."""
+    out = []
+    for i in range(count):
+        row = rows[(offset + i) % len(rows)]
+        out.append(
+            {
+                "question": row["question"],
+                "images": [str(image_root / row["images"][0])],
+                "response_1": row["response_1"],
+                "response_2": row["response_2"],
+                "k": k,
+                "seed": offset + i,
+            }
+        )
+    return out
+
+
+def compare_replicas(args: argparse.Namespace, rows: list[dict], image_root: Path, tmp: Path) -> dict:
+    """The concurrent mode through ``r1reward serve --ray-serve --replicas N`` for each N, one server each."""
+    from r1reward.trainer.pipeline import machine
+
+    k, runs = args.ks[0], []
+    for replicas in args.replicas:
+        port = free_port()
+        log = tmp / f"server-{replicas}.log"
+        proc = start_server(args, port, log, image_root, ("--ray-serve", "--replicas", str(replicas)))
+        url = f"http://127.0.0.1:{port}"
+        try:
+            # Warm-up: enough concurrent requests that every replica has served some.
+            run(url, compare_bodies(rows, image_root, 2 * args.clients, k, 1000), args.clients)
+            load = os.getloadavg()[0]  # others' work on the machine shares its cores
+            result = run(url, compare_bodies(rows, image_root, args.requests, k, 0), args.clients)
+        finally:
+            proc.terminate()
+            proc.wait(120)
+        runs.append({"replicas": replicas, "k": k, "load_before": round(load, 2), **result})
+        print(
+            f"replicas={replicas} K={k} clients={args.clients}  median {result['median_s'] * 1000:7.0f} ms  "
+            f"p95 {result['p95_s'] * 1000:7.0f} ms  {result['requests_per_s']:6.2f} req/s  (load {load:.1f})",
+            flush=True,
+        )
+    return {"machine": machine(), "max_tokens": args.max_tokens, "clients": args.clients, "runs": runs}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="a trained checkpoint (Hugging Face format)")
+    parser.add_argument(
+        "--model", required=True, help="a trained checkpoint (Hugging Face format), or tiny: an untrained tiny model"
+    )
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 5])
     parser.add_argument("--requests", type=int, default=30, help="requests per (K, mode)")
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients in the concurrent mode")
     parser.add_argument("--max-tokens", type=int, default=1024)
     parser.add_argument("--max-batch", type=int, default=256)
     parser.add_argument("--startup-timeout", type=float, default=300)
+    parser.add_argument("--replicas", type=int, nargs="+", default=None, help="Ray Serve replica counts to compare")
     parser.add_argument("--out", default=None, help="JSON file for the results")
     args = parser.parse_args()
 
     from r1reward.data.synthetic import make_synthetic_data
 
     with tempfile.TemporaryDirectory() as tmp:
+        if args.model == "tiny":
+            from r1reward.models.tiny import make_tiny_model
+
+            args.model = str(make_tiny_model(Path(tmp) / "tiny", seed=0, size="tiny"))
         data = Path(make_synthetic_data(Path(tmp) / "data", num=64, seed=123)["pairs"])
         rows = [json.loads(line) for line in data.read_text().splitlines()]
+        if args.replicas:
+            result = compare_replicas(args, rows, data.parent, Path(tmp))
+            if args.out:
+                Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+            return
         port = free_port()
         proc = start_server(args, port, Path(tmp) / "server.log", data.parent)
         url = f"http://127.0.0.1:{port}"
@@ -122,20 +192,7 @@ def main() -> None:
             for k in args.ks:
 
                 def bodies(offset: int, k: int = k) -> list[dict]:
-                    out = []
-                    for i in range(args.requests):
-                        row = rows[(offset + i) % len(rows)]
-                        out.append(
-                            {
-                                "question": row["question"],
-                                "images": [str(data.parent / row["images"][0])],
-                                "response_1": row["response_1"],
-                                "response_2": row["response_2"],
-                                "k": k,
-                                "seed": offset + i,
-                            }
-                        )
-                    return out
+                    return compare_bodies(rows, data.parent, args.requests, k, offset)
 
                 run(url, bodies(1000)[:2], 1)  # warm-up
                 for mode, clients, offset in (("sequential", 1, 0), ("concurrent", args.clients, args.requests)):

@@ -107,7 +107,7 @@ def wait_healthy(url: str, proc: subprocess.Popen, log: Path, limit_s: float) ->
         try:
             if requests.get(f"{url}/health", timeout=2).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still starting up
             pass
         if time.monotonic() > deadline:
             pytest.fail(f"r1reward serve: no /health within {limit_s:g} s:\n{tail(log)}")

@@ -160,3 +160,26 @@ def test_check_exits_non_zero_naming_the_stale_block(tmp_path, monkeypatch, caps
     assert report_docs.main(["--check"]) == 1
     assert "README.md: block results:staleness differs" in capsys.readouterr().err
     assert report_docs.main([]) == 0 and report_docs.main(["--check"]) == 0
+
+
+def test_the_replica_benchmark_renders_from_its_file_in_both_readmes(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    serving = readme[readme.index("## Serving") :].split("\n## ", 1)[0]
+    assert "<!-- results:serve-replicas -->" in serving
+    assert "<!-- results:serve-replicas -->" in (ROOT / "benchmarks/README.md").read_text()
+
+    run = {"k": 1, "clients": 8, "requests": 48, "median_s": 0.41, "p95_s": 0.55, "requests_per_s": 19.3}
+    result = {
+        "machine": {"cpu_capability": "AVX2", "cores": 2, "kernel_env": {}},
+        "max_tokens": 64,
+        "clients": 8,
+        "runs": [{**run, "replicas": 1, "load_before": 6.3}, {**run, "replicas": 2, "p95_s": 1.25, "load_before": 6.7}],
+    }
+    _write(tmp_path / "benchmarks/results/serve_replicas.json", json.dumps(result))
+    doc = _write(tmp_path / "README.md", "<!-- results:serve-replicas -->\n<!-- /results:serve-replicas -->\n")
+    report_docs.write_blocks(tmp_path)
+    text = doc.read_text()
+    assert "1 replica 19.30 requests/s, p50 410 ms, p95 550 ms (load average 6.3)" in text
+    assert "2 replicas 19.30 requests/s, p50 410 ms, p95 1250 ms (load average 6.7)" in text
+    assert "8 clients, 48 `/v1/compare` requests, K=1, 64 tokens per sample" in text
+    assert "Machine: torch CPU capability AVX2, 2 cores." in text

@@ -15,6 +15,7 @@ from typing import Any
 
 from r1reward.errors import UserError
 from r1reward.eval.cli import add_engine_options, load_reward_model
+from r1reward.serve.from_flags import build_app, describe
 
 _HELP = (
     "serve a trained reward model over HTTP: /v1/compare, /v1/rank, OpenRLHF's /get_reward, /health, "
@@ -91,6 +92,19 @@ def add_command(subparsers: Any, command: Callable[[str], Callable]) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of requests that give none")
     p.add_argument("--name", default=None, help="model id in /v1/models (default: the folder's name)")
     add_engine_options(p)
+    p.add_argument(
+        "--ray-serve",
+        action="store_true",
+        help="run the app as a Ray Serve deployment on the local Ray (or RAY_ADDRESS's cluster): one engine "
+        "per replica, Ray Serve's routing and health checks, a replica that dies is replaced",
+    )
+    p.add_argument("--replicas", type=int, default=None, help="with --ray-serve: replicas to start (default 1)")
+    p.add_argument(
+        "--min-replicas", type=int, default=None, help="with --ray-serve: autoscale, never below N (default 1)"
+    )
+    p.add_argument(
+        "--max-replicas", type=int, default=None, help="with --ray-serve: autoscale, never above N (default --replicas)"
+    )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--access-log", action="store_true", help="log every request")
     command("serve")(_serve)
@@ -102,6 +116,29 @@ class _Stop(Exception):
 
 def _on_sigterm(signum: int, frame: Any) -> None:
     raise _Stop()
+
+
+def _check_replicas(args: argparse.Namespace) -> None:
+    counts = (
+        ("--replicas", args.replicas),
+        ("--min-replicas", args.min_replicas),
+        ("--max-replicas", args.max_replicas),
+    )
+    if not args.ray_serve:
+        given = [name for name, value in counts if value is not None]
+        if given:
+            raise UserError(f"{given[0]} needs --ray-serve")
+        return
+    if args.workers != 1:
+        raise UserError("--workers: with --ray-serve each replica has one engine; use --replicas")
+    for name, value in counts:
+        if value is not None and value < 1:
+            raise UserError(f"{name} must be at least 1, got {value}")
+    low, high = args.min_replicas, args.max_replicas
+    if low is not None and high is not None and low > high:
+        raise UserError(f"--min-replicas ({low}) is above --max-replicas ({high})")
+    if args.replicas is not None and not (low or 1) <= args.replicas <= (high or args.replicas):
+        raise UserError(f"--replicas ({args.replicas}) must lie within --min-replicas and --max-replicas")
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -117,6 +154,7 @@ def _check(args: argparse.Namespace) -> None:
     ):
         if value < 1:
             raise UserError(f"{name} must be at least 1, got {value}")
+    _check_replicas(args)
     if args.max_responses < 2:
         raise UserError(f"--max-responses must be at least 2, got {args.max_responses}")
     if args.max_queue is not None and args.max_queue < args.max_batch:
@@ -145,11 +183,11 @@ def _check(args: argparse.Namespace) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     _check(args)
-    import uvicorn
+    if args.ray_serve:
+        from r1reward.serve.ray_serve import serve_on_ray
 
-    from r1reward.data.images import ImagePolicy
-    from r1reward.serve.app import create_app
-    from r1reward.serve.service import RewardService
+        return serve_on_ray(args)
+    import uvicorn
 
     # uvicorn takes SIGTERM while it serves and raises it again once it has shut down; then this handler
     # turns it into _Stop, so the engines are closed and the command exits 0.
@@ -158,34 +196,10 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         model = load_reward_model(args)
         signal.signal(signal.SIGTERM, _on_sigterm)  # ray.init (--workers > 1) installs its own, which exits 15
-        name = args.name or Path(args.model).resolve().name
-        service = RewardService(
-            model,
-            name,
-            k=args.k,
-            swap=args.swap,
-            max_batch=args.max_batch,
-            max_queue=args.max_queue,
-            max_responses=args.max_responses,
-            wait_s=args.batch_wait_ms / 1000,
-            timeout_s=args.timeout,
-            images=ImagePolicy(
-                roots=tuple(Path(root) for root in args.image_root),
-                max_bytes=int(args.max_image_mb * 2**20),
-                max_pixels=args.max_image_pixels,
-            ),
-            decode_slots=args.decode_slots,
-            info={"workers": args.workers},  # no path: clients must not learn where the weights are
-        )
-        roots = ", ".join(args.image_root) or "none (base64 images only)"
-        print(
-            f"r1reward serve: {name} on http://{args.host}:{args.port} (k={args.k}, swap={args.swap}, "
-            f"max batch {args.max_batch} generations, timeout {args.timeout:g} s, {args.workers} engine(s), "
-            f"image roots: {roots}, API key: {'yes' if args.api_key else 'no'})",
-            flush=True,
-        )
+        _, app = build_app(args, model)
+        print(describe(args, f"{args.workers} engine(s)"), flush=True)
         config = uvicorn.Config(
-            create_app(service, api_key=args.api_key, max_body_bytes=int(args.max_body_mb * 2**20)),
+            app,
             host=args.host,
             port=args.port,
             log_level=args.log_level,
