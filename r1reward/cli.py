@@ -121,6 +121,39 @@ def _select_hard(args: argparse.Namespace) -> None:
     )
 
 
+@command("annotate")
+def _annotate(args: argparse.Namespace) -> int:
+    from r1reward.trainer.annotate import annotate
+    from r1reward.trainer.teacher import TeacherClient
+
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            raise UserError(f"--api-key-env {args.api_key_env}: that environment variable is not set")
+    client = TeacherClient(
+        args.teacher_url,
+        args.teacher_model,
+        api_key,
+        timeout_s=args.request_timeout,
+        max_attempts=args.max_attempts,
+        max_backoff_s=args.max_backoff,
+        temperature=args.temperature,
+        max_tokens=args.max_tokens,
+    )
+    out = prepare_output_dir(args.out)
+    report = annotate(args.data, args.schema, out, client, args.tries, args.concurrency, args.image_root)
+    levels = ", ".join(f"{k}: {v}" for k, v in report["difficulty"].items())
+    print(
+        f"annotated {report['pairs']} of {report['total_pairs']} pairs ({levels}); SFT {report['sft_pairs']}, "
+        f"RL {report['rl_pairs']}; {report['tokens']['total']} tokens -> {out}"
+    )
+    if report["errors"]:
+        print(f"{report['errors']} pairs got no answer (rerun to ask them again); first: {report['first_error']}")
+        return 1
+    return 0
+
+
 @command("pipeline")
 def _pipeline(args: argparse.Namespace) -> None:
     from r1reward.config import load_config
@@ -235,6 +268,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--config", default=None)
     p.add_argument("overrides", nargs="*")
+
+    p = sub.add_parser(
+        "annotate", help="label pairs with an OpenAI-compatible teacher (tries = difficulty) -> SFT + RL sets"
+    )
+    p.add_argument("--teacher-url", required=True, help="the endpoint's base URL, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--teacher-model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--schema", required=True)
+    p.add_argument("--out", required=True, help="folder; a rerun with the same folder resumes")
+    p.add_argument("--tries", type=int, default=3, help="tries per pair, the paper's 3 (default)")
+    p.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
+    p.add_argument("--api-key-env", default=None, help="environment variable holding the API key (none: no key)")
+    p.add_argument("--temperature", type=float, default=0.0, help="the paper's 0 (default)")
+    p.add_argument("--max-tokens", type=int, default=4096)
+    p.add_argument("--request-timeout", type=float, default=120.0, help="seconds per request (default 120)")
+    p.add_argument("--max-attempts", type=int, default=6, help="attempts per request on 429/5xx/timeouts (default 6)")
+    p.add_argument("--max-backoff", type=float, default=60.0, help="longest wait between attempts, s (default 60)")
+    p.add_argument("--image-root", default=None, help="folder relative image paths are taken from")
 
     p = sub.add_parser("pipeline", help="tiny model -> synthetic data -> SFT -> hard examples -> RL -> evaluation")
     p.add_argument("--config", default=None)
