@@ -107,8 +107,23 @@ def _select_hard(args: argparse.Namespace) -> None:
     from r1reward.trainer.hard_examples import Sampler, records_of, select_hard, summarise, write_hard
 
     config = load_config(args.config, args.overrides)
-    if not Path(args.model).exists():
-        raise UserError(f"model not found: {args.model}")
+    if args.rule == "teacher-tries":
+        from r1reward.data.annotations import ANNOTATIONS_FILE, read_annotations
+        from r1reward.trainer.hard_examples import select_by_teacher_tries
+
+        if not args.annotations:
+            raise UserError("--rule teacher-tries needs --annotations (r1reward annotate's --out folder or its file)")
+        where = Path(args.annotations)
+        where = where / ANNOTATIONS_FILE if where.is_dir() else where
+        if not where.is_file():
+            raise UserError(f"annotations not found: {where}")
+        records = records_of(args.data, args.schema, config)
+        hard = select_by_teacher_tries(records, read_annotations(where), str(where))
+        write_hard(hard, args.out)
+        print(f"kept {len(hard)} of {len(records)} pairs (teacher needed 2+ tries or failed) -> {args.out}")
+        return
+    if not args.model or not Path(args.model).exists():
+        raise UserError(f"--rule model-samples needs --model, a model folder; got {args.model}")
     records = records_of(args.data, args.schema, config)  # the sampling starts (or joins) Ray on its own plan
     with Sampler(args.model, config) as sampler:
         choices = sampler.choices(records, k=args.k)
@@ -260,11 +275,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", default=None, help="where the run writes (default: a new temporary folder)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. rollout.num_workers=1")
 
-    p = sub.add_parser("select-hard", help="keep the pairs a model does not solve in all K samples (RL parquet)")
-    p.add_argument("--model", required=True)
+    p = sub.add_parser(
+        "select-hard",
+        help="hard examples for RL (RL parquet): the paper's rule (teacher tries) or the project's (K model samples)",
+    )
+    p.add_argument(
+        "--rule",
+        choices=["teacher-tries", "model-samples"],
+        default="teacher-tries",
+        help="teacher-tries (default, the paper's): pairs the annotating teacher needed 2+ tries for or failed; "
+        "model-samples (the project's own, for data without annotations): pairs --model does not solve in all "
+        "--k samples",
+    )
+    p.add_argument("--annotations", default=None, help="teacher-tries: r1reward annotate's --out folder or its file")
+    p.add_argument("--model", default=None, help="model-samples: the model that samples")
     p.add_argument("--data", required=True)
     p.add_argument("--schema", default="r1reward-rl")
-    p.add_argument("--k", type=int, default=4)
+    p.add_argument("--k", type=int, default=4, help="model-samples: samples per pair (default 4)")
     p.add_argument("--out", required=True)
     p.add_argument("--config", default=None)
     p.add_argument("overrides", nargs="*")
