@@ -56,6 +56,11 @@ def right_on(tries_needed: dict[int, int | None]):
     return script
 
 
+def cli_args(url: str, data: Path, out: Path, *extra: str) -> list[str]:
+    return ["annotate", "--teacher-url", url, "--teacher-model", "m", "--data", str(data), "--schema", "canonical",
+            "--out", str(out), *extra]  # fmt: skip
+
+
 def client(url: str, **kw) -> TeacherClient:
     return TeacherClient(url, "fake-teacher", **{"timeout_s": 5.0, "backoff_s": 0.01, "max_backoff_s": 0.2, **kw})
 
@@ -125,23 +130,7 @@ def test_a_pair_that_never_gets_a_reply_is_left_for_the_rerun(tmp_path, capsys):
     broken = {"on": True}
     script = lambda q, n: ("garbage",) if q == "question 1" and broken["on"] else ("answer", label_of(q))  # noqa: E731
     with FakeTeacher(script) as teacher:
-        args = [
-            "annotate",
-            "--teacher-url",
-            teacher.url,
-            "--teacher-model",
-            "fake-teacher",
-            "--data",
-            str(data),
-            "--schema",
-            "canonical",
-            "--out",
-            str(tmp_path / "out"),
-            "--max-attempts",
-            "2",
-            "--max-backoff",
-            "0.1",
-        ]
+        args = cli_args(teacher.url, data, tmp_path / "out", "--max-attempts", "2", "--max-backoff", "0.1")
         assert main(args) == 1
         err = capsys.readouterr().out
         assert "1 pairs got no answer" in err and "pair 'pair-1'" in err and "not a chat completion" in err
@@ -157,23 +146,7 @@ def test_a_refused_key_stops_the_run_with_one_line(tmp_path, capsys):
     with FakeTeacher(lambda q, n: ("refuse",)) as teacher:
         os.environ["R1REWARD_TEST_KEY"] = "sk-wrong"
         try:
-            rc = main(
-                [
-                    "annotate",
-                    "--teacher-url",
-                    teacher.url,
-                    "--teacher-model",
-                    "m",
-                    "--data",
-                    str(data),
-                    "--schema",
-                    "canonical",
-                    "--out",
-                    str(tmp_path / "out"),
-                    "--api-key-env",
-                    "R1REWARD_TEST_KEY",
-                ]
-            )
+            rc = main(cli_args(teacher.url, data, tmp_path / "out", "--api-key-env", "R1REWARD_TEST_KEY"))
         finally:
             del os.environ["R1REWARD_TEST_KEY"]
     err = capsys.readouterr().err
@@ -184,23 +157,7 @@ def test_a_refused_key_stops_the_run_with_one_line(tmp_path, capsys):
 
 def test_a_missing_api_key_variable_is_one_line(tmp_path, capsys):
     data = write_pairs(tmp_path, 1)
-    rc = main(
-        [
-            "annotate",
-            "--teacher-url",
-            "http://127.0.0.1:9/v1",
-            "--teacher-model",
-            "m",
-            "--data",
-            str(data),
-            "--schema",
-            "canonical",
-            "--out",
-            str(tmp_path / "o"),
-            "--api-key-env",
-            "R1REWARD_NO_SUCH_VAR",
-        ]
-    )
+    rc = main(cli_args("http://127.0.0.1:9/v1", data, tmp_path / "o", "--api-key-env", "R1REWARD_NO_SUCH_VAR"))
     assert rc == 2 and "R1REWARD_NO_SUCH_VAR" in capsys.readouterr().err
 
 
@@ -223,24 +180,7 @@ def test_a_killed_run_resumes_without_asking_a_finished_pair_again(tmp_path):
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     with FakeTeacher(script) as teacher:
-        cmd = [
-            sys.executable,
-            "-m",
-            "r1reward",
-            "annotate",
-            "--teacher-url",
-            teacher.url,
-            "--teacher-model",
-            "fake",
-            "--data",
-            str(data),
-            "--schema",
-            "canonical",
-            "--out",
-            str(out),
-            "--concurrency",
-            "2",
-        ]
+        cmd = [sys.executable, "-m", "r1reward", *cli_args(teacher.url, data, out, "--concurrency", "2")]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while len(read_annotations(out / "annotations.jsonl")) < 4:
