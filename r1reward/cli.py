@@ -157,7 +157,10 @@ def _annotate(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens,
     )
     out = prepare_output_dir(args.out)
-    report = annotate(args.data, args.schema, out, client, args.tries, args.concurrency, args.image_root)
+    swap_seed = None if args.keep_order else args.swap_seed
+    report = annotate(
+        args.data, args.schema, out, client, args.tries, args.concurrency, args.image_root, swap_seed=swap_seed
+    )
     levels = ", ".join(f"{k}: {v}" for k, v in report["difficulty"].items())
     print(
         f"annotated {report['pairs']} of {report['total_pairs']} pairs ({levels}); SFT {report['sft_pairs']}, "
@@ -313,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-attempts", type=int, default=6, help="attempts per request on 429/5xx/timeouts (default 6)")
     p.add_argument("--max-backoff", type=float, default=60.0, help="longest wait between attempts, s (default 60)")
     p.add_argument("--image-root", default=None, help="folder relative image paths are taken from")
+    p.add_argument("--swap-seed", type=int, default=0, help="seeds the swap that balances labels 1 and 2 (default 0)")
+    p.add_argument("--keep-order", action="store_true", help="ask in the file's response order, no balancing")
 
     p = sub.add_parser("pipeline", help="tiny model -> synthetic data -> SFT -> hard examples -> RL -> evaluation")
     p.add_argument("--config", default=None)

@@ -1,8 +1,9 @@
 """A small OpenAI-compatible chat server on loopback for `r1reward annotate`'s failure modes.
 
 `script(question, n)` says what the n-th request (0-based) about a question gets: ("answer", k) a chat
-completion whose `<answer>` is k (None: no answer tag), ("429", retry_after or None), ("500",),
-("sleep", seconds) then an answer 1, ("garbage",) a 200 that is not JSON, ("refuse",) a 401. Every
+completion whose `<answer>` is k (None: no answer tag; "right" / "wrong": the slot that does / does not
+hold the response saying "good", whatever order the pair was asked in), ("429", retry_after or None),
+("500",), ("sleep", seconds) then a right answer, ("garbage",) a 200 that is not JSON, ("refuse",) a 401. Every
 request is counted per question, so tests can prove which pairs were asked again.
 """
 
@@ -18,9 +19,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 Action = tuple
 
 
-def question_of(body: dict) -> str:
+def _section(body: dict, name: str) -> str:
     text = next(p["text"] for p in body["messages"][0]["content"] if p["type"] == "text")
-    return text.split("###### [Question]:\n", 1)[1].split("  \n\n", 1)[0]
+    return text.split(f"###### [{name}]:\n", 1)[1].split("  \n\n", 1)[0]
+
+
+def question_of(body: dict) -> str:
+    return _section(body, "Question")
 
 
 class FakeTeacher:
@@ -45,7 +50,10 @@ class FakeTeacher:
                 action = teacher.script(question, n)
                 if action[0] == "sleep":
                     time.sleep(action[1])
-                    action = ("answer", 1)
+                    action = ("answer", "right")
+                if action[0] == "answer" and action[1] in ("right", "wrong"):
+                    right = 1 if "good" in _section(body, "Response 1") else 2
+                    action = ("answer", right if action[1] == "right" else 3 - right)
                 if action[0] == "answer":
                     tag = "" if action[1] is None else f"<answer>{action[1]}</answer>"
                     reply = {

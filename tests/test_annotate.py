@@ -25,24 +25,21 @@ from r1reward.trainer.teacher import TeacherClient, retry_after_s
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_pairs(folder: Path, n: int) -> Path:
+def write_pairs(folder: Path, n: int, labels: list[int] | None = None) -> Path:
+    """n pairs "question i"; the better response says "good" (label 1 + i % 2 unless `labels` given)."""
     Image.new("RGB", (32, 32), (200, 30, 30)).save(folder / "red.png")
     rows = [
         {
             "id": f"pair-{i}",
             "question": f"question {i}",
             "images": ["red.png"],
-            "response_1": f"first answer {i}",
-            "response_2": f"second answer {i}",
-            "label": 1 + i % 2,
+            "response_1": f"{'good' if label == 1 else 'poor'} answer {i}",
+            "response_2": f"{'poor' if label == 1 else 'good'} answer {i}",
+            "label": label,
         }
-        for i in range(n)
+        for i, label in enumerate(labels or [1 + i % 2 for i in range(n)])
     ]
     return write_jsonl(rows, folder / "pairs.jsonl")
-
-
-def label_of(question: str) -> int:
-    return 1 + int(question.split()[-1]) % 2
 
 
 def right_on(tries_needed: dict[int, int | None]):
@@ -50,8 +47,7 @@ def right_on(tries_needed: dict[int, int | None]):
 
     def script(question: str, n: int):
         need = tries_needed[int(question.split()[-1])]
-        label = label_of(question)
-        return ("answer", label) if need is not None and n + 1 >= need else ("answer", 3 - label)
+        return ("answer", "right") if need is not None and n + 1 >= need else ("answer", "wrong")
 
     return script
 
@@ -98,7 +94,7 @@ def test_tries_are_the_difficulty_and_the_paper_rule_splits_sft_and_rl(tmp_path)
 
 def test_429s_are_waited_out_with_retry_after_and_the_wait_is_bounded(tmp_path):
     data = write_pairs(tmp_path, 2)
-    script = lambda q, n: ("429", "1") if n < 2 else ("answer", label_of(q))  # noqa: E731
+    script = lambda q, n: ("429", "1") if n < 2 else ("answer", "right")  # noqa: E731
     with FakeTeacher(script) as teacher:
         start = time.monotonic()
         report = annotate(data, "canonical", tmp_path, client(teacher.url, max_backoff_s=5.0), tries=3, progress=False)
@@ -108,7 +104,7 @@ def test_429s_are_waited_out_with_retry_after_and_the_wait_is_bounded(tmp_path):
     assert waited >= 2.0  # two Retry-After: 1 in a row, honoured
 
     # A Retry-After beyond the bound waits only the bound.
-    script = lambda q, n: ("429", "3600") if n < 1 else ("answer", label_of(q))  # noqa: E731
+    script = lambda q, n: ("429", "3600") if n < 1 else ("answer", "right")  # noqa: E731
     with FakeTeacher(script) as teacher:
         start = time.monotonic()
         annotate(data, "canonical", tmp_path / "b", client(teacher.url, max_backoff_s=0.3), progress=False)
@@ -118,7 +114,7 @@ def test_429s_are_waited_out_with_retry_after_and_the_wait_is_bounded(tmp_path):
 def test_a_timeout_a_5xx_and_garbage_are_retried(tmp_path):
     data = write_pairs(tmp_path, 3)
     first = {"question 0": ("sleep", 3.0), "question 1": ("500",), "question 2": ("garbage",)}
-    script = lambda q, n: first[q] if n == 0 else ("answer", label_of(q))  # noqa: E731
+    script = lambda q, n: first[q] if n == 0 else ("answer", "right")  # noqa: E731
     with FakeTeacher(script) as teacher:
         report = annotate(data, "canonical", tmp_path, client(teacher.url, timeout_s=0.5), progress=False)
     assert report["difficulty"]["1"] == 3 and report["errors"] == 0
@@ -128,7 +124,7 @@ def test_a_timeout_a_5xx_and_garbage_are_retried(tmp_path):
 def test_a_pair_that_never_gets_a_reply_is_left_for_the_rerun(tmp_path, capsys):
     data = write_pairs(tmp_path, 2)
     broken = {"on": True}
-    script = lambda q, n: ("garbage",) if q == "question 1" and broken["on"] else ("answer", label_of(q))  # noqa: E731
+    script = lambda q, n: ("garbage",) if q == "question 1" and broken["on"] else ("answer", "right")  # noqa: E731
     with FakeTeacher(script) as teacher:
         args = cli_args(teacher.url, data, tmp_path / "out", "--max-attempts", "2", "--max-backoff", "0.1")
         assert main(args) == 1
@@ -199,3 +195,22 @@ def test_a_killed_run_resumes_without_asking_a_finished_pair_again(tmp_path):
     report = json.loads((out / "annotate_report.json").read_text())
     # (a pair in flight at the kill was asked, not finished: the rerun asks it afresh)
     assert report["pairs"] == 12 and report["asked_this_run"] == 12 - len(before)
+
+
+def test_a_chosen_first_file_is_asked_balanced_and_a_rerun_keeps_the_order(tmp_path, capsys):
+    data = write_pairs(tmp_path, 8, labels=[1] * 8)  # like MM-RLHF: the chosen response always first
+    out = tmp_path / "out"
+    with FakeTeacher(lambda q, n: ("answer", "right")) as teacher:
+        assert main(cli_args(teacher.url, data, out)) == 0
+        entries = read_annotations(out / "annotations.jsonl")
+        sft = read_jsonl(out / "sft.jsonl")
+        # Half are asked (and kept for SFT) with the better response second: the traces answer 2 there.
+        assert sorted(r["label"] for r in sft) == [1] * 4 + [2] * 4
+        assert all(("good" in r["response_1"]) == (r["label"] == 1) for r in sft)
+        assert all(r["target"].endswith(f"<answer>{r['label']}</answer>") for r in sft)
+        assert sum(e["swapped"] for e in entries.values()) == 4
+        assert all(e["label"] == (2 if e["swapped"] else 1) for e in entries.values())
+        # Resuming in another order would mix two orders in one set: refused in one line.
+        assert main(cli_args(teacher.url, data, out, "--keep-order")) == 2
+        assert "asked in the other response order" in capsys.readouterr().err
+        assert sum(teacher.requests.values()) == 8

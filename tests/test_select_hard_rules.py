@@ -59,3 +59,10 @@ def test_help_names_the_papers_rule_and_the_projects():
     rule = next(a for a in sub._actions if a.dest == "rule")
     assert rule.default == "teacher-tries" and rule.choices == ["teacher-tries", "model-samples"]
     assert "the paper's" in rule.help and "the project's own" in rule.help
+
+
+def test_teacher_tries_accepts_pairs_annotate_asked_in_the_other_order(tmp_path):
+    records, _ = load_preferences(write_pairs(tmp_path, 6), "canonical", swap_seed=None, verbose=False)
+    entries = {a["id"]: a for a in annotations(TRIES)}
+    entries["pair-3"] = {**entries["pair-3"], "label": 1, "swapped": True}  # file label 2, asked swapped
+    assert [r.id for r in select_by_teacher_tries(records, entries, "here")] == ["pair-1", "pair-2", "pair-3", "pair-5"]

@@ -1,9 +1,13 @@
 """`r1reward annotate`: the paper's cold-start annotation (§3.2) with any OpenAI-compatible teacher.
 
 Each pair is asked with the Table 1 prompt up to `tries` times until the teacher's `<answer>` matches the
-label. Finished pairs go to OUT/annotations.jsonl one line each, as they finish (data/annotations.py);
-a rerun reads it first and asks only for the pairs it lacks. The outputs are rebuilt from the whole file
-at the end of every run:
+label. As in the paper's data, the response order is first balanced so that half the pairs are asked
+with label 2 (a seeded swap, the same on every rerun; `swap_seed=None` keeps the file's order): a file
+that always puts the chosen response first would otherwise teach the cold start to answer 1.
+
+Finished pairs go to OUT/annotations.jsonl one line each, as they finish (data/annotations.py); a rerun
+reads it first and asks only for the pairs it lacks. The outputs are rebuilt from the whole file at the
+end of every run:
 
 - OUT/sft.jsonl: canonical rows with a `target` (the first right trace), what `r1reward sft` trains on;
 - OUT/rl.parquet: the pairs that took 2+ tries or failed, in the R1-Reward RL layout;
@@ -27,7 +31,7 @@ from r1reward.data.annotations import (
     summarise,
     teacher_messages,
 )
-from r1reward.data.dataset import load_preferences
+from r1reward.data.dataset import balanced_swap, load_preferences
 from r1reward.data.jsonl import append_jsonl, write_jsonl
 from r1reward.data.records import PreferenceRecord
 from r1reward.data.writers import portable_image, write_records
@@ -36,17 +40,20 @@ from r1reward.trainer.teacher import TeacherClient, TeacherUnavailable
 from r1reward.waits import WaitError
 
 
-def annotate_pair(client: TeacherClient, record: PreferenceRecord, tries: int) -> dict[str, Any]:
-    """Ask until a try is right or `tries` are spent; every trace is kept."""
+def annotate_pair(client: TeacherClient, record: PreferenceRecord, tries: int, swapped: bool) -> dict[str, Any]:
+    """Ask until a try is right or `tries` are spent; every trace is kept. `swapped`: the record's responses
+    are in the other order than in the data file (the label is the asked order's)."""
     messages = teacher_messages(record)
-    traces = []
+    entry = {"id": record.id, "label": record.label, "swapped": swapped, "model": client.model, "tries": None}
+    traces = entry["traces"] = []
     for attempt in range(1, tries + 1):
         reply = client.chat(messages, f"pair {record.id!r}, try {attempt}")
         answer = parse_answer(reply.text)
         traces.append({"text": reply.text, "answer": answer, "right": answer == record.label, "usage": reply.usage})
         if answer == record.label:
-            return {"id": record.id, "label": record.label, "model": client.model, "tries": attempt, "traces": traces}
-    return {"id": record.id, "label": record.label, "model": client.model, "tries": None, "traces": traces}
+            entry["tries"] = attempt
+            break
+    return entry
 
 
 def annotate(
@@ -58,15 +65,18 @@ def annotate(
     concurrency: int = 4,
     image_root: str | Path | None = None,
     progress: bool = True,
+    swap_seed: int | None = 0,
 ) -> dict[str, Any]:
     """Annotate every pair of `data` not yet in OUT/annotations.jsonl; write the outputs; return the report."""
     from tqdm import tqdm
 
     if tries < 1 or concurrency < 1:
         raise UserError(f"--tries and --concurrency must be at least 1, got {tries} and {concurrency}")
-    records, _ = load_preferences(data, schema, image_root=image_root, swap_seed=None, unique_ids=True)
-    if not records:
+    in_file, _ = load_preferences(data, schema, image_root=image_root, swap_seed=None, unique_ids=True)
+    if not in_file:
         raise UserError(f"no usable pairs in {data} (schema {schema})")
+    records = in_file if swap_seed is None else balanced_swap(in_file, swap_seed)
+    swapped = {r.id: r.label != f.label for r, f in zip(records, in_file)}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log = out / ANNOTATIONS_FILE
@@ -75,6 +85,12 @@ def annotate(
     other = next((e["model"] for e in done.values() if e.get("model") != client.model), None)
     if other is not None:
         raise UserError(f"{log} holds annotations by {other!r}, not {client.model!r}: use another --out")
+    moved = next((r for r in records if r.id in done and done[r.id].get("label") != r.label), None)
+    if moved is not None:
+        raise UserError(
+            f"{log}: pair {moved.id!r} was asked in the other response order (another --data or --swap-seed): "
+            "use another --out"
+        )
     pending = [r for r in records if r.id not in done]
     # The longest one pair can take: every try's every attempt timing out, then the longest backoff.
     pair_bound_s = tries * client.max_attempts * (client.timeout_s + client.max_backoff_s) + 30
@@ -89,7 +105,9 @@ def annotate(
     )
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="teacher")
     try:
-        running: dict[Future, PreferenceRecord] = {pool.submit(annotate_pair, client, r, tries): r for r in pending}
+        running: dict[Future, PreferenceRecord] = {
+            pool.submit(annotate_pair, client, r, tries, swapped[r.id]): r for r in pending
+        }
         while running:
             finished, _ = wait(running, timeout=pair_bound_s, return_when=FIRST_COMPLETED)
             if not finished:

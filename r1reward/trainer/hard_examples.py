@@ -118,7 +118,12 @@ def select_by_teacher_tries(
             f"{len(missing)} of {len(records)} pairs have no annotation in {where} (e.g. {missing[0]!r}): "
             "run `r1reward annotate` on the same --data first"
         )
-    flipped = [r.id for r in records if annotations[r.id].get("label") != r.label]
+
+    def order_matches(record: PreferenceRecord) -> bool:  # annotate may have asked the other order
+        entry = annotations[record.id]
+        return entry.get("label") == (3 - record.label if entry.get("swapped") else record.label)
+
+    flipped = [r.id for r in records if not order_matches(r)]
     if flipped:
         raise UserError(
             f"pair {flipped[0]!r} has label {annotations[flipped[0]].get('label')} in {where}, "
