@@ -107,8 +107,23 @@ def _select_hard(args: argparse.Namespace) -> None:
     from r1reward.trainer.hard_examples import Sampler, records_of, select_hard, summarise, write_hard
 
     config = load_config(args.config, args.overrides)
-    if not Path(args.model).exists():
-        raise UserError(f"model not found: {args.model}")
+    if args.rule == "teacher-tries":
+        from r1reward.data.annotations import ANNOTATIONS_FILE, read_annotations
+        from r1reward.trainer.hard_examples import select_by_teacher_tries
+
+        if not args.annotations:
+            raise UserError("--rule teacher-tries needs --annotations (r1reward annotate's --out folder or its file)")
+        where = Path(args.annotations)
+        where = where / ANNOTATIONS_FILE if where.is_dir() else where
+        if not where.is_file():
+            raise UserError(f"annotations not found: {where}")
+        records = records_of(args.data, args.schema, config)
+        hard = select_by_teacher_tries(records, read_annotations(where), str(where))
+        write_hard(hard, args.out)
+        print(f"kept {len(hard)} of {len(records)} pairs (teacher needed 2+ tries or failed) -> {args.out}")
+        return
+    if not args.model or not Path(args.model).exists():
+        raise UserError(f"--rule model-samples needs --model, a model folder; got {args.model}")
     records = records_of(args.data, args.schema, config)  # the sampling starts (or joins) Ray on its own plan
     with Sampler(args.model, config) as sampler:
         choices = sampler.choices(records, k=args.k)
@@ -119,6 +134,42 @@ def _select_hard(args: argparse.Namespace) -> None:
         f"kept {len(hard)} of {len(records)} pairs "
         f"(accuracy over {args.k} samples: {stats['accuracy']:.3f}) -> {args.out}"
     )
+
+
+@command("annotate")
+def _annotate(args: argparse.Namespace) -> int:
+    from r1reward.trainer.annotate import annotate
+    from r1reward.trainer.teacher import TeacherClient
+
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            raise UserError(f"--api-key-env {args.api_key_env}: that environment variable is not set")
+    client = TeacherClient(
+        args.teacher_url,
+        args.teacher_model,
+        api_key,
+        timeout_s=args.request_timeout,
+        max_attempts=args.max_attempts,
+        max_backoff_s=args.max_backoff,
+        temperature=args.temperature,
+        max_tokens=args.max_tokens,
+    )
+    out = prepare_output_dir(args.out)
+    swap_seed = None if args.keep_order else args.swap_seed
+    report = annotate(
+        args.data, args.schema, out, client, args.tries, args.concurrency, args.image_root, swap_seed=swap_seed
+    )
+    levels = ", ".join(f"{k}: {v}" for k, v in report["difficulty"].items())
+    print(
+        f"annotated {report['pairs']} of {report['total_pairs']} pairs ({levels}); SFT {report['sft_pairs']}, "
+        f"RL {report['rl_pairs']}; {report['tokens']['total']} tokens -> {out}"
+    )
+    if report["errors"]:
+        print(f"{report['errors']} pairs got no answer (rerun to ask them again); first: {report['first_error']}")
+        return 1
+    return 0
 
 
 @command("pipeline")
@@ -227,14 +278,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", default=None, help="where the run writes (default: a new temporary folder)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. rollout.num_workers=1")
 
-    p = sub.add_parser("select-hard", help="keep the pairs a model does not solve in all K samples (RL parquet)")
-    p.add_argument("--model", required=True)
+    p = sub.add_parser(
+        "select-hard",
+        help="hard examples for RL (RL parquet): the paper's rule (teacher tries) or the project's (K model samples)",
+    )
+    p.add_argument(
+        "--rule",
+        choices=["teacher-tries", "model-samples"],
+        default="teacher-tries",
+        help="teacher-tries (default, the paper's): pairs the annotating teacher needed 2+ tries for or failed; "
+        "model-samples (the project's own, for data without annotations): pairs --model does not solve in all "
+        "--k samples",
+    )
+    p.add_argument("--annotations", default=None, help="teacher-tries: r1reward annotate's --out folder or its file")
+    p.add_argument("--model", default=None, help="model-samples: the model that samples")
     p.add_argument("--data", required=True)
     p.add_argument("--schema", default="r1reward-rl")
-    p.add_argument("--k", type=int, default=4)
+    p.add_argument("--k", type=int, default=4, help="model-samples: samples per pair (default 4)")
     p.add_argument("--out", required=True)
     p.add_argument("--config", default=None)
     p.add_argument("overrides", nargs="*")
+
+    p = sub.add_parser(
+        "annotate", help="label pairs with an OpenAI-compatible teacher (tries = difficulty) -> SFT + RL sets"
+    )
+    p.add_argument("--teacher-url", required=True, help="the endpoint's base URL, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--teacher-model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--schema", required=True)
+    p.add_argument("--out", required=True, help="folder; a rerun with the same folder resumes")
+    p.add_argument("--tries", type=int, default=3, help="tries per pair, the paper's 3 (default)")
+    p.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
+    p.add_argument("--api-key-env", default=None, help="environment variable holding the API key (none: no key)")
+    p.add_argument("--temperature", type=float, default=0.0, help="the paper's 0 (default)")
+    p.add_argument("--max-tokens", type=int, default=4096)
+    p.add_argument("--request-timeout", type=float, default=120.0, help="seconds per request (default 120)")
+    p.add_argument("--max-attempts", type=int, default=6, help="attempts per request on 429/5xx/timeouts (default 6)")
+    p.add_argument("--max-backoff", type=float, default=60.0, help="longest wait between attempts, s (default 60)")
+    p.add_argument("--image-root", default=None, help="folder relative image paths are taken from")
+    p.add_argument("--swap-seed", type=int, default=0, help="seeds the swap that balances labels 1 and 2 (default 0)")
+    p.add_argument("--keep-order", action="store_true", help="ask in the file's response order, no balancing")
 
     p = sub.add_parser("pipeline", help="tiny model -> synthetic data -> SFT -> hard examples -> RL -> evaluation")
     p.add_argument("--config", default=None)

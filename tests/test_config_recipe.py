@@ -1,5 +1,5 @@
-"""The paper's training recipe as a config file (every value with its source), and the start-up
-checks that refuse combinations which could not run."""
+"""The paper's training recipe and the released script's as config files (every value with its source),
+and the start-up checks that refuse combinations which could not run."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from r1reward.cli import main
 from r1reward.config import ConfigError, load_config
 
 PAPER = Path(__file__).resolve().parents[1] / "configs" / "paper-qwen2.5-vl-7b.yaml"
+RELEASED = PAPER.with_name("released-qwen2.5-vl-7b.yaml")
 SOURCE = re.compile(r"#\s*(paper §\d|paper Table \d|released (script|data)|ours: \S)")
 LEAF = re.compile(r"^\s+(\w+):\s*(\S.*)$")  # "  key: value" under a section; sections have no value
 
@@ -24,45 +25,62 @@ def _leaves(tree: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def test_every_value_of_the_paper_config_names_its_source():
-    lines = PAPER.read_text().splitlines()
+@pytest.mark.parametrize("recipe", [PAPER, RELEASED], ids=["paper", "released"])
+def test_every_value_of_the_recipe_files_names_its_source(recipe):
+    lines = recipe.read_text().splitlines()
     leaf_lines = [line for line in lines if LEAF.match(line) and not line.lstrip().startswith("#")]
     missing = [line for line in leaf_lines if not SOURCE.search(line)]
     assert not missing, "values without a source comment:\n" + "\n".join(missing)
     # Every leaf of the parsed file sits on one such line (no value hides on a line of its own).
-    assert len(leaf_lines) == len(_leaves(yaml.safe_load(PAPER.read_text())))
+    assert len(leaf_lines) == len(_leaves(yaml.safe_load(recipe.read_text())))
     assert not [line for line in lines if line.strip() and not line.startswith(("#", " ")) and not line.endswith(":")]
 
 
 def test_paper_config_holds_the_recipe():
     c = load_config(PAPER)
     assert (c.learner.lr, c.learner.train_batch_size, c.trainer.rollout_batch_size) == (1e-6, 128, 256)
-    assert (c.algo.kl_coef, c.algo.kl_estimator, c.algo.policy_loss, c.algo.advantage_filter) == (
-        1e-3,
-        "k1",
-        "stable_reinforce",
-        "paper",
-    )
+    # The paper's KL 0 (no reference model) and 5 epochs, not the released script's 1e-3 and 1 episode.
+    assert (c.algo.kl_coef, c.algo.policy_loss, c.algo.advantage_filter) == (0.0, "stable_reinforce", "paper")
+    assert c.trainer.num_epochs == 5 and c.trainer.num_steps == 17_261 * 5 // 256
     assert c.model.freeze_vision is False and c.learner.adam_betas == [0.9, 0.95] and c.learner.grad_clip == 1.0
     assert (c.learner.warmup_ratio, c.learner.min_lr_ratio, c.learner.weight_decay) == (0.03, 0.1, 0.0)
     assert (c.rollout.n_samples_per_prompt, c.rollout.temperature, c.rollout.max_new_tokens) == (1, 1.0, 1024)
-    assert c.trainer.num_epochs == 1 and c.trainer.num_steps == 17_261 // 256
     assert (c.sft.num_epochs, c.sft.lr, c.sft.train_batch_size) == (1, 1e-5, 256)
     assert (c.reward.judge_prompt, c.reward.judge_retries) == ("released", 2)
 
 
-def test_paper_config_fits_four_nodes_of_eight_gpus():
+def test_released_config_holds_the_released_script():
+    c = load_config(RELEASED)
+    assert (c.learner.lr, c.algo.kl_coef, c.algo.kl_estimator, c.algo.reward_clip) == (3e-7, 1e-3, "k1", 10.0)
+    assert c.algo.advantage_filter == "released" and c.trainer.num_epochs == 1
+    assert c.trainer.num_steps == 17_261 // 256
+    # Everything else is the same run: the two files differ only where the paper and the script do.
+    paper, released = yaml.safe_load(PAPER.read_text()), yaml.safe_load(RELEASED.read_text())
+    differ = {
+        f"{section}.{key}"
+        for section in paper
+        for key in paper[section]
+        if paper[section][key] != released[section][key]
+    }
+    assert differ == {
+        "learner.lr", "algo.kl_coef", "algo.advantage_filter", "trainer.num_epochs", "trainer.num_steps",
+        "trainer.output_dir", "sft.output_dir",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("recipe", [PAPER, RELEASED], ids=["paper", "released"])
+def test_recipe_fits_four_nodes_of_eight_gpus(recipe):
     from r1reward.placement.plan import fit_to_nodes, make_plan
 
-    plan = make_plan(load_config(PAPER))
+    plan = make_plan(load_config(recipe))
     assert plan.totals[0] == 32 and fit_to_nodes(plan, [{"GPU": 8, "CPU": 64}] * 4)
 
 
 def test_print_config_shows_the_paper_config(capsys):
     assert main(["print-config", "--config", str(PAPER)]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["algo"]["kl_coef"] == 1e-3 and printed["learner"]["num_ranks"] == 16
-    assert printed["trainer"]["num_epochs"] == 1 and printed["sft"]["train_batch_size"] == 256
+    assert printed["algo"]["kl_coef"] == 0.0 and printed["learner"]["num_ranks"] == 16
+    assert printed["trainer"]["num_epochs"] == 5 and printed["sft"]["train_batch_size"] == 256
 
 
 @pytest.mark.parametrize(

@@ -147,3 +147,33 @@ def test_eval_command_passes_the_protocol_and_leaves_unset_flags_to_it(monkeypat
     )
     options = seen["options"]
     assert options.protocol == "released" and options.temperature is None and options.max_tokens is None
+
+
+QWEN_LIKE = {"do_sample": True, "temperature": 0.1, "top_p": 0.001, "top_k": 1, "repetition_penalty": 1.05}
+
+
+def test_released_with_a_temperature_refuses_a_cut_to_one_token(tmp_path):
+    model = checkpoint(tmp_path, QWEN_LIKE)
+    with pytest.raises(UserError, match="top_k=1, top_p=0.001, so every sample would be the greedy") as err:
+        resolve_protocol("released", model, temperature=1.0)
+    assert "\n" not in str(err.value)
+    # The checkpoint's own near-greedy setting, without --temperature, stays as the released scripts use it.
+    assert resolve_protocol("released", model).top_k == 1
+    # Saying how to sample is enough: the flags win.
+    settings = resolve_protocol("released", model, temperature=1.0, top_p=1.0, top_k=0)
+    assert (settings.temperature, settings.top_p, settings.top_k) == (1.0, 1.0, 0)
+    assert resolve_protocol("released", model, temperature=0.7, top_k=20).top_k == 20
+    # A checkpoint that does not cut samples at the given temperature as before.
+    settings = resolve_protocol("released", checkpoint(tmp_path, {"do_sample": False}), temperature=1.0)
+    assert (settings.temperature, settings.top_p, settings.top_k) == (1.0, 1.0, 0)
+
+
+def test_eval_refuses_degenerate_votes_before_loading_anything(tmp_path, capsys):
+    model = checkpoint(tmp_path, QWEN_LIKE)
+    args = ["eval", "--benchmark", "vl-rewardbench", "--data", str(tmp_path / "none.jsonl"), "--model", str(model),
+            "--protocol", "released", "--temperature", "1.0", "--k", "4", "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--top-k 0 --top-p 1.0" in err[0]
+    assert main([*args, "--top-k", "-1"]) == 2
+    assert "--top-k must be >= 0" in capsys.readouterr().err

@@ -81,6 +81,8 @@ def add_commands(subparsers: Any, command: Callable[[str], Callable]) -> None:
         "--schema", default=None, help="file format if not the benchmark's released one (e.g. vl-rewardbench-hub)"
     )
     _add_engine_options(p)
+    p.add_argument("--top-p", type=float, default=None, help="nucleus cut (default: the protocol's)")
+    p.add_argument("--top-k", type=int, default=None, help="top-k cut, 0 for none (default: the protocol's)")
     # None = not given: the protocol decides (explicit flags win over it).
     p.set_defaults(temperature=None, max_tokens=None)
     p.add_argument(
@@ -129,6 +131,8 @@ def _eval(args: argparse.Namespace) -> None:
         k=args.k,
         temperature=args.temperature,
         max_tokens=args.max_tokens,
+        top_p=args.top_p,
+        top_k=args.top_k,
         swap=args.swap,
         workers=args.workers,
         limit=args.limit,

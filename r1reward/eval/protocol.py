@@ -8,8 +8,11 @@
   ``do_sample`` is false or the file is absent), 4096 new tokens, the chosen response always first (no
   swap), and the image(s) first, then the Table-1 text.
 
-Flags given explicitly on the command line (``--temperature``, ``--max-tokens``, ``--swap``) win over
-the protocol's values; what was used is written to metrics.json (``run.settings``).
+Flags given explicitly on the command line (``--temperature``, ``--top-p``, ``--top-k``, ``--max-tokens``,
+``--swap``) win over the protocol's values; what was used is written to metrics.json (``run.settings``).
+``released`` with ``--temperature T`` (sampling, e.g. for Voting@K) on a checkpoint whose file cuts to one
+token (Qwen2.5-VL's ``top_k: 1``) is refused unless ``--top-k``/``--top-p`` say how to sample: that cut
+makes every sample the greedy one, whatever T, and K identical votes would pass for a Voting@K.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ PROTOCOLS = ("default", "released")
 DEFAULT_TEMPERATURE = 1.0
 DEFAULT_MAX_TOKENS = 1024
 RELEASED_MAX_TOKENS = 4096
+# A top-p this small keeps only the most likely token unless the distribution is nearly flat: greedy in
+# effect (Qwen2.5-VL-7B-Instruct's generation_config.json has 0.001 with top_k 1).
+NEAR_GREEDY_TOP_P = 0.01
 
 
 @dataclass(frozen=True)
@@ -74,27 +80,34 @@ def resolve_protocol(
     temperature: float | None = None,
     max_tokens: int | None = None,
     swap: bool = False,
+    top_p: float | None = None,
+    top_k: int | None = None,
 ) -> EvalSettings:
-    """The settings of `protocol`; `temperature` / `max_tokens` (None when not given) and `swap` are the
-    user's explicit flags, which win."""
+    """The settings of `protocol`; `temperature` / `top_p` / `top_k` / `max_tokens` (None when not given)
+    and `swap` are the user's explicit flags, which win."""
     if protocol == "default":
         return EvalSettings(
             DEFAULT_TEMPERATURE if temperature is None else temperature,
-            1.0,
-            0,
+            1.0 if top_p is None else top_p,
+            0 if top_k is None else top_k,
             DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens,
             swap,
             chosen_first=False,
             image_first=False,
         )
     if protocol == "released":
-        t, top_p, top_k = sampling_from_generation_config(read_generation_config(model_dir))
-        if temperature is not None:
-            t = temperature
+        t, file_top_p, file_top_k = sampling_from_generation_config(read_generation_config(model_dir))
+        if temperature is not None and temperature > 0 and top_p is None and top_k is None:
+            if file_top_k == 1 or file_top_p < NEAR_GREEDY_TOP_P:
+                raise UserError(
+                    f"--protocol released --temperature {temperature:g}: the checkpoint's generation_config.json "
+                    f"samples with top_k={file_top_k}, top_p={file_top_p:g}, so every sample would be the greedy "
+                    "one; add --top-k 0 --top-p 1.0 (or your values) to sample"
+                )
         return EvalSettings(
-            t,
-            top_p,
-            top_k,
+            t if temperature is None else temperature,
+            file_top_p if top_p is None else top_p,
+            file_top_k if top_k is None else top_k,
             RELEASED_MAX_TOKENS if max_tokens is None else max_tokens,
             swap,
             chosen_first=True,

@@ -51,6 +51,8 @@ class EvalOptions:
     k: int = 1
     temperature: float | None = None  # None: the protocol's (default 1.0)
     max_tokens: int | None = None  # None: the protocol's (default 1024, released 4096)
+    top_p: float | None = None  # None: the protocol's (default 1.0, released the checkpoint's)
+    top_k: int | None = None  # None: the protocol's (default 0, no cut; released the checkpoint's)
     swap: bool = False
     workers: int = 1
     limit: int | None = None
@@ -71,6 +73,8 @@ class EvalOptions:
             for name, value, ok, rule in (
                 ("--k", self.k, self.k >= 1, "at least 1"),
                 ("--temperature", self.temperature, self.temperature is None or self.temperature >= 0, ">= 0"),
+                ("--top-p", self.top_p, self.top_p is None or 0 < self.top_p <= 1, "in (0, 1]"),
+                ("--top-k", self.top_k, self.top_k is None or self.top_k >= 0, ">= 0 (0: no cut)"),
                 ("--max-tokens", self.max_tokens, self.max_tokens is None or self.max_tokens >= 1, "at least 1"),
                 ("--protocol", self.protocol, self.protocol in PROTOCOLS, " or ".join(PROTOCOLS)),
                 ("--workers", self.workers, self.workers >= 1, "at least 1"),
@@ -175,7 +179,15 @@ def run_eval(options: EvalOptions, engine: Generator | None = None, processor: A
     options.check()
     if (engine is None or processor is None) and not options.model:
         raise UserError("--model is required")
-    settings = resolve_protocol(options.protocol, options.model, options.temperature, options.max_tokens, options.swap)
+    settings = resolve_protocol(
+        options.protocol,
+        options.model,
+        options.temperature,
+        options.max_tokens,
+        options.swap,
+        top_p=options.top_p,
+        top_k=options.top_k,
+    )
     out_dir = prepare_output_dir(options.out_dir)  # fail on a bad output path before the long part
     rows = prepare_rows(options)
     if settings.chosen_first:

@@ -1,7 +1,10 @@
-"""Sampling a model's choices on preference pairs: hard-example selection and held-out scores.
+"""Hard-example selection for RL, by two rules, and sampling a model's choices (held-out scores).
 
-The paper keeps for RL the pairs its cold-start model does not solve every time; the same K samples
-give the accuracy and format rate that the pipeline reports after each stage.
+- `teacher-tries`, the paper's rule (§3.2): keep the pairs the annotating teacher needed 2 or more tries
+  for, or failed (`select_by_teacher_tries`, on the records `r1reward annotate` writes).
+- `model-samples`, the project's own rule for data without teacher annotations (the synthetic demo):
+  keep the pairs the cold-start model does not solve in all K samples (`select_hard`). The paper does
+  not use it; the same K samples give the accuracy and format rate the pipeline reports per stage.
 """
 
 from __future__ import annotations
@@ -98,8 +101,39 @@ class Sampler:
         self.close()
 
 
+RULES = ("teacher-tries", "model-samples")
+
+
+def select_by_teacher_tries(
+    records: list[PreferenceRecord], annotations: dict[str, dict[str, Any]], where: str
+) -> list[PreferenceRecord]:
+    """The paper's rule: keep the pairs whose annotation took 2+ tries or failed. Every pair needs its
+    annotation, for the same response order (`where` names the annotations in errors)."""
+    from r1reward.data.annotations import is_rl_pair
+    from r1reward.errors import UserError
+
+    missing = [r.id for r in records if r.id not in annotations]
+    if missing:
+        raise UserError(
+            f"{len(missing)} of {len(records)} pairs have no annotation in {where} (e.g. {missing[0]!r}): "
+            "run `r1reward annotate` on the same --data first"
+        )
+
+    def order_matches(record: PreferenceRecord) -> bool:  # annotate may have asked the other order
+        entry = annotations[record.id]
+        return entry.get("label") == (3 - record.label if entry.get("swapped") else record.label)
+
+    flipped = [r.id for r in records if not order_matches(r)]
+    if flipped:
+        raise UserError(
+            f"pair {flipped[0]!r} has label {annotations[flipped[0]].get('label')} in {where}, "
+            "another in --data: the annotations are of another file or response order"
+        )
+    return [r for r in records if is_rl_pair(annotations[r.id])]
+
+
 def select_hard(records: list[PreferenceRecord], choices: Choices) -> list[PreferenceRecord]:
-    """Keep the pairs the model does not solve in every sample."""
+    """The project's `model-samples` rule: keep the pairs the model does not solve in every sample."""
     k = len(choices.answers[0]) if choices.answers else 0
     return [r for r, solved in zip(records, choices.solved([r.label for r in records])) if solved < k]
 
