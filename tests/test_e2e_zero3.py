@@ -9,11 +9,12 @@ shared by the tests; a second run resumes from its step_2 checkpoint and must re
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from dataclasses import asdict
 
 import pytest
+
+from helpers import fixed_sample, weights_sha
 
 pytestmark = pytest.mark.slow
 
@@ -43,18 +44,6 @@ def _config(model_dir, synthetic_dir, output_dir, *extra):
             *extra,
         ],
     )
-
-
-def _fixed_sample(trainer) -> dict:
-    """A prompt from the data and a fixed completion: the same tokens are scored before and after."""
-    from r1reward.trainer.experience import prepare_prompt
-
-    cfg = trainer.config
-    prompt = prepare_prompt(trainer.processor, trainer.dataset[0], cfg.data.min_pixels, cfg.data.max_pixels)
-    completion = trainer.processor.tokenizer(
-        "<think>The first response is right.</think><answer>1</answer>", add_special_tokens=False
-    ).input_ids
-    return {**{k: prompt[k] for k in ("prompt_ids", "pixel_values", "image_grid_thw")}, "completion_ids": completion}
 
 
 def _partitioning(rank) -> dict:
@@ -89,15 +78,6 @@ def _max_gap(a: list[float], b: list[float]) -> float:
     return max(abs(x - y) for x, y in zip(a, b))
 
 
-def _weights_sha(checkpoint) -> str:
-    files = sorted((checkpoint / "hf").glob("*.safetensors"))
-    assert files, f"no safetensors in {checkpoint / 'hf'}"
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 @pytest.fixture(scope="module")
 def runs(sft_model_dir, synthetic_dir, tmp_path_factory):
     """Run A (three steps, uninterrupted) probed before and after training; then run B, a copy of A's
@@ -124,7 +104,7 @@ def runs(sft_model_dir, synthetic_dir, tmp_path_factory):
                     for i in range(2)
                 )
             ]
-            sample = _fixed_sample(trainer)
+            sample = fixed_sample(trainer)
             score = lambda: ray.get([r.compute_logprobs.remote([sample]) for r in trainer.learners.ranks])  # noqa: E731
             out["before"], out["logprobs_before"] = _generate(trainer.rollout.workers[0], prompts), score()
             out["result"] = trainer.fit()
@@ -212,4 +192,4 @@ def test_a_resumed_run_repeats_the_uninterrupted_runs_next_step(runs):
     for key in ("reward/mean", "loss", "kl/mean", "logprob_gap/max", "response_length/mean", "grad_norm"):
         assert [r[key] for r in resumed] == [r[key] for r in uninterrupted], key
     last = f"step_{STEPS}"
-    assert _weights_sha(runs["b_dir"] / "checkpoints" / last) == _weights_sha(runs["a_dir"] / "checkpoints" / last)
+    assert weights_sha(runs["b_dir"] / "checkpoints" / last) == weights_sha(runs["a_dir"] / "checkpoints" / last)
