@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import re
@@ -234,3 +235,25 @@ class JudgeServer:
         self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def fixed_sample(trainer) -> dict:
+    """A prompt from the trainer's data and a fixed completion: the same tokens are scored before and after."""
+    from r1reward.trainer.experience import prepare_prompt
+
+    cfg = trainer.config
+    prompt = prepare_prompt(trainer.processor, trainer.dataset[0], cfg.data.min_pixels, cfg.data.max_pixels)
+    completion = trainer.processor.tokenizer(
+        "<think>The first response is right.</think><answer>1</answer>", add_special_tokens=False
+    ).input_ids
+    return {**{k: prompt[k] for k in ("prompt_ids", "pixel_values", "image_grid_thw")}, "completion_ids": completion}
+
+
+def weights_sha(checkpoint: Path) -> str:
+    """One digest of a checkpoint's exported weights (its hf/*.safetensors)."""
+    files = sorted((checkpoint / "hf").glob("*.safetensors"))
+    assert files, f"no safetensors in {checkpoint / 'hf'}"
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()

@@ -13,6 +13,8 @@ from dataclasses import asdict
 
 import pytest
 
+from helpers import fixed_sample
+
 pytestmark = pytest.mark.slow
 
 
@@ -47,23 +49,6 @@ def _probe(trainer, prompts):
     return ray.get(trainer.rollout.workers[0].generate.remote(prompts, seeds=[11, 12]), timeout=600)
 
 
-def _fixed_sample(trainer) -> dict:
-    """A prompt from the data and a fixed completion: the same tokens are scored before and after."""
-    from r1reward.trainer.experience import prepare_prompt
-
-    cfg = trainer.config
-    prompt = prepare_prompt(trainer.processor, trainer.dataset[0], cfg.data.min_pixels, cfg.data.max_pixels)
-    completion = trainer.processor.tokenizer(
-        "<think>The first response is right.</think><answer>1</answer>", add_special_tokens=False
-    ).input_ids
-    return {
-        "prompt_ids": prompt["prompt_ids"],
-        "completion_ids": completion,
-        "pixel_values": prompt["pixel_values"],
-        "image_grid_thw": prompt["image_grid_thw"],
-    }
-
-
 @pytest.fixture(scope="module")
 def ray_session():
     import ray
@@ -92,7 +77,7 @@ def trained(ray_session, sft_model_dir, synthetic_dir, tmp_path_factory):
                 for i in range(2)
             )
         ]
-        sample = _fixed_sample(trainer)
+        sample = fixed_sample(trainer)
         before = _probe(trainer, prompts)
         logprobs_before = ray.get([rank.compute_logprobs.remote([sample]) for rank in trainer.learners.ranks])
         result = trainer.fit()

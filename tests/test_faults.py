@@ -18,7 +18,6 @@ step 3. Three runs are shared by the tests:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -28,6 +27,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from helpers import weights_sha
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
@@ -104,15 +105,6 @@ def _rows(out: Path) -> list[dict]:
     from r1reward.trainer.metrics import read_metrics
 
     return read_metrics(out / "metrics.jsonl")
-
-
-def _weights_sha(checkpoint: Path) -> str:
-    files = sorted((checkpoint / "hf").glob("*.safetensors"))
-    assert files, f"no safetensors in {checkpoint / 'hf'}"
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def _alive(pid: int, created: float) -> bool:
@@ -381,7 +373,7 @@ def test_the_restart_resumes_from_the_checkpoint_and_equals_the_uninterrupted_ru
         assert [r[key] for r in resumed] == [r[key] for r in uninterrupted[: STALL_STEP - 1]], key
     # Exact, not within a tolerance: fp32 on the CPU, the same kernels and the same order of operations.
     last = f"step_{STALL_STEP - 1}"
-    assert _weights_sha(f / "checkpoints" / last) == _weights_sha(a / "checkpoints" / last)
+    assert weights_sha(f / "checkpoints" / last) == weights_sha(a / "checkpoints" / last)
     assert sorted(p.name for p in (f / "checkpoints").iterdir()) == [last]
 
 
@@ -413,7 +405,7 @@ def test_a_nan_loss_or_nan_advantages_skip_the_update_on_every_rank(runs):
     import math
 
     a = runs["A"]
-    sha = {step: _weights_sha(a / "checkpoints" / f"step_{step}") for step in range(1, STEPS + 1)}
+    sha = {step: weights_sha(a / "checkpoints" / f"step_{step}") for step in range(1, STEPS + 1)}
     # Rank 0's loss is NaN at step 2, one sample's advantages at step 3: the weights do not move...
     assert sha[NAN_LOSS_STEP] == sha[NAN_LOSS_STEP - 1]
     assert sha[NAN_ADVANTAGES_STEP] == sha[NAN_ADVANTAGES_STEP - 1]
