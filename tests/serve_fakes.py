@@ -97,20 +97,20 @@ def tail(path: Path, lines: int = 30) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
 
 
-def wait_healthy(url: str, proc: subprocess.Popen, log: Path, limit_s: float) -> None:
-    """Returns once the server at ``url`` answers /health; fails the test naming what it waited for if
-    the process exits first or ``limit_s`` passes."""
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path, limit_s: float, name: str = "r1reward serve") -> None:
+    """Returns once the server at ``url`` answers /health; fails the test naming what it waited for
+    (``name``) if the process exits first or ``limit_s`` passes."""
     deadline = time.monotonic() + limit_s
     while True:
         if proc.poll() is not None:
-            pytest.fail(f"r1reward serve exited with {proc.returncode} before /health answered:\n{tail(log)}")
+            pytest.fail(f"{name} exited with {proc.returncode} before /health answered:\n{tail(log)}")
         try:
             if requests.get(f"{url}/health", timeout=2).status_code == 200:
                 return
         except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still starting up
             pass
         if time.monotonic() > deadline:
-            pytest.fail(f"r1reward serve: no /health within {limit_s:g} s:\n{tail(log)}")
+            pytest.fail(f"{name}: no /health within {limit_s:g} s:\n{tail(log)}")
         time.sleep(0.2)
 
 

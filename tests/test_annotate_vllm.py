@@ -9,17 +9,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
-import requests
 
 from r1reward.algo import parse_answer
 from r1reward.cli import main
 from r1reward.data.annotations import read_annotations
 from r1reward.data.dataset import load_preferences
 from r1reward.data.jsonl import read_jsonl
-from serve_fakes import free_port, tail
+from serve_fakes import free_port, wait_healthy
 
 pytestmark = pytest.mark.slow
 START_LIMIT_S = 600  # two shared cores: the engine's start-up, compile included
@@ -38,18 +36,7 @@ def vllm_server(sft_model_dir, tmp_path):
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + START_LIMIT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the vLLM server exited with {proc.returncode} before /health answered:\n{tail(log)}")
-            try:
-                if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the vLLM server: no /health within {START_LIMIT_S} s:\n{tail(log)}")
-            time.sleep(1)
+        wait_healthy(url, proc, log, START_LIMIT_S, name="the vLLM server")
         yield f"{url}/v1"
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
