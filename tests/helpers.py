@@ -237,6 +237,20 @@ class JudgeServer:
         self.httpd.server_close()
 
 
+def probe_prompts(trainer, count: int = 2) -> list[dict]:
+    """The first ``count`` prompts of the trainer's data, as a rollout worker's generate takes them."""
+    from r1reward.trainer.experience import prepare_prompt
+
+    cfg = trainer.config
+    return [
+        {"prompt": p["prompt"], "images": p["images"]}
+        for p in (
+            prepare_prompt(trainer.processor, trainer.dataset[i], cfg.data.min_pixels, cfg.data.max_pixels)
+            for i in range(count)
+        )
+    ]
+
+
 def fixed_sample(trainer) -> dict:
     """A prompt from the trainer's data and a fixed completion: the same tokens are scored before and after."""
     from r1reward.trainer.experience import prepare_prompt

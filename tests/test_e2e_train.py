@@ -13,7 +13,7 @@ from dataclasses import asdict
 
 import pytest
 
-from helpers import fixed_sample
+from helpers import fixed_sample, probe_prompts
 
 pytestmark = pytest.mark.slow
 
@@ -63,20 +63,12 @@ def trained(ray_session, sft_model_dir, synthetic_dir, tmp_path_factory):
     import ray
 
     from r1reward.trainer.driver import Trainer
-    from r1reward.trainer.experience import prepare_prompt
 
     output_dir = tmp_path_factory.mktemp("run")
     trainer = Trainer(_config(sft_model_dir, synthetic_dir, output_dir))
     try:
         trainer.setup()
-        cfg = trainer.config
-        prompts = [
-            {"prompt": p["prompt"], "images": p["images"]}
-            for p in (
-                prepare_prompt(trainer.processor, trainer.dataset[i], cfg.data.min_pixels, cfg.data.max_pixels)
-                for i in range(2)
-            )
-        ]
+        prompts = probe_prompts(trainer)
         sample = fixed_sample(trainer)
         before = _probe(trainer, prompts)
         logprobs_before = ray.get([rank.compute_logprobs.remote([sample]) for rank in trainer.learners.ranks])

@@ -14,7 +14,7 @@ from dataclasses import asdict
 
 import pytest
 
-from helpers import fixed_sample, weights_sha
+from helpers import fixed_sample, probe_prompts, weights_sha
 
 pytestmark = pytest.mark.slow
 
@@ -86,7 +86,6 @@ def runs(sft_model_dir, synthetic_dir, tmp_path_factory):
 
     from r1reward.rollout.worker import RolloutWorker
     from r1reward.trainer.driver import Trainer
-    from r1reward.trainer.experience import prepare_prompt
 
     ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
     out: dict = {}
@@ -97,13 +96,7 @@ def runs(sft_model_dir, synthetic_dir, tmp_path_factory):
             trainer.setup()
             cfg = trainer.config
             out["partitioning"] = [_partitioning(rank) for rank in trainer.learners.ranks]
-            prompts = [
-                {"prompt": p["prompt"], "images": p["images"]}
-                for p in (
-                    prepare_prompt(trainer.processor, trainer.dataset[i], cfg.data.min_pixels, cfg.data.max_pixels)
-                    for i in range(2)
-                )
-            ]
+            prompts = probe_prompts(trainer)
             sample = fixed_sample(trainer)
             score = lambda: ray.get([r.compute_logprobs.remote([sample]) for r in trainer.learners.ranks])  # noqa: E731
             out["before"], out["logprobs_before"] = _generate(trainer.rollout.workers[0], prompts), score()
