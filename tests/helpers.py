@@ -60,6 +60,30 @@ def placeholder_images(root: Path, data: Path, limit: int | None = None, leave_o
     return missing
 
 
+def frame_colour(index: int) -> tuple[int, int, int]:
+    """Frame ``index``'s colour in ``write_video``: far from its neighbours', so that a lossy codec
+    cannot blur one frame into the next."""
+    return (16 * index % 256, 255 - 16 * index % 256, 128 if index % 2 else 32)
+
+
+def write_video(path: Path, seconds: float = 2.0, fps: int = 8, size: tuple[int, int] = (56, 56)) -> int:
+    """An MPEG-4 video of solid-colour frames (frame i in ``frame_colour(i)``); returns the frame count."""
+    import av
+    import numpy as np
+
+    count = round(seconds * fps)
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for index in range(count):
+            rgb = np.zeros((size[1], size[0], 3), np.uint8) + np.array(frame_colour(index), np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return count
+
+
 MRB_ROWS = [  # (ID, Category, Better): one or two rows for each of the eight reported categories
     ("nocaps_1", "open_generation/correctness_task", "Output1"),
     ("visitbench_2", "open_generation/correctness_task", "Output2"),

@@ -113,7 +113,7 @@ def test_mm_rlhf_rewardbench_skipping_video_rows(engine, tmp_path, benchmarks_di
     metrics, preds = evaluate(
         engine, "mm-rlhf-rewardbench", data, out, image_root=str(tmp_path), skip_missing_images=True
     )
-    assert len(preds) == 170 and metrics["skipped_by_reason"] == {"video-unsupported": 25}
+    assert len(preds) == 170 and metrics["skipped_by_reason"] == {"video-missing": 25}
     assert {p["category"] for p in preds if p.get("skipped")} == {"video"}
     check_recount(metrics, preds, [1] * 170, out)
     ids: dict[str, bool] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -47,17 +48,109 @@ def test_a_few_missing_images_are_named(tmp_path, benchmarks_dir):
     assert all(Path(r.record.images[0]).is_file() for r in rows if not r.problem)
 
 
-def test_mm_rlhf_video_rows_need_skipping(tmp_path, benchmarks_dir, capsys):
+def test_mm_rlhf_video_rows_without_their_videos_need_skipping(tmp_path, benchmarks_dir, capsys):
     data = benchmarks_dir / "mm_rlhf_rewardbench.jsonl"
     placeholder_images(tmp_path, data)
     options = EvalOptions("mm-rlhf-rewardbench", str(data), str(tmp_path / "out"), image_root=str(tmp_path))
-    with pytest.raises(UserError, match=r"^25 of 170 rows cannot be evaluated \(video-unsupported 25\)"):
+    with pytest.raises(UserError, match=r"^25 of 170 rows cannot be evaluated \(video-missing 25\)") as info:
         prepare_rows(options)
+    assert "--skip-missing-images" in str(info.value) and "\n" not in str(info.value)
     options.skip_missing_images = True
     rows = prepare_rows(options)
     assert len(rows) == 170 and sum(bool(r.problem) for r in rows) == 25
     assert {r.category for r in rows if r.problem} == {"video"}
     assert "skipping 25 of 170 rows" in capsys.readouterr().out
+
+
+def _image_and_video_rows(root: Path) -> Path:
+    """An MM-RLHF-RewardBench-layout file: one image row, one video row (a folder of two frames)."""
+    (root / "mcq").mkdir()
+    Image.new("RGB", (30, 30), "red").save(root / "mcq" / "1.png")
+    rows = [
+        {"id": "i1", "image": "mcq/1.png", "prompt": "Colour?", "chosen": "red", "rejected": "blue"},
+        {"id": "v1", "video": "video/v1", "prompt": "What moves?", "chosen": "a car", "rejected": "a cat"},
+    ]
+    data = root / "bench.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return data
+
+
+def test_mm_rlhf_video_rows_are_evaluated_when_their_frames_exist(tmp_path):
+    data = _image_and_video_rows(tmp_path)
+    options = EvalOptions("mm-rlhf-rewardbench", str(data), str(tmp_path / "out"))
+    with pytest.raises(UserError, match=r"^1 of 2 rows cannot be evaluated \(video-missing 1\); first ids: 'v1'"):
+        prepare_rows(options)
+    (tmp_path / "video" / "v1").mkdir(parents=True)
+    for n in range(2):
+        Image.new("RGB", (30, 30), (100 * n, 0, 0)).save(tmp_path / "video" / "v1" / f"{n}.jpg")
+    rows = prepare_rows(options)
+    assert [(r.id, r.category, r.problem) for r in rows] == [("i1", "mcq", ""), ("v1", "video", "")]
+    (tmp_path / "video" / "v1" / "0.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(UserError, match=r"^1 of 2 rows cannot be evaluated \(video-undecodable 1\)"):
+        prepare_rows(options)
+
+
+class RecordingEngine:
+    """Stands in for the vLLM engine: records the prompts and answers "1" with a fixed prompt length."""
+
+    def __init__(self) -> None:
+        self.prompts: list[dict] = []
+
+    def generate(self, prompts, n=1, **kwargs):
+        self.prompts += prompts
+        text = {"text": "<answer>1</answer>", "finish_reason": "stop"}
+        return [{"prompt_token_ids": [0] * 9, "generations": [text] * n} for _ in prompts]
+
+
+@pytest.mark.parametrize("with_video", [False, True])
+def test_the_engine_takes_videos_only_for_video_rows(monkeypatch, tmp_path, tiny_model_dir, with_video):
+    """Video input is enabled only when a video row will be judged, and both response orders of a row
+    share its decoded frames."""
+    from transformers import AutoProcessor
+
+    import r1reward.eval.runner as runner
+
+    data = _image_and_video_rows(tmp_path)
+    if with_video:
+        (tmp_path / "video" / "v1").mkdir(parents=True)
+        for n in range(3):
+            Image.new("RGB", (56, 56), (100 * n, 0, 0)).save(tmp_path / "video" / "v1" / f"{n}.jpg")
+    engine, started = RecordingEngine(), {}
+
+    def fake_start_engine(model, config, mm_pixels, workers, gpus_per_worker, max_videos=0):
+        started["max_videos"] = max_videos
+        return engine
+
+    monkeypatch.setattr(runner, "start_engine", fake_start_engine)
+    options = EvalOptions(
+        "mm-rlhf-rewardbench", str(data), str(tmp_path / "out"), model="m", swap=True, skip_missing_images=True
+    )
+    metrics = run_eval(options, processor=AutoProcessor.from_pretrained(tiny_model_dir))
+    assert started["max_videos"] == int(with_video)
+    assert (
+        metrics["evaluated"] == 1 + with_video
+        and metrics["category_counts"].get("video", {}).get("total", 0) == with_video
+    )
+    if with_video:
+        original, swapped = engine.prompts[2:]
+        assert original["video"][0].shape == (2, 56, 56, 3)  # 3 frames: an even 2 of them
+        assert swapped["video"] is original["video"] and swapped["prompt"] != original["prompt"]
+        assert original["prompt"].count("<|video_pad|>") == 1 and original["images"] == []
+    lines = (tmp_path / "out" / "generations.jsonl").read_text().splitlines()
+    assert [json.loads(line)["prompt_tokens"] for line in lines] == [9] * (1 + with_video)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"video_fps": 0.0}, "--video-fps must be > 0, got 0.0"),
+        ({"video_max_frames": 5}, "--video-max-frames must be an even number >= 2, got 5"),
+    ],
+)
+def test_bad_video_options_are_one_line_errors(tmp_path, kwargs, message):
+    options = EvalOptions("mm-rlhf-rewardbench", "d.jsonl", str(tmp_path / "o"), model=NO_MODEL, **kwargs)
+    with pytest.raises(UserError, match="^" + re.escape(message) + "$"):
+        run_eval(options)
 
 
 def test_nothing_to_evaluate_and_bad_options_are_one_line_errors(tmp_path, benchmarks_dir):
@@ -178,6 +271,10 @@ def test_eval_command_passes_every_option_to_run_eval(monkeypatch, tmp_path, cap
                 "--skip-missing-images",
                 "--max-tokens",
                 "77",
+                "--video-fps",
+                "1.5",
+                "--video-max-frames",
+                "16",
                 "--out",
                 str(tmp_path),
             ]
@@ -197,6 +294,8 @@ def test_eval_command_passes_every_option_to_run_eval(monkeypatch, tmp_path, cap
         workers=2,
         limit=9,
         skip_missing_images=True,
+        video_fps=1.5,
+        video_max_frames=16,
     )
     assert seen["options"] == expected
     assert "mm-rlhf-rewardbench: overall 50.00% (1/2); macro 50.00%" in capsys.readouterr().out

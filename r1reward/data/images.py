@@ -65,12 +65,13 @@ def map_path(source: ImageSource, path_map: Mapping[str, str] | None) -> ImageSo
     return text if prefix is None else path_map[prefix] + text[len(prefix) :]
 
 
-def resolve_path(source: str | Path, image_root: str | Path | None = None) -> Path:
-    """An image path made absolute: relative paths are taken relative to ``image_root`` when given,
-    then to the working directory, so that records stay valid wherever they are used later."""
+def resolve_path(source: str | Path, image_root: str | Path | None = None, kind: str = "image") -> Path:
+    """An image (or video: ``kind``) path made absolute: relative paths are taken relative to
+    ``image_root`` when given, then to the working directory, so that records stay valid wherever they
+    are used later."""
     text = str(source)
     if re.match(r"^[a-z][a-z0-9+.-]*://", text, re.IGNORECASE):
-        raise DataError(f"image URLs are not supported (no network access): {text[:200]}", reason="image-missing")
+        raise DataError(f"{kind} URLs are not supported (no network access): {text[:200]}", reason=f"{kind}-missing")
     path = Path(text).expanduser()
     if not path.is_absolute() and image_root is not None:
         path = Path(image_root).expanduser() / path

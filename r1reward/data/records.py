@@ -41,7 +41,8 @@ class PreferenceRecord:
     category: str = ""
     # The original image/video path string from the file; benchmarks derive categories from it.
     media: str = ""
-    # A video row: no frames are decoded yet, so images stays empty and loaders skip it unless allowed.
+    # A video row: its video (a file or a folder of frames) is at ``media`` and images stays empty.
+    # Training loaders skip such rows unless allowed; evaluation reads them (r1reward.data.video).
     is_video: bool = False
     # Free-form extras from the file that are not part of the comparison (e.g. an SFT "target").
     extra: dict = field(default_factory=dict, compare=False, repr=False)

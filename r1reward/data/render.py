@@ -30,12 +30,13 @@ MAX_IMAGES = 4
 
 def build_messages(record: PreferenceRecord, image_first: bool = False) -> list[dict[str, Any]]:
     """A single user turn: the filled Table-1 prompt, then one image placeholder per image (the
-    released training messages); ``image_first`` puts the images before the text."""
+    released training messages), or one video placeholder for a video row; ``image_first`` puts the
+    images (the video) before the text."""
     text: list[dict[str, Any]] = [
         {"type": "text", "text": format_prompt(record.question, record.response_1, record.response_2)}
     ]
-    images: list[dict[str, Any]] = [{"type": "image"} for _ in record.images]
-    return [{"role": "user", "content": images + text if image_first else text + images}]
+    media: list[dict[str, Any]] = [{"type": "video"}] if record.is_video else [{"type": "image"} for _ in record.images]
+    return [{"role": "user", "content": media + text if image_first else text + media}]
 
 
 def render_prompt(processor: Any, record: PreferenceRecord, image_first: bool = False) -> str:

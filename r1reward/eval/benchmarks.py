@@ -1,7 +1,7 @@
 """The three benchmarks of the paper: how to read each file and which category every row counts in.
 
-Rows are read without touching images (``read_benchmark``), so that ``eval-metrics`` works on a
-machine without the benchmark images; ``check_rows`` then validates the media for an evaluation.
+Rows are read without touching images or videos (``read_benchmark``), so that ``eval-metrics`` works on
+a machine without the benchmark media; ``check_rows`` then validates the media for an evaluation.
 Category rules follow the released scripts (see /work/shared/notes/paper.md, "Benchmark counting rules").
 """
 
@@ -13,6 +13,7 @@ from pathlib import Path
 from r1reward.data.dataset import validate_record
 from r1reward.data.readers import iter_raw_rows, parse_row
 from r1reward.data.records import DataError, PreferenceRecord
+from r1reward.data.video import check_video
 from r1reward.errors import UserError
 
 VL_REWARDBENCH = "vl-rewardbench"
@@ -144,16 +145,18 @@ def read_benchmark(
 
 
 def check_rows(rows: list[BenchmarkRow], image_root: str | Path) -> list[BenchmarkRow]:
-    """The rows with image paths made absolute, and ``problem`` set on those that cannot be evaluated:
-    missing or undecodable images, video rows (frames are not decoded here), bad labels, empty or
-    identical responses (the checks of ``validate_record``)."""
+    """The rows with image and video paths made absolute (a video's in ``media``), and ``problem`` set
+    on those that cannot be evaluated: missing or undecodable images or videos (of a video only the
+    first frame is decoded here), bad labels, empty or identical responses (``validate_record``'s checks)."""
     checked = []
     for row in rows:
         if row.record is None or row.problem:
             checked.append(row)
             continue
         try:
-            record = validate_record(row.record, image_root)
+            record = validate_record(row.record, image_root, allow_video=True)
+            if record.is_video:
+                record = replace(record, media=str(check_video(record.media, image_root)))
         except DataError as exc:
             if not exc.reason:
                 raise

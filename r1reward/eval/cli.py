@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from r1reward.data.render import MAX_PIXELS, MIN_PIXELS
+from r1reward.data.video import VIDEO_FPS, VIDEO_MAX_FRAMES
 from r1reward.eval.benchmarks import BENCHMARKS
 from r1reward.eval.protocol import PROTOCOLS
 
@@ -68,7 +69,7 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--skip-missing-images",
         action="store_true",
-        help="skip rows whose images are missing (or video rows) instead of stopping",
+        help="skip rows whose images or videos are missing or undecodable instead of stopping",
     )
 
 
@@ -98,6 +99,18 @@ def add_commands(subparsers: Any, command: Callable[[str], Callable]) -> None:
     )
     p.add_argument("--limit", type=int, default=None, help="only the first N rows of the file")
     p.add_argument("--batch-rows", type=int, default=256, help="rows per generation batch")
+    p.add_argument(
+        "--video-fps",
+        type=float,
+        default=VIDEO_FPS,
+        help="frames per second taken from a video file (default %(default)s; a folder of frames is spread evenly)",
+    )
+    p.add_argument(
+        "--video-max-frames",
+        type=int,
+        default=VIDEO_MAX_FRAMES,
+        help="most frames per video, even (default %(default)s: the released MM-RLHF-RewardBench evaluation's)",
+    )
     p.add_argument("--out", required=True, help="output folder")
 
     p = subparsers.add_parser("eval-metrics", help="recompute benchmark metrics from a predictions file")
@@ -141,6 +154,8 @@ def _eval(args: argparse.Namespace) -> None:
         min_pixels=args.min_pixels,
         max_pixels=args.max_pixels,
         batch_rows=args.batch_rows,
+        video_fps=args.video_fps,
+        video_max_frames=args.video_max_frames,
         dtype=args.dtype,
         max_model_len=args.max_model_len,
         gpus_per_worker=args.gpus_per_worker,

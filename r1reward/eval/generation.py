@@ -80,19 +80,20 @@ def start_engine(
     mm_pixels: tuple[int, int],
     workers: int = 1,
     gpus_per_worker: float | None = None,
+    max_videos: int = 0,
 ) -> Generator:
     """One in-process RolloutWorker for ``workers`` <= 1, else a RolloutGroup of W actors on their own
     placement group (on a local Ray started here unless one is running, or RAY_ADDRESS's cluster).
     ``gpus_per_worker`` defaults to 1 on a GPU machine and 0 on the CPU; a fraction packs several engines
-    onto one GPU (lower gpu_memory_utilization to match)."""
+    onto one GPU (lower gpu_memory_utilization to match). ``max_videos`` (0 or 1) enables video input."""
     from r1reward.rollout.worker import RolloutWorker
 
     if workers <= 1:
-        return RolloutWorker(str(model_path), config, mm_pixels)
+        return RolloutWorker(str(model_path), config, mm_pixels, max_videos=max_videos)
     from r1reward.rollout.group import RolloutGroup
 
     gpus = (1.0 if cuda_available() else 0.0) if gpus_per_worker is None else gpus_per_worker
-    return RolloutGroup.start_alone(str(model_path), config, mm_pixels, eval_plan(workers, gpus))
+    return RolloutGroup.start_alone(str(model_path), config, mm_pixels, eval_plan(workers, gpus), max_videos=max_videos)
 
 
 def close_engine(engine: Any) -> None:
@@ -112,6 +113,7 @@ class Sampled:
     votes: list[Vote]
     texts: list[str]
     finish_reasons: list[str]
+    prompt_tokens: int | None = None  # the prompt's length with its image/video tokens, as the engine saw it
 
 
 def reasoning_of(text: str) -> str:
@@ -143,6 +145,7 @@ def sample_votes(
                 [parse_choice_lenient(t) for t in texts],
                 texts,
                 [str(g.get("finish_reason")) for g in result["generations"]],
+                len(result["prompt_token_ids"]) if "prompt_token_ids" in result else None,
             )
         )
     return sampled

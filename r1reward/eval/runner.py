@@ -15,10 +15,14 @@ Protocol (``protocol``, see r1reward.eval.protocol): ``default`` samples at ``te
 the rows' own order and the prompt text first; ``released`` follows the released scripts (the
 checkpoint's generation config, 4096 tokens, chosen response first, image first).
 
-Rows that cannot be evaluated (missing/undecodable images, video rows whose frames are not decoded,
-bad labels, empty or identical responses) stop the run before anything is generated, with their count
-and first ids; ``skip_missing_images`` skips them instead: they get a prediction line with
-``skipped`` set and are left out of every denominator (metrics.json counts them).
+Video rows (MM-RLHF-RewardBench has 25) go to the engine as Qwen2.5-VL video input: frames sampled at
+``video_fps`` (at most ``video_max_frames``) from a video file, or spread over a folder of frames (see
+r1reward.data.video); they are scored and counted like image rows.
+
+Rows that cannot be evaluated (missing/undecodable images or videos, bad labels, empty or identical
+responses) stop the run before anything is generated, with their count and first ids;
+``skip_missing_images`` skips them instead: they get a prediction line with ``skipped`` set and are
+left out of every denominator (metrics.json counts them).
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from r1reward.data.jsonl import read_jsonl, write_jsonl
-from r1reward.data.render import MAX_PIXELS, MIN_PIXELS, rollout_prompt
+from r1reward.data.render import MAX_PIXELS, MIN_PIXELS, render_prompt, rollout_prompt
+from r1reward.data.video import VIDEO_FPS, VIDEO_MAX_FRAMES, VideoSampling, video_prompt
 from r1reward.errors import UserError
 from r1reward.eval.benchmarks import BenchmarkRow, check_rows, describe_problems, read_benchmark
 from r1reward.eval.generation import Generator, Sampled, close_engine, eval_rollout_config, sample_votes, start_engine
@@ -60,7 +65,9 @@ class EvalOptions:
     seed: int = 0
     min_pixels: int = MIN_PIXELS
     max_pixels: int = MAX_PIXELS
-    batch_rows: int = 256  # rows per generate call: bounds the decoded images held in memory
+    video_fps: float = VIDEO_FPS  # frames per second taken from a video file
+    video_max_frames: int = VIDEO_MAX_FRAMES  # even: Qwen2.5-VL pairs frames in time
+    batch_rows: int = 256  # rows per generate call: bounds the decoded images (and frames) held in memory
     dtype: str = "auto"
     max_model_len: int | None = None
     gpus_per_worker: float | None = None
@@ -80,6 +87,13 @@ class EvalOptions:
                 ("--workers", self.workers, self.workers >= 1, "at least 1"),
                 ("--limit", self.limit, self.limit is None or self.limit >= 1, "at least 1"),
                 ("--batch-rows", self.batch_rows, self.batch_rows >= 1, "at least 1"),
+                ("--video-fps", self.video_fps, self.video_fps > 0, "> 0"),
+                (
+                    "--video-max-frames",
+                    self.video_max_frames,
+                    self.video_max_frames >= 2 and self.video_max_frames % 2 == 0,
+                    "an even number >= 2",
+                ),
             )
             if not ok
         ]
@@ -98,7 +112,7 @@ def prepare_rows(options: EvalOptions) -> list[BenchmarkRow]:
         if not options.skip_missing_images:
             raise UserError(
                 describe_problems(rows) + "; pass --skip-missing-images to evaluate the others "
-                "(or --image-root DIR to point at the images)"
+                "(or --image-root DIR to point at the images and videos)"
             )
         print("skipping " + describe_problems(rows), flush=True)
     if all(row.problem for row in rows):
@@ -147,19 +161,24 @@ def _generate_all(
     """Row index -> (samples in the rows' order, samples in the swapped order or None)."""
     todo = [row for row in rows if not row.problem]
     orders = 2 if settings.swap else 1
+    video = VideoSampling(options.video_fps, options.video_max_frames, options.min_pixels, options.max_pixels)
     out: dict[int, tuple[Sampled, Sampled | None]] = {}
     started = time.perf_counter()
     for first in range(0, len(todo), options.batch_rows):
         batch = todo[first : first + options.batch_rows]
         prompts, seeds = [], []
         for row in batch:
-            for order, record in enumerate([row.record, row.record.swapped()][:orders]):
-                prompts.append(
-                    rollout_prompt(
-                        processor, record, options.min_pixels, options.max_pixels, image_first=settings.image_first
-                    )
+            record = row.record
+            if record.is_video:
+                prompt = video_prompt(processor, record, video, image_first=settings.image_first)
+            else:
+                prompt = rollout_prompt(
+                    processor, record, options.min_pixels, options.max_pixels, image_first=settings.image_first
                 )
-                seeds.append(_seed(options.seed, row.index, order))
+            prompts.append(prompt)
+            if settings.swap:  # the same decoded media, the responses in the other order
+                prompts.append({**prompt, "prompt": render_prompt(processor, record.swapped(), settings.image_first)})
+            seeds += [_seed(options.seed, row.index, order) for order in range(orders)]
         sampled = sample_votes(
             engine, prompts, options.k, settings.temperature, settings.max_tokens, seeds, top_p=settings.top_p
         )
@@ -208,8 +227,15 @@ def run_eval(options: EvalOptions, engine: Generator | None = None, processor: A
             top_p=settings.top_p,
             top_k=settings.top_k,
         )
+        # Video input only when there are video rows: enabling it makes vLLM reserve memory for a video.
+        videos = any(row.record.is_video for row in rows if not row.problem)
         engine = start_engine(
-            options.model, config, (options.min_pixels, options.max_pixels), options.workers, options.gpus_per_worker
+            options.model,
+            config,
+            (options.min_pixels, options.max_pixels),
+            options.workers,
+            options.gpus_per_worker,
+            max_videos=int(videos),
         )
     started = time.perf_counter()
     try:
@@ -226,6 +252,7 @@ def run_eval(options: EvalOptions, engine: Generator | None = None, processor: A
                 "id": row.id,
                 "texts": samples[row.index][0].texts,
                 "finish_reasons": samples[row.index][0].finish_reasons,
+                "prompt_tokens": samples[row.index][0].prompt_tokens,
                 **({"texts_swapped": samples[row.index][1].texts} if settings.swap else {}),
             }
             for row in rows

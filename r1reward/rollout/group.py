@@ -56,6 +56,7 @@ class RolloutGroup:
         slots: list[Any],
         wait: bool = True,
         timeouts: TimeoutsConfig | None = None,
+        max_videos: int = 0,
     ) -> RolloutGroup:
         """One worker per planned rollout slot of `pg`; returns once every engine has loaded, or at once
         with `wait=False` (the driver starts the learners meanwhile, then calls `wait_ready`)."""
@@ -65,7 +66,10 @@ class RolloutGroup:
         from r1reward.rollout.worker import RolloutWorker
 
         actor = ray.remote(RolloutWorker)
-        workers = [actor.options(**slot_options(pg, slot)).remote(model_path, rollout_cfg, mm_pixels) for slot in slots]
+        workers = [
+            actor.options(**slot_options(pg, slot)).remote(model_path, rollout_cfg, mm_pixels, max_videos=max_videos)
+            for slot in slots
+        ]
         group = cls(workers, rollout_cfg.get("tensor_parallel_size", 1), timeouts=timeouts)
         if wait:
             try:
@@ -87,6 +91,7 @@ class RolloutGroup:
         mm_pixels: tuple[int, int],
         plan: Any,
         timeouts: TimeoutsConfig | None = None,
+        max_videos: int = 0,
     ) -> RolloutGroup:
         """Start (or join) Ray for `plan`, reserve its placement group and start its rollout workers;
         `close()` gives back all three."""
@@ -97,7 +102,15 @@ class RolloutGroup:
         pg = None
         try:
             pg, _ = create_placement_group(plan)
-            group = cls.start(model_path, rollout_cfg, mm_pixels, pg, plan.role_slots("rollout"), timeouts=timeouts)
+            group = cls.start(
+                model_path,
+                rollout_cfg,
+                mm_pixels,
+                pg,
+                plan.role_slots("rollout"),
+                timeouts=timeouts,
+                max_videos=max_videos,
+            )
         except BaseException:
             remove_group(pg)
             if owns_ray:

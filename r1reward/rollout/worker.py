@@ -28,6 +28,7 @@ class RolloutWorker:
         mm_pixels: tuple[int, int],
         max_images: int = MAX_IMAGES,
         transfer_backend: str | None = None,
+        max_videos: int = 0,  # evaluation only: training data has no video rows
     ) -> None:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         import torch
@@ -52,7 +53,7 @@ class RolloutWorker:
             enforce_eager=self.cfg.enforce_eager,
             tensor_parallel_size=self.cfg.tensor_parallel_size,
             max_model_len=self.cfg.max_model_len,
-            limit_mm_per_prompt={"image": max_images, "video": 0},
+            limit_mm_per_prompt={"image": max_images, "video": max_videos},
             mm_processor_kwargs={"min_pixels": mm_pixels[0], "max_pixels": mm_pixels[1]},
             weight_transfer_config=WeightTransferConfig(backend=transfer_backend or weight_transfer_backend()),
             worker_extension_cls="r1reward.sync.worker_extension.WeightSyncExtension",
@@ -74,7 +75,8 @@ class RolloutWorker:
         max_tokens: int | None = None,
         seeds: list[int] | None = None,
     ) -> list[dict[str, Any]]:
-        """prompts: [{"prompt": rendered text, "images": [PIL images]}]. With `seeds` (one per prompt)
+        """prompts: [{"prompt": rendered text, "images": [PIL images]}], a video row's with `"video"`:
+        (frames array, metadata), see r1reward.data.video. With `seeds` (one per prompt)
         the samples are reproducible whatever the batch. Returns one dict per prompt with
         `prompt_token_ids` and `generations` (n dicts of `token_ids`, `logprobs`, `text`, `finish_reason`)."""
         from vllm import SamplingParams
@@ -91,12 +93,13 @@ class RolloutWorker:
                 logit_bias={i: BANNED_TOKEN_BIAS for i in self.banned_ids},
             )
 
-        inputs = [
-            {"prompt": p["prompt"], "multi_modal_data": {"image": p["images"]}}
-            if p.get("images")
-            else {"prompt": p["prompt"]}
-            for p in prompts
-        ]
+        def engine_input(p: dict[str, Any]) -> dict[str, Any]:
+            media: dict[str, Any] = {"image": p["images"]} if p.get("images") else {}
+            if p.get("video") is not None:
+                media["video"] = p["video"]
+            return {"prompt": p["prompt"], "multi_modal_data": media} if media else {"prompt": p["prompt"]}
+
+        inputs = [engine_input(p) for p in prompts]
         sampling = [params(s) for s in seeds] if seeds is not None else params(None)
         outputs = self.llm.generate(inputs, sampling, use_tqdm=False)
         results = []
