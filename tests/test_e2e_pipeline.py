@@ -1,7 +1,8 @@
 """`r1reward pipeline` on real-layout files, end to end with real Ray, DeepSpeed, vLLM and the tiny model:
 cold-start SFT on a canonical SFT file (what `r1reward annotate` writes), RL from the SFT checkpoint's
 export on an R1-Reward RL parquet with a KL penalty (so a reference model is loaded), then a benchmark
-in MM-RLHF-RewardBench's released layout under the released protocol.
+in MM-RLHF-RewardBench's released layout (an image row per pair and a video row) under the released
+protocol.
 
 The first run is killed right after RL's first checkpoint, as a lost node would kill it; the second
 resumes RL from that checkpoint without redoing SFT; the third finds everything done and changes no
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import weights_sha
+from helpers import weights_sha, write_video
 from r1reward.trainer.metrics import read_metrics
 
 pytestmark = pytest.mark.slow
@@ -43,9 +44,13 @@ CLI = "import sys; from r1reward.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def benchmark_file(pairs: Path, out: Path, rows: int) -> Path:
-    """MM-RLHF-RewardBench's released JSONL layout (`id`, `image`, `prompt`, `chosen`, `rejected`), with
-    the images under category folders as the released file has them."""
-    lines = []
+    """MM-RLHF-RewardBench's released JSONL layout (`id`, `image` or `video`, `prompt`, `chosen`,
+    `rejected`), with the media under category folders as the released file has them: `rows` image rows
+    and one video row."""
+    (out / "video").mkdir(parents=True)
+    write_video(out / "video" / "clip.mp4", seconds=2.0, fps=8, size=(56, 56))
+    video = {"id": "clip", "video": "video/clip.mp4", "prompt": "What happens?", "chosen": "Colours change."}
+    lines = [{**video, "rejected": "A dog runs."}]
     for row in [json.loads(line) for line in pairs.read_text().splitlines()][:rows]:
         image = Path("mcq") / Path(row["images"][0]).name
         (out / image).parent.mkdir(parents=True, exist_ok=True)
@@ -139,10 +144,11 @@ pipeline:
 
     # The benchmark under the released protocol, on the RL model; the unconfigured ones listed as skipped.
     metrics = json.loads((out / "seed-0" / "eval" / "mm-rlhf-rewardbench" / "metrics.json").read_text())
-    assert metrics["evaluated"] == 12 and metrics["run"]["protocol"] == "released"
+    assert metrics["evaluated"] == 13 and metrics["category_counts"]["video"]["total"] == 1  # the video row too
+    assert metrics["run"]["protocol"] == "released"
     assert metrics["run"]["model"] == rl["outputs"]["hf"] and metrics["run"]["settings"]["chosen_first"]
     summary = json.loads((out / "summary.json").read_text())["runs"][0]
-    assert summary["benchmarks"]["mm-rlhf-rewardbench"]["evaluated"] == 12
+    assert summary["benchmarks"]["mm-rlhf-rewardbench"]["evaluated"] == 13
     assert summary["skipped"] == {
         "vl-rewardbench": "pipeline.benchmarks.vl_rewardbench.data is not set",
         "multimodal-rewardbench": "pipeline.benchmarks.multimodal_rewardbench.data is not set",

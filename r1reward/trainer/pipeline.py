@@ -515,7 +515,9 @@ class SeedStages:
                     "eval", f"{', '.join(chosen)} with the released protocol on {cfg.rollout.num_workers} engine(s)"
                 )
                 processor = AutoProcessor.from_pretrained(model)
-                engine = benchmark_engine(model, cfg, options(next(iter(chosen)), model))
+                # Video input only when a benchmark has video rows: it makes vLLM reserve memory for a video.
+                videos = any(has_video_rows(options(name, model)) for name in chosen)
+                engine = benchmark_engine(model, cfg, options(next(iter(chosen)), model), max_videos=int(videos))
                 try:
                     for name in chosen:
                         metrics = run_eval(options(name, model), engine, processor)
@@ -565,7 +567,14 @@ def configured_benchmarks(config: Config) -> tuple[dict[str, Any], dict[str, str
     return chosen, skipped
 
 
-def benchmark_engine(model: str, config: Config, options: Any) -> Any:
+def has_video_rows(options: Any) -> bool:
+    from r1reward.eval.benchmarks import read_benchmark
+
+    rows = read_benchmark(options.data, options.benchmark, options.schema, options.limit)
+    return any(row.record is not None and row.record.is_video for row in rows)
+
+
+def benchmark_engine(model: str, config: Config, options: Any, max_videos: int = 0) -> Any:
     """rollout.num_workers vLLM engines as Ray actors (the RL stage's rollout resources, free by now),
     sampling as the released protocol reads the checkpoint's generation config."""
     from r1reward.eval.generation import eval_plan, eval_rollout_config
@@ -578,7 +587,7 @@ def benchmark_engine(model: str, config: Config, options: Any) -> Any:
     )
     plan_ = eval_plan(config.rollout.num_workers, config.resources.gpus_per_rollout_worker)
     return RolloutGroup.start_alone(
-        model, engine, (options.min_pixels, options.max_pixels), plan_, timeouts=config.timeouts
+        model, engine, (options.min_pixels, options.max_pixels), plan_, timeouts=config.timeouts, max_videos=max_videos
     )
 
 
