@@ -177,7 +177,7 @@ def _pipeline(args: argparse.Namespace) -> None:
     from r1reward.config import load_config
     from r1reward.trainer.pipeline import run_pipeline
 
-    run_pipeline(load_config(args.config, args.overrides))
+    run_pipeline(load_config(args.config, args.overrides), dry_run=args.dry_run)
 
 
 def _data_args(args: argparse.Namespace):
@@ -319,8 +319,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--swap-seed", type=int, default=0, help="seeds the swap that balances labels 1 and 2 (default 0)")
     p.add_argument("--keep-order", action="store_true", help="ask in the file's response order, no balancing")
 
-    p = sub.add_parser("pipeline", help="tiny model -> synthetic data -> SFT -> hard examples -> RL -> evaluation")
+    p = sub.add_parser(
+        "pipeline",
+        help="[annotate] -> cold-start SFT -> [hard examples] -> RL from the SFT checkpoint -> evaluation, as "
+        "recorded stages: a rerun skips what is done and resumes what was interrupted (docs/pipeline.md)",
+    )
     p.add_argument("--config", default=None)
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the stages, their inputs and outputs; load and start nothing"
+    )
     p.add_argument("overrides", nargs="*")
 
     for name, text in (

@@ -64,7 +64,7 @@ def test_released_config_holds_the_released_script():
     }
     assert differ == {
         "learner.lr", "algo.kl_coef", "algo.advantage_filter", "trainer.num_epochs", "trainer.num_steps",
-        "trainer.output_dir", "sft.output_dir",
+        "trainer.output_dir", "sft.output_dir", "pipeline.output_dir",
     }  # fmt: skip
 
 

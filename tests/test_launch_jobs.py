@@ -86,6 +86,37 @@ def test_path_notes_flag_paths_the_cluster_will_not_see():
     assert jobs.path_notes(paper, ROOT) == []  # a hub model name and an absolute output dir are fine
 
 
+def test_the_whole_pipeline_runs_as_a_job_with_its_own_output_folder():
+    spec = jobs.build_job(
+        "configs/paper-qwen2.5-vl-7b.yaml", ["pipeline.output_dir=/shared/p"], ROOT, command="pipeline"
+    )
+    assert shlex.split(spec.entrypoint) == [
+        "python",
+        "-m",
+        "r1reward",
+        "pipeline",
+        "--config",
+        "configs/paper-qwen2.5-vl-7b.yaml",
+        "pipeline.output_dir=/shared/p",
+    ]
+    paper = load_config(str(ROOT / "configs/paper-qwen2.5-vl-7b.yaml"), [])
+    notes = jobs.path_notes(paper, ROOT, command="pipeline")
+    # Every stage writes under pipeline.output_dir (RL too): that is the folder that must be shared.
+    assert [n.split(" is ")[0] for n in notes] == ["pipeline.output_dir=runs/r1-reward-7b-pipeline"]
+    shared = load_config(str(ROOT / "configs/paper-qwen2.5-vl-7b.yaml"), ["pipeline.output_dir=/shared/p"])
+    assert jobs.path_notes(shared, ROOT, command="pipeline") == []
+
+
+def test_launch_plans_the_pipeline_and_prints_its_command():
+    proc = launch("--nodes", "4", "--pipeline", "--dry-run", "pipeline.output_dir=/shared/p")
+    assert proc.returncode == 0, proc.stderr
+    command = next(line for line in proc.stdout.splitlines() if line.startswith("command:"))
+    assert command == (
+        "command: r1reward pipeline --config configs/paper-qwen2.5-vl-7b.yaml pipeline.output_dir=/shared/p "
+        "rollout.num_workers=15 learner.num_ranks=16"
+    )
+
+
 @pytest.mark.parametrize("form", ["http://127.0.0.1:{port}", "127.0.0.1:{port}"])
 def test_unreachable_address_is_one_line_fast(form):
     address = form.format(port=closed_port())

@@ -212,8 +212,8 @@ def test_sft_refuses_a_used_directory_before_it_loads_anything(tmp_path):
 
 @pytest.mark.parametrize("section", ["sft", "trainer"])
 def test_a_pipeline_stage_reruns_into_its_own_directory(tmp_path, section):
-    """A second `r1reward pipeline` (`make demo` twice) redoes every stage: its stage directories are
-    its own to start afresh, not refused and never resumed from the earlier pipeline's checkpoints."""
+    """A pipeline stage that runs afresh (new, or an input or setting changed) owns its directory: the
+    earlier run's checkpoints there are deleted, not refused and never resumed from."""
     from r1reward.config import override
     from r1reward.trainer.pipeline import own_dir
 

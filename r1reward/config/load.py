@@ -44,6 +44,8 @@ CHOICES = {
     "algo.old_logprobs": {"learner", "sampler"},
     "learner.backend": {"auto", "gloo", "nccl"},
     "pipeline.model_size": {"tiny", "small"},
+    "pipeline.source": {"synthetic", "data"},
+    "pipeline.hard_examples": {"model-samples", "none"},
     "resources.placement_strategy": {"PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"},
 }
 POSITIVE = [
@@ -64,6 +66,8 @@ POSITIVE = [
     "pipeline.num_heldout",
     "pipeline.select_k",
     "pipeline.warmup_steps",
+    "pipeline.annotate.tries",
+    "pipeline.annotate.concurrency",
     "rollout.max_model_len",
     "rollout.temperature",
     "algo.eps_clip",
@@ -288,6 +292,24 @@ def validate_sft(config: Config, origin: str = "config") -> None:
     that an RL run on another layout is not refused for an SFT setting)."""
     if config.sft.train_batch_size:
         _check_per_rank(config, "sft.train_batch_size", config.sft.train_batch_size, origin)
+
+
+def validate_pipeline(config: Config, origin: str = "config") -> None:
+    """What only `r1reward pipeline` reads: its SFT stage's batch layout, and an annotation stage's teacher."""
+    validate_sft(config, origin)
+    p = config.pipeline
+    if not p.seeds:
+        raise ConfigError(f"{origin}: pipeline.seeds must name at least one seed")
+    if len(set(p.seeds)) != len(p.seeds):
+        raise ConfigError(f"{origin}: pipeline.seeds must be distinct, got {list(p.seeds)}")
+    if p.annotate.data:
+        if p.source != "data":
+            raise ConfigError(f"{origin}: pipeline.annotate.data is read with pipeline.source=data only")
+        missing = [key for key in ("teacher_url", "teacher_model") if not getattr(p.annotate, key)]
+        if missing:
+            raise ConfigError(
+                f"{origin}: pipeline.annotate.data is set: the teacher needs 'pipeline.annotate.{missing[0]}'"
+            )
 
 
 def to_yaml(config: Config) -> str:

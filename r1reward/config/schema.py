@@ -189,11 +189,55 @@ class SFTConfig:
 
 
 @dataclass
+class AnnotateConfig:
+    """The pipeline's optional first stage, `r1reward annotate` (docs/annotate.md): a teacher labels `data`
+    and writes the SFT and RL sets, which SFT and RL then read instead of sft.data_path and data.train_path."""
+
+    data: str | None = None  # the pairs to annotate; none: no annotation (SFT and RL read the sets they are given)
+    schema: str = "canonical"
+    image_root: str | None = None
+    teacher_url: str = ""  # an OpenAI-compatible endpoint's base URL (the one ending in /v1)
+    teacher_model: str = ""
+    api_key_env: str = ""  # the environment variable holding the API key; empty: no key
+    tries: int = 3
+    concurrency: int = 4
+
+
+@dataclass
+class BenchmarkConfig:
+    data: str | None = None  # the benchmark file; none: not evaluated (listed as skipped)
+    image_root: str | None = None  # None: the data file's folder
+    schema: str | None = None  # None: the benchmark's released format
+
+
+@dataclass
+class BenchmarksConfig:
+    """The pipeline's evaluation on real data (pipeline.source=data), one field per benchmark of r1reward eval."""
+
+    vl_rewardbench: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    multimodal_rewardbench: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    mm_rlhf_rewardbench: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+
+
+@dataclass
 class PipelineConfig:
-    """`r1reward pipeline`: synthetic data -> tiny model -> SFT -> hard examples -> RL -> evaluation."""
+    """`r1reward pipeline` (docs/pipeline.md): [annotate] -> cold-start SFT -> [hard examples] -> RL ->
+    evaluation, each stage recorded so that a rerun skips what is done and resumes what was interrupted."""
 
     output_dir: str = "runs/pipeline"
-    seeds: list[int] = field(default_factory=lambda: [0])  # each seed: its own model, data and runs
+    seeds: list[int] = field(default_factory=lambda: [0])  # each seed: its own runs (data.seed, trainer.seed)
+    # synthetic: per seed a tiny model and synthetic data, scored on a held-out set (the demo); data:
+    # model.path, the configured sets, and the benchmarks below.
+    source: str = "synthetic"
+    # model-samples: RL trains on the pairs the SFT model does not solve in all select_k samples; none: on
+    # the whole RL set (the paper's RL set is already the pairs its teacher found hard).
+    hard_examples: str = "model-samples"
+    select_k: int = 4
+    annotate: AnnotateConfig = field(default_factory=AnnotateConfig)
+    benchmarks: BenchmarksConfig = field(default_factory=BenchmarksConfig)
+    # Benchmark rows that cannot be evaluated (missing images) are skipped and counted, not fatal.
+    skip_missing_images: bool = False
+    # pipeline.source=synthetic only, from here on.
     model_size: str = "tiny"
     # Caption steps that stand in for the base VLM's pretraining (a random tower reads no images).
     warmup_steps: int = 400
@@ -201,8 +245,6 @@ class PipelineConfig:
     num_heldout: int = 48
     # > 0: the cold-start teacher prefers Response 1 (see data.synthetic.make_synthetic_data).
     teacher_bias: float = 0.0
-    # Hard-example selection: an example is kept for RL unless the SFT model solves all K samples.
-    select_k: int = 4
     eval_temperature: float = 0.0  # greedy held-out answers per stage
 
 

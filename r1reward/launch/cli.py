@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="interpreter of the job's entrypoint on the head node "
         "(default: `python` on the cluster's PATH, i.e. the image's or the activated venv's)",
     )
+    p.add_argument(
+        "--pipeline",
+        action="store_true",
+        help="run the whole pipeline (r1reward pipeline: SFT, RL from its checkpoint, evaluation; "
+        "docs/pipeline.md) rather than RL alone; the plan checked is RL's, its largest stage",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the plan and the command or job; start nothing")
     p.add_argument("overrides", nargs="*", help="key=value config overrides")
     return p
@@ -90,12 +96,17 @@ def _submit_and_follow(client, api_url: str, spec) -> int:
     return 1
 
 
-def _train_here(config: Config) -> int:
-    """What `r1reward train` with the printed command does, in this process, on the config already
-    loaded and split above (the same one the command line would load)."""
-    from r1reward.trainer.driver import Trainer
-
+def _train_here(config: Config, command: str) -> int:
+    """What the printed command (`r1reward train` or `r1reward pipeline`) does, in this process, on the
+    config already loaded and split above (the same one the command line would load)."""
     try:
+        if command == "pipeline":
+            from r1reward.trainer.pipeline import run_pipeline
+
+            run_pipeline(config)
+            return 0
+        from r1reward.trainer.driver import Trainer
+
         result = Trainer(config).run()
     except KeyboardInterrupt:
         print("r1reward-launch: interrupted", file=sys.stderr)
@@ -186,16 +197,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"rollout.num_workers={config.rollout.num_workers}",
             f"learner.num_ranks={config.learner.num_ranks}",
         ]
+        command = "pipeline" if args.pipeline else "train"
         if not address:
-            command = ["r1reward", "train", "--config", args.config, *overrides]
-            print("command:", shlex.join(command))
+            print("command:", shlex.join(["r1reward", command, "--config", args.config, *overrides]))
             if args.dry_run:
                 return 0
-            return _train_here(config)
+            return _train_here(config, command)
         working_dir = (args.working_dir or jobs.repo_root()).resolve()
-        spec = jobs.build_job(args.config, overrides, working_dir, args.python)
+        spec = jobs.build_job(args.config, overrides, working_dir, args.python, command)
         print(spec.describe(api_url), flush=True)
-        for note in jobs.path_notes(config, working_dir):
+        for note in jobs.path_notes(config, working_dir, command):
             print(f"r1reward-launch: note: {note}", file=sys.stderr)
         if args.dry_run:
             return 0

@@ -57,22 +57,26 @@ def repo_root() -> Path:
     return root if (root / "pyproject.toml").is_file() and (root / "configs").is_dir() else Path.cwd()
 
 
-def build_job(config_path: str, overrides: Sequence[str], working_dir: Path, python: str = "python") -> JobSpec:
-    """The entrypoint runs on the head node inside its copy of `working_dir`, so a config inside it is
-    named relative to it; `python -m` (not the `r1reward` script) then imports r1reward from that copy."""
+def build_job(
+    config_path: str, overrides: Sequence[str], working_dir: Path, python: str = "python", command: str = "train"
+) -> JobSpec:
+    """The entrypoint (`r1reward train`, or `r1reward pipeline` for the whole pipeline) runs on the head
+    node inside its copy of `working_dir`, so a config inside it is named relative to it; `python -m`
+    (not the `r1reward` script) then imports r1reward from that copy."""
     config = Path(config_path).resolve()
     try:
         config_arg = str(config.relative_to(working_dir.resolve()))
     except ValueError:
         config_arg = str(config)  # outside the upload: must exist at this path on the head node
-    entrypoint = shlex.join([python, "-m", "r1reward", "train", "--config", config_arg, *overrides])
+    entrypoint = shlex.join([python, "-m", "r1reward", command, "--config", config_arg, *overrides])
     return JobSpec(
         entrypoint, {"working_dir": str(working_dir), "excludes": list(EXCLUDES), "env_vars": dict(ENV_VARS)}
     )
 
 
-def path_notes(config: Config, working_dir: Path) -> list[str]:
-    """Relative paths that will not mean on the cluster what they mean here."""
+def path_notes(config: Config, working_dir: Path, command: str = "train") -> list[str]:
+    """Relative paths that will not mean on the cluster what they mean here. The pipeline writes every
+    stage (RL too) under pipeline.output_dir; `r1reward train` under trainer.output_dir."""
     notes = []
     for key, value in (("model.path", config.model.path), ("data.train_path", config.data.train_path)):
         parts = Path(value).parts
@@ -81,10 +85,11 @@ def path_notes(config: Config, working_dir: Path) -> list[str]:
                 f"{key}={value} is under {parts[0]}/, which is not uploaded with the working dir; "
                 f"use a path every node can read"
             )
-    out = config.trainer.output_dir
+    key = "pipeline.output_dir" if command == "pipeline" else "trainer.output_dir"
+    out = config.pipeline.output_dir if command == "pipeline" else config.trainer.output_dir
     if not Path(out).is_absolute():
         notes.append(
-            f"trainer.output_dir={out} is relative: the job writes it inside its copy of the working dir "
+            f"{key}={out} is relative: the job writes it inside its copy of the working dir "
             f"on the head node; use a path on storage all nodes share"
         )
     return notes
