@@ -4,7 +4,11 @@ Weights travel in a few large collectives instead of one per parameter. The chec
 the raw bytes, so the sender and every receiver can prove a transfer bit-identical. The receiver
 stages every bucket, compares every checksum, and only then loads: an update whose bytes differ is
 refused whole, before any of it reaches the model (the price: the receiver holds one copy of the
-weights sent while the transfer runs).
+weights sent).
+
+The transfer runs at the transport's pace when nothing waits on this side: the receiver asks for every
+bucket (and the checksums) before it waits for the first, each side hashes a bucket while the
+transport moves the others, and both keep their buffers from one update to the next (`Buffers`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ import torch
 import xxhash
 
 DEFAULT_BUCKET_BYTES = 64 * 1024 * 1024
+# Each bucket starts this aligned in the receiver's staging area, so that a tensor at its start can be
+# viewed as any dtype without a copy.
+STAGING_ALIGN = 64
 
 
 @dataclass(frozen=True)
@@ -47,12 +54,37 @@ def plan_buckets(metas: list[TensorMeta], bucket_bytes: int = DEFAULT_BUCKET_BYT
     return buckets
 
 
-def pack(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
-    """The raw bytes of the tensors as one uint8 tensor. A single contiguous tensor is returned as a byte
-    view, not copied: with 7B shapes most buckets hold one tensor (an MLP matrix is 2x the default bucket),
-    and a copy of it would cost more than its checksum."""
+def pack(tensors: Iterable[torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
+    """The raw bytes of the tensors as one uint8 tensor, written into `out` (its first bytes) when given.
+    A single contiguous tensor is returned as a byte view, not copied: with 7B shapes most buckets hold
+    one tensor (an MLP matrix is 2x the default bucket), and a copy of it would cost more than its
+    checksum."""
     views = [t.detach().contiguous().reshape(-1).view(torch.uint8) for t in tensors]
-    return views[0] if len(views) == 1 else torch.cat(views)
+    if len(views) == 1:
+        return views[0]
+    if out is None:
+        return torch.cat(views)
+    return torch.cat(views, out=out[: sum(v.numel() for v in views)])
+
+
+class Buffers:
+    """Flat byte buffers kept from one update to the next, by name. A fresh CPU buffer of a bucket's size
+    is mapped anew and faulted in page by page on its first write, which costs more than the copy into
+    it; a kept one is already resident. The price is the memory, held between updates."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, torch.Tensor] = {}
+
+    def take(self, name: str, nbytes: int, device: torch.device | str) -> torch.Tensor:
+        """The first `nbytes` of buffer `name`, grown (or moved to `device`) when it does not fit."""
+        held = self._held.get(name)
+        if held is None or held.numel() < nbytes or held.device != torch.device(device):
+            self._held.pop(name, None)  # free the old one before allocating its replacement
+            held = self._held[name] = torch.empty(nbytes, dtype=torch.uint8, device=device)
+        return held[:nbytes]
+
+    def clear(self) -> None:
+        self._held.clear()
 
 
 def unpack(flat: torch.Tensor, metas: list[TensorMeta]) -> Iterator[tuple[str, torch.Tensor]]:
@@ -95,36 +127,33 @@ def send_buckets(
     metas: list[TensorMeta],
     bucket_bytes: int,
     broadcast: Broadcast,
-    overlap: bool = True,
     verify: bool = True,
     device: torch.device | str = "cpu",
+    buffers: Buffers | None = None,
 ) -> list[tuple[int, int]]:
     """The sender's half: `named` (in `metas` order) packed into buckets on `device` (the transport's)
-    and broadcast, then one tensor of the buckets' checksums. With `overlap` each bucket's checksum and
-    the next bucket's packing run while the previous broadcast is on the wire (gloo moves the bytes in
-    its own threads); at most two buckets are in flight. Returns the checksums. `verify=False` (both
-    sides, benchmarks only) leaves the checksums out, to measure what they cost."""
+    and broadcast, then one tensor of the buckets' checksums. Each bucket is hashed while the transport
+    moves it, and the next one is packed meanwhile: buckets that need a copy go into two buffers used in
+    turn (kept in `buffers` for the next update), so at most two are in flight and a buffer is refilled
+    only once its broadcast has completed. Returns the checksums. `verify=False` (both sides, benchmarks
+    only) leaves the checksums out, to measure what they cost."""
+    buffers = buffers if buffers is not None else Buffers()
     sums: list[tuple[int, int]] = []
     in_flight: list[tuple[torch.Tensor, Work]] = []  # keeps each sent bucket alive until its wait
-    for bucket in plan_buckets(metas, bucket_bytes):
+    for i, bucket in enumerate(plan_buckets(metas, bucket_bytes)):
         tensors = []
         for meta in bucket:
             name, tensor = next(named)
             if name != meta.name:
                 raise RuntimeError(f"weight source yielded {name!r}, expected {meta.name!r}")
             tensors.append(tensor.detach().to(device))
-        flat = pack(tensors)
-        if overlap:
-            work = broadcast(flat)
-            if verify:
-                sums.append(checksum(flat))
-            in_flight.append((flat, work))
-            if len(in_flight) > 1:
-                in_flight.pop(0)[1].wait()
-        else:
-            if verify:
-                sums.append(checksum(flat))
-            broadcast(flat).wait()
+        if len(in_flight) == 2:
+            in_flight.pop(0)[1].wait()  # the buffer this bucket is packed into is free again
+        nbytes = sum(m.nbytes for m in bucket)
+        flat = pack(tensors, buffers.take(f"pack{i % 2}", nbytes, device) if len(tensors) > 1 else None)
+        in_flight.append((flat, broadcast(flat)))
+        if verify:
+            sums.append(checksum(flat))
     for _, work in in_flight:
         work.wait()
     if verify:
@@ -150,37 +179,33 @@ def stage_buckets(
     bucket_bytes: int,
     broadcast: Broadcast,
     device: torch.device | str = "cpu",
-    overlap: bool = True,
     verify: bool = True,
+    buffers: Buffers | None = None,
 ) -> StagedUpdate:
-    """The receiver's half, up to the load: every bucket received and checksummed, then the sender's
-    checksums received and compared. A bucket that differs raises SyncCorrupted after the whole update
-    was received (so the group's collectives stay aligned for the next update) and before any of it
-    was loaded. With `overlap` the next bucket is already being received while this one is
-    checksummed."""
+    """The receiver's half, up to the load: every bucket received into one staging area (kept in
+    `buffers` for the next update) and checksummed, then compared with the sender's checksums. Every
+    receive is posted before the first wait, so the transport moves bucket after bucket while this side
+    hashes the ones that have arrived. A bucket that differs raises SyncCorrupted after the whole update
+    was received (so the group's collectives stay aligned for the next update) and before any of it was
+    loaded."""
     plan = plan_buckets(metas, bucket_bytes)
-
-    def post(bucket: list[TensorMeta]) -> tuple[torch.Tensor, Work]:
-        flat = torch.empty(sum(m.nbytes for m in bucket), dtype=torch.uint8, device=device)
-        return flat, broadcast(flat)
-
-    staged: list[tuple[torch.Tensor, list[TensorMeta]]] = []
+    offsets, end = [], 0
+    for bucket in plan:
+        start = -(-end // STAGING_ALIGN) * STAGING_ALIGN
+        end = start + sum(m.nbytes for m in bucket)
+        offsets.append((start, end))
+    area = (buffers if buffers is not None else Buffers()).take("staging", end, device)
+    flats = [area[start:stop] for start, stop in offsets]
+    works = [broadcast(flat) for flat in flats]
+    sent = torch.empty((len(plan), 2), dtype=torch.int64, device=device)
+    sent_work = broadcast(sent) if verify else None
     got: list[tuple[int, int]] = []
-    pending = post(plan[0]) if plan else None
-    for i, bucket in enumerate(plan):
-        flat, work = pending
+    for flat, work in zip(flats, works):
         work.wait()
-        later = plan[i + 1] if i + 1 < len(plan) else None
-        if overlap and later is not None:
-            pending = post(later)
         if verify:
             got.append(checksum(flat))
-        staged.append((flat, bucket))
-        if not overlap and later is not None:
-            pending = post(later)
-    if verify:
-        sent = torch.empty((len(got), 2), dtype=torch.int64, device=device)
-        broadcast(sent).wait()
+    if sent_work is not None:
+        sent_work.wait()
         bad = [i for i, (row, mine) in enumerate(zip(sent.cpu().tolist(), got)) if tuple(row) != mine]
         if bad:
             names = ", ".join(m.name for m in plan[bad[0]][:3]) + (", ..." if len(plan[bad[0]]) > 3 else "")
@@ -188,7 +213,7 @@ def stage_buckets(
                 f"weight sync corrupted: bucket {bad[0] + 1} of {len(plan)} ({names}) differs from the "
                 f"sender's checksum ({len(bad)} bucket(s) in all); nothing was loaded"
             )
-    return StagedUpdate(staged, got)
+    return StagedUpdate(list(zip(flats, plan)), got)
 
 
 def receive_buckets(
@@ -197,11 +222,11 @@ def receive_buckets(
     broadcast: Broadcast,
     load: Callable[[list[tuple[str, torch.Tensor]]], None],
     device: torch.device | str = "cpu",
-    overlap: bool = True,
     verify: bool = True,
+    buffers: Buffers | None = None,
 ) -> list[tuple[int, int]]:
     """Stage, compare, then load (see stage_buckets): `load` sees an update only once all of it is
-    verified. Returns the checksums."""
-    update = stage_buckets(metas, bucket_bytes, broadcast, device, overlap, verify)
+    verified, as views into the staging area. Returns the checksums."""
+    update = stage_buckets(metas, bucket_bytes, broadcast, device, verify, buffers)
     update.load(load)
     return update.checksums
