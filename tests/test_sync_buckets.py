@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from r1reward.sync.buckets import (
+    DEFAULT_BUCKET_BYTES,
+    VIEW_BYTES,
     Buffers,
     SyncCorrupted,
     TensorMeta,
@@ -33,10 +35,36 @@ def test_pack_unpack_round_trip_is_bit_exact_across_dtypes():
         assert out[name].dtype == tensor.dtype and torch.equal(out[name], tensor)
 
 
-def test_plan_keeps_order_and_gives_an_oversized_tensor_its_own_bucket():
-    tensors = {"small1": torch.zeros(10), "big": torch.zeros(100), "small2": torch.zeros(10), "small3": torch.zeros(10)}
+def test_plan_sends_a_large_tensor_alone_at_once_and_packs_the_small_ones_around_it():
+    """A tensor of VIEW_BYTES or more, or larger than a bucket, needs no copy: it is sent alone, as soon as
+    the source yields it; the small ones before and after it share a bucket, sent once full."""
+    tensors = {
+        "s1": torch.zeros(10),
+        "big": torch.zeros(VIEW_BYTES // 4),
+        "s2": torch.zeros(10),
+        "over": torch.zeros(30),
+        "s3": torch.zeros(10),
+        "s4": torch.zeros(10),
+    }
     buckets = plan_buckets(_metas(tensors), bucket_bytes=100)
-    assert [[m.name for m in b] for b in buckets] == [["small1"], ["big"], ["small2", "small3"]]
+    assert [[m.name for m in b] for b in buckets] == [["big"], ["over"], ["s1", "s2"], ["s3", "s4"]]
+
+
+def test_a_large_tensor_is_broadcast_from_its_own_memory_and_the_loader_gets_the_update_at_once():
+    tensors = {"s1": torch.randn(10), "big": torch.randn(VIEW_BYTES // 4), "s2": torch.randn(10)}
+    metas = _metas(tensors)
+    wire, calls = _Wire(), []
+    sent_ptrs = []
+
+    def send(tensor):
+        sent_ptrs.append(tensor.data_ptr())
+        return wire.send(tensor)
+
+    send_buckets(iter(tensors.items()), metas, DEFAULT_BUCKET_BYTES, send)
+    receive_buckets(metas, DEFAULT_BUCKET_BYTES, wire.receive, lambda pairs: calls.append(list(pairs)))
+    assert sent_ptrs[0] == tensors["big"].data_ptr()  # not a copy
+    assert len(calls) == 1 and [n for n, _ in calls[0]] == ["s1", "big", "s2"]  # the source's order
+    assert all(torch.equal(t, tensors[n]) for n, t in calls[0])
 
 
 def test_checksum_changes_with_any_byte_and_with_order():
@@ -183,16 +211,24 @@ class _LoggingWire(_Wire):
         return Posted()
 
 
-def test_the_receiver_asks_for_every_bucket_and_the_checksums_before_its_first_wait():
+@pytest.mark.parametrize("all_large", [False, True])
+def test_one_broadcast_per_bucket_all_asked_for_before_the_receivers_first_wait(all_large):
     """No round trip per bucket: the transport can move bucket after bucket without waiting for this
-    side to ask for the next one, and the receiver checks each bucket while the later ones arrive."""
-    tensors = {"a": torch.randn(16), "b": torch.randn(16), "c": torch.randn(16)}
+    side to ask for the next one, and the receiver checks each bucket while the later ones arrive. The
+    checksums ride behind the last bucket of small tensors (sent last); only a model without small
+    tensors, whose buckets are all sent from the tensors' own memory, needs a message for them."""
+    if all_large:
+        tensors = {"big1": torch.randn(VIEW_BYTES // 4), "big2": torch.randn(VIEW_BYTES // 4)}
+    else:
+        tensors = {"a": torch.randn(16), "big": torch.randn(VIEW_BYTES // 4), "b": torch.randn(16)}
     metas = _metas(tensors)
-    wire = _LoggingWire()
-    send_buckets(iter(tensors.items()), metas, 64, wire.send)
-    receive_buckets(metas, 64, wire.receive, _Recorder())
-    posts, first_wait = [e for e in wire.events if e.startswith("post")], wire.events.index("wait 0")
-    assert len(posts) == 4 and wire.events[:4] == posts and first_wait == 4  # 3 buckets + the checksums
+    buckets = len(plan_buckets(metas, 128))
+    wire, sent = _LoggingWire(), []
+    send_buckets(iter(tensors.items()), metas, 128, lambda t: sent.append(t) or wire.send(t))
+    receive_buckets(metas, 128, wire.receive, _Recorder())
+    posts = [e for e in wire.events if e.startswith("post")]
+    assert buckets == 2 and len(sent) == len(posts) == buckets + all_large and wire.queue == []
+    assert wire.events[: len(posts)] == posts  # every receive posted before the first wait
 
 
 class _Keeper:
@@ -205,7 +241,7 @@ class _Keeper:
         self.loaded += pairs
 
 
-def test_a_second_update_reuses_both_sides_buffers_and_loads_views_into_the_received_bytes():
+def test_updates_reuse_both_sides_buffers_and_load_views_into_the_received_bytes():
     """A fresh CPU buffer is faulted in page by page on its first write, which costs more than the copy
     into it: the sender packs into two buffers it keeps, the receiver stages into one area it keeps,
     and the loader gets views into that area (a bf16 bucket of odd length must not misalign the next)."""
@@ -222,7 +258,7 @@ def test_a_second_update_reuses_both_sides_buffers_and_loads_views_into_the_rece
     assert [len(b) for b in plan_buckets(metas, 64)] == [1, 2, 2, 2]
     send_side, receive_side = Buffers(), Buffers()
     seen_sent, seen_loaded = [], []
-    for _ in range(2):
+    for _ in range(3):  # the first update sizes the buffers (the last bucket's has the checksums behind it)
         wire, keeper = _Wire(), _Keeper()
         sent_ptrs = []
 
@@ -238,8 +274,8 @@ def test_a_second_update_reuses_both_sides_buffers_and_loads_views_into_the_rece
         assert len(storages) == 1  # every tensor loaded is a view into the one staging area
         seen_sent.append(sent_ptrs[1:4])  # the three packed buckets (the first is a view of "odd")
         seen_loaded.append([t.data_ptr() for _, t in keeper.loaded])
-    assert len(set(seen_sent[0])) == 2  # packed into two buffers, alternately
-    assert seen_sent[1] == seen_sent[0] and seen_loaded[1] == seen_loaded[0]
+    assert len(set(seen_sent[1])) == 2  # packed into two buffers, alternately
+    assert seen_sent[2] == seen_sent[1] and seen_loaded[2] == seen_loaded[1] == seen_loaded[0]
 
 
 class _LateWire(_Wire):

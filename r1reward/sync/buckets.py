@@ -6,21 +6,30 @@ stages every bucket, compares every checksum, and only then loads: an update who
 refused whole, before any of it reaches the model (the price: the receiver holds one copy of the
 weights sent).
 
-The transfer runs at the transport's pace when nothing waits on this side: the receiver asks for every
-bucket (and the checksums) before it waits for the first, each side hashes a bucket while the
-transport moves the others, and both keep their buffers from one update to the next (`Buffers`).
+The transfer runs at the transport's pace when nothing waits on this side: a large tensor travels from
+its own memory (only the small ones are copied into buckets), the checksums ride behind the last
+bucket's bytes (one broadcast per bucket, no more), the receiver asks for every bucket before it waits
+for the first, each side hashes a bucket while the transport moves the others, and both keep their
+buffers from one update to the next (`Buffers`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Protocol
 
 import torch
 import xxhash
 
 DEFAULT_BUCKET_BYTES = 64 * 1024 * 1024
+# A tensor this large is sent alone, from its own memory: a transport's call costs less than copying
+# this many bytes into a bucket (and hashing runs at the same speed either way).
+VIEW_BYTES = 1024 * 1024
+# Buckets the sender has in flight at most: enough that the transport has the next ones queued while
+# this side waits to be scheduled again, few enough that a ZeRO-3 sender holds few gathered tensors.
+IN_FLIGHT = 4
 # Each bucket starts this aligned in the receiver's staging area, so that a tensor at its start can be
 # viewed as any dtype without a copy.
 STAGING_ALIGN = 64
@@ -32,39 +41,61 @@ class TensorMeta:
     dtype: str  # torch dtype name without the "torch." prefix, e.g. "float32"
     shape: tuple[int, ...]
 
-    @property
+    @cached_property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)
+
+    @cached_property
     def nbytes(self) -> int:
         numel = 1
         for d in self.shape:
             numel *= d
-        return numel * torch.empty((), dtype=getattr(torch, self.dtype)).element_size()
+        return numel * self.torch_dtype.itemsize
+
+
+def _sent_alone(meta: TensorMeta, bucket_bytes: int) -> bool:
+    return meta.nbytes >= VIEW_BYTES or meta.nbytes > bucket_bytes
 
 
 def plan_buckets(metas: list[TensorMeta], bucket_bytes: int = DEFAULT_BUCKET_BYTES) -> list[list[TensorMeta]]:
-    """Greedy split in order; a tensor larger than the bucket gets a bucket of its own."""
+    """The buckets in the order they are sent, for a source that yields `metas` in order. A tensor of
+    VIEW_BYTES or more, or larger than a bucket, is a bucket of its own, sent as soon as it is yielded;
+    the smaller ones fill buckets of up to bucket_bytes in order, each sent once the next tensor would
+    not fit (the last at the end)."""
     buckets: list[list[TensorMeta]] = []
+    filling: list[TensorMeta] = []
     size = 0
     for meta in metas:
-        if buckets and size + meta.nbytes <= bucket_bytes:
-            buckets[-1].append(meta)
-            size += meta.nbytes
-        else:
+        if _sent_alone(meta, bucket_bytes):
             buckets.append([meta])
-            size = meta.nbytes
+            continue
+        if filling and size + meta.nbytes > bucket_bytes:
+            buckets.append(filling)
+            filling, size = [], 0
+        filling.append(meta)
+        size += meta.nbytes
+    if filling:
+        buckets.append(filling)
     return buckets
 
 
+def checksums_trailer(plan: list[list[TensorMeta]], bucket_bytes: int, verify: bool) -> int:
+    """How many bytes of checksums follow the last bucket's (16 per bucket), or 0 when they travel in a
+    message of their own: when unverified, or when the last bucket is a tensor sent from its own memory
+    (which has no room behind it; the last bucket holds small tensors whenever the model has any)."""
+    if not verify or not plan or (len(plan[-1]) == 1 and _sent_alone(plan[-1][0], bucket_bytes)):
+        return 0
+    return 16 * len(plan)
+
+
 def pack(tensors: Iterable[torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
-    """The raw bytes of the tensors as one uint8 tensor, written into `out` (its first bytes) when given.
-    A single contiguous tensor is returned as a byte view, not copied: with 7B shapes most buckets hold
-    one tensor (an MLP matrix is 2x the default bucket), and a copy of it would cost more than its
-    checksum."""
+    """The raw bytes of the tensors as one uint8 tensor, copied into `out` (its first bytes) when given.
+    Without `out`, a single contiguous tensor is returned as a byte view, not copied: a large tensor is
+    sent from its own memory."""
     views = [t.detach().contiguous().reshape(-1).view(torch.uint8) for t in tensors]
-    if len(views) == 1:
-        return views[0]
-    if out is None:
-        return torch.cat(views)
-    return torch.cat(views, out=out[: sum(v.numel() for v in views)])
+    if out is not None:
+        return torch.cat(views, out=out[: sum(v.numel() for v in views)])
+    return views[0] if len(views) == 1 else torch.cat(views)
 
 
 class Buffers:
@@ -83,21 +114,17 @@ class Buffers:
             held = self._held[name] = torch.empty(nbytes, dtype=torch.uint8, device=device)
         return held[:nbytes]
 
-    def clear(self) -> None:
-        self._held.clear()
-
 
 def unpack(flat: torch.Tensor, metas: list[TensorMeta]) -> Iterator[tuple[str, torch.Tensor]]:
+    sizes = [m.nbytes for m in metas]
+    if sum(sizes) != flat.numel():
+        raise RuntimeError(f"bucket holds {flat.numel()} bytes but its tensors need {sum(sizes)}")
     offset = 0
-    for meta in metas:
-        dtype = getattr(torch, meta.dtype)
-        chunk = flat[offset : offset + meta.nbytes]
-        if offset % torch.empty((), dtype=dtype).element_size():
+    for meta, chunk in zip(metas, flat.split(sizes)):
+        if offset % meta.torch_dtype.itemsize:
             chunk = chunk.clone()  # a byte view must start on an element boundary: copy a misaligned one
         offset += meta.nbytes
-        yield meta.name, chunk.view(dtype).reshape(meta.shape)
-    if offset != flat.numel():
-        raise RuntimeError(f"bucket holds {flat.numel()} bytes but its tensors need {offset}")
+        yield meta.name, chunk.view(meta.torch_dtype).view(meta.shape)
 
 
 def checksum(flat: torch.Tensor) -> tuple[int, int]:
@@ -131,32 +158,54 @@ def send_buckets(
     device: torch.device | str = "cpu",
     buffers: Buffers | None = None,
 ) -> list[tuple[int, int]]:
-    """The sender's half: `named` (in `metas` order) packed into buckets on `device` (the transport's)
-    and broadcast, then one tensor of the buckets' checksums. Each bucket is hashed while the transport
-    moves it, and the next one is packed meanwhile: buckets that need a copy go into two buffers used in
-    turn (kept in `buffers` for the next update), so at most two are in flight and a buffer is refilled
-    only once its broadcast has completed. Returns the checksums. `verify=False` (both sides, benchmarks
-    only) leaves the checksums out, to measure what they cost."""
+    """The sender's half: `named` (in `metas` order) sent as plan_buckets says, on `device` (the
+    transport's), with every bucket's checksum (see checksums_trailer). Each bucket is hashed while the
+    transport moves it, and the next ones are readied meanwhile: at most IN_FLIGHT are in flight, and
+    buckets of small tensors are copied into two buffers used in turn (kept in `buffers` for the next
+    update), each refilled only once its broadcast has completed. Returns the checksums.
+    `verify=False` (both sides, benchmarks only) leaves the checksums out, to measure what they cost."""
     buffers = buffers if buffers is not None else Buffers()
-    sums: list[tuple[int, int]] = []
-    in_flight: list[tuple[torch.Tensor, Work]] = []  # keeps each sent bucket alive until its wait
-    for i, bucket in enumerate(plan_buckets(metas, bucket_bytes)):
-        tensors = []
-        for meta in bucket:
+    expected = iter(metas)
+    waiting: dict[str, torch.Tensor] = {}  # small tensors yielded, their bucket not yet full
+
+    def tensor_of(meta: TensorMeta) -> torch.Tensor:
+        while meta.name not in waiting:
             name, tensor = next(named)
-            if name != meta.name:
-                raise RuntimeError(f"weight source yielded {name!r}, expected {meta.name!r}")
-            tensors.append(tensor.detach().to(device))
-        if len(in_flight) == 2:
-            in_flight.pop(0)[1].wait()  # the buffer this bucket is packed into is free again
-        nbytes = sum(m.nbytes for m in bucket)
-        flat = pack(tensors, buffers.take(f"pack{i % 2}", nbytes, device) if len(tensors) > 1 else None)
-        in_flight.append((flat, broadcast(flat)))
+            want = next(expected).name
+            if name != want:
+                raise RuntimeError(f"weight source yielded {name!r}, expected {want!r}")
+            waiting[name] = tensor.detach().to(device)
+        return waiting.pop(meta.name)
+
+    plan = plan_buckets(metas, bucket_bytes)
+    trailer = checksums_trailer(plan, bucket_bytes, verify)
+    sums: list[tuple[int, int]] = []
+    # Each sent bucket (kept alive until its wait), with the pack buffer it was copied into, if any.
+    in_flight: list[tuple[torch.Tensor, Work, str | None]] = []
+    packed = 0
+    for i, bucket in enumerate(plan):
+        tensors = [tensor_of(meta) for meta in bucket]
+        carries = trailer and i == len(plan) - 1
+        slot = f"pack{packed % 2}" if len(tensors) > 1 or carries else None
+        while len(in_flight) >= IN_FLIGHT or (slot and any(s == slot for _, _, s in in_flight)):
+            in_flight.pop(0)[1].wait()
+        out = None
+        if slot:
+            nbytes = sum(m.nbytes for m in bucket)
+            out = buffers.take(slot, nbytes + (trailer if carries else 0), device)
+            packed += 1
+        flat = pack(tensors, out)
+        if carries:  # hashed before it goes: its checksum rides behind it with all the others
+            sums.append(checksum(flat))
+            out[nbytes:].copy_(torch.tensor(sums, dtype=torch.int64).reshape(-1).view(torch.uint8))
+            in_flight.append((out, broadcast(out), slot))
+            continue
+        in_flight.append((flat, broadcast(flat), slot))
         if verify:
             sums.append(checksum(flat))
-    for _, work in in_flight:
+    for _, work, _ in in_flight:
         work.wait()
-    if verify:
+    if verify and not trailer:
         broadcast(torch.tensor(sums, dtype=torch.int64, device=device).reshape(len(sums), 2)).wait()
     return sums
 
@@ -167,11 +216,12 @@ class StagedUpdate:
 
     buckets: list[tuple[torch.Tensor, list[TensorMeta]]]
     checksums: list[tuple[int, int]]
+    names: list[str]  # the source's order
 
     def load(self, load: Callable[[list[tuple[str, torch.Tensor]]], None]) -> None:
-        """Hands each bucket to `load` as (name, tensor) views, in the sender's order."""
-        for flat, bucket in self.buckets:
-            load(list(unpack(flat, bucket)))
+        """Hands the whole update to `load` in one call, as (name, tensor) views in the source's order."""
+        views = dict(pair for flat, bucket in self.buckets for pair in unpack(flat, bucket))
+        load([(name, views[name]) for name in self.names])
 
 
 def stage_buckets(
@@ -189,23 +239,30 @@ def stage_buckets(
     was received (so the group's collectives stay aligned for the next update) and before any of it was
     loaded."""
     plan = plan_buckets(metas, bucket_bytes)
+    trailer = checksums_trailer(plan, bucket_bytes, verify)
     offsets, end = [], 0
     for bucket in plan:
         start = -(-end // STAGING_ALIGN) * STAGING_ALIGN
         end = start + sum(m.nbytes for m in bucket)
         offsets.append((start, end))
-    area = (buffers if buffers is not None else Buffers()).take("staging", end, device)
+    area = (buffers if buffers is not None else Buffers()).take("staging", end + trailer, device)
     flats = [area[start:stop] for start, stop in offsets]
-    works = [broadcast(flat) for flat in flats]
+    works = [
+        broadcast(area[start : stop + (trailer if i == len(plan) - 1 else 0)])
+        for i, (start, stop) in enumerate(offsets)
+    ]
     sent = torch.empty((len(plan), 2), dtype=torch.int64, device=device)
-    sent_work = broadcast(sent) if verify else None
+    sent_work = broadcast(sent) if verify and not trailer else None
     got: list[tuple[int, int]] = []
     for flat, work in zip(flats, works):
         work.wait()
         if verify:
             got.append(checksum(flat))
-    if sent_work is not None:
-        sent_work.wait()
+    if verify:
+        if sent_work is not None:
+            sent_work.wait()
+        else:  # behind the last bucket, at any byte offset: copied out before viewing it as int64
+            sent = area[end : end + trailer].clone().view(torch.int64).reshape(len(plan), 2)
         bad = [i for i, (row, mine) in enumerate(zip(sent.cpu().tolist(), got)) if tuple(row) != mine]
         if bad:
             names = ", ".join(m.name for m in plan[bad[0]][:3]) + (", ..." if len(plan[bad[0]]) > 3 else "")
@@ -213,7 +270,7 @@ def stage_buckets(
                 f"weight sync corrupted: bucket {bad[0] + 1} of {len(plan)} ({names}) differs from the "
                 f"sender's checksum ({len(bad)} bucket(s) in all); nothing was loaded"
             )
-    return StagedUpdate(list(zip(flats, plan)), got)
+    return StagedUpdate(list(zip(flats, plan)), got, [m.name for m in metas])
 
 
 def receive_buckets(

@@ -1,7 +1,7 @@
 """One weight-sync protocol for every backend, plugged into vLLM's weight-transfer API.
 
-The trainer's rank 0 broadcasts packed buckets over a group that it forms with every inference worker;
-after the buckets it broadcasts their checksums (sync/buckets.py). Each worker stages the whole update
+The trainer's rank 0 broadcasts buckets over a group that it forms with every inference worker, with
+every bucket's checksum behind the last one (sync/buckets.py). Each worker stages the whole update
 (into a staging area it keeps between updates), compares the checksums, and only then loads: an update
 whose bytes differ, or that times out, is refused before any tensor reaches the model, and the worker
 ends the reload session with nothing loaded, so it keeps serving its previous weights. Received tensors
