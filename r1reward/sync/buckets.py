@@ -115,16 +115,28 @@ class Buffers:
         return held[:nbytes]
 
 
-def unpack(flat: torch.Tensor, metas: list[TensorMeta]) -> Iterator[tuple[str, torch.Tensor]]:
+def carve(flat: torch.Tensor, metas: list[TensorMeta]) -> list[tuple[TensorMeta, torch.Tensor]]:
+    """Each tensor's bytes in `flat`, as views; reads none of them, so it may run before they arrive."""
     sizes = [m.nbytes for m in metas]
     if sum(sizes) != flat.numel():
         raise RuntimeError(f"bucket holds {flat.numel()} bytes but its tensors need {sum(sizes)}")
-    offset = 0
-    for meta, chunk in zip(metas, flat.split(sizes)):
-        if offset % meta.torch_dtype.itemsize:
-            chunk = chunk.clone()  # a byte view must start on an element boundary: copy a misaligned one
-        offset += meta.nbytes
-        yield meta.name, chunk.view(meta.torch_dtype).view(meta.shape)
+    return list(zip(metas, flat.split(sizes)))
+
+
+def aligned(meta: TensorMeta, chunk: torch.Tensor) -> bool:
+    return chunk.data_ptr() % meta.torch_dtype.itemsize == 0
+
+
+def typed(meta: TensorMeta, chunk: torch.Tensor) -> torch.Tensor:
+    """The tensor in `chunk`: a view, or a copy when the chunk does not start on an element boundary."""
+    if not aligned(meta, chunk):
+        chunk = chunk.clone()
+    return chunk.view(meta.torch_dtype).view(meta.shape)
+
+
+def unpack(flat: torch.Tensor, metas: list[TensorMeta]) -> Iterator[tuple[str, torch.Tensor]]:
+    for meta, chunk in carve(flat, metas):
+        yield meta.name, typed(meta, chunk)
 
 
 def checksum(flat: torch.Tensor) -> tuple[int, int]:
@@ -214,13 +226,14 @@ def send_buckets(
 class StagedUpdate:
     """Every bucket of an update, received and verified, not yet loaded."""
 
-    buckets: list[tuple[torch.Tensor, list[TensorMeta]]]
+    views: dict[str, torch.Tensor]  # each tensor's view into the staging area
+    misaligned: list[tuple[TensorMeta, torch.Tensor]]  # the chunks that need a copy to be viewed
     checksums: list[tuple[int, int]]
     names: list[str]  # the source's order
 
     def load(self, load: Callable[[list[tuple[str, torch.Tensor]]], None]) -> None:
-        """Hands the whole update to `load` in one call, as (name, tensor) views in the source's order."""
-        views = dict(pair for flat, bucket in self.buckets for pair in unpack(flat, bucket))
+        """Hands the whole update to `load` in one call, as (name, tensor) in the source's order."""
+        views = self.views | {meta.name: typed(meta, chunk) for meta, chunk in self.misaligned}
         load([(name, views[name]) for name in self.names])
 
 
@@ -253,6 +266,9 @@ def stage_buckets(
     ]
     sent = torch.empty((len(plan), 2), dtype=torch.int64, device=device)
     sent_work = broadcast(sent) if verify and not trailer else None
+    # The views the loader gets, made while the bytes are on the way.
+    chunks = [pair for flat, bucket in zip(flats, plan) for pair in carve(flat, bucket)]
+    views = {meta.name: typed(meta, chunk) for meta, chunk in chunks if aligned(meta, chunk)}
     got: list[tuple[int, int]] = []
     for flat, work in zip(flats, works):
         work.wait()
@@ -270,7 +286,8 @@ def stage_buckets(
                 f"weight sync corrupted: bucket {bad[0] + 1} of {len(plan)} ({names}) differs from the "
                 f"sender's checksum ({len(bad)} bucket(s) in all); nothing was loaded"
             )
-    return StagedUpdate(list(zip(flats, plan)), got, [m.name for m in metas])
+    misaligned = [(meta, chunk) for meta, chunk in chunks if not aligned(meta, chunk)]
+    return StagedUpdate(views, misaligned, got, [m.name for m in metas])
 
 
 def receive_buckets(
