@@ -24,8 +24,8 @@ import torch
 import xxhash
 
 DEFAULT_BUCKET_BYTES = 64 * 1024 * 1024
-# A tensor this large is sent alone, from its own memory: a transport's call costs less than copying
-# this many bytes into a bucket (and hashing runs at the same speed either way).
+# A tensor this large is sent alone, from its own memory: the copy into a bucket that this saves costs
+# about as much as the broadcast it adds, and grows with the tensor while the broadcast's cost does not.
 VIEW_BYTES = 1024 * 1024
 # Buckets the sender has in flight at most: enough that the transport has the next ones queued while
 # this side waits to be scheduled again, few enough that a ZeRO-3 sender holds few gathered tensors.
