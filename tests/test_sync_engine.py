@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from r1reward.sync.backend import GLOO_BACKEND, NCCL_BACKEND, weight_transfer_backend
-from r1reward.sync.buckets import SyncCorrupted
+from r1reward.sync.buckets import Buffers, SyncCorrupted
 
 pytest.importorskip("vllm")
 from r1reward.sync import engine as engine_mod  # noqa: E402 - after the check that vLLM is there
@@ -102,6 +102,7 @@ class _Client:
 def _worker(wire: _Wire):
     worker = engine_mod.NcclWeightTransferEngine.__new__(engine_mod.NcclWeightTransferEngine)
     worker.group, worker.model, worker.device, worker.received_checksums = wire.end(False), _Model(), "cpu", []
+    worker.buffers = Buffers()
     worker.rolled_back = 0
 
     def roll_back() -> None:

@@ -4,19 +4,35 @@ Weights travel in a few large collectives instead of one per parameter. The chec
 the raw bytes, so the sender and every receiver can prove a transfer bit-identical. The receiver
 stages every bucket, compares every checksum, and only then loads: an update whose bytes differ is
 refused whole, before any of it reaches the model (the price: the receiver holds one copy of the
-weights sent while the transfer runs).
+weights sent).
+
+The transfer runs at the transport's pace when nothing waits on this side: a large tensor travels from
+its own memory (only the small ones are copied into buckets), the checksums ride behind the last
+bucket's bytes (one broadcast per bucket, no more), the receiver asks for every bucket before it waits
+for the first, each side hashes a bucket while the transport moves the others, and both keep their
+buffers from one update to the next (`Buffers`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Protocol
 
 import torch
 import xxhash
 
 DEFAULT_BUCKET_BYTES = 64 * 1024 * 1024
+# A tensor this large is sent alone, from its own memory: the copy into a bucket that this saves costs
+# about as much as the broadcast it adds, and grows with the tensor while the broadcast's cost does not.
+VIEW_BYTES = 1024 * 1024
+# Buckets the sender has in flight at most: enough that the transport has the next ones queued while
+# this side waits to be scheduled again, few enough that a ZeRO-3 sender holds few gathered tensors.
+IN_FLIGHT = 4
+# Each bucket starts this aligned in the receiver's staging area, so that a tensor at its start can be
+# viewed as any dtype without a copy.
+STAGING_ALIGN = 64
 
 
 @dataclass(frozen=True)
@@ -25,47 +41,102 @@ class TensorMeta:
     dtype: str  # torch dtype name without the "torch." prefix, e.g. "float32"
     shape: tuple[int, ...]
 
-    @property
+    @cached_property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)
+
+    @cached_property
     def nbytes(self) -> int:
         numel = 1
         for d in self.shape:
             numel *= d
-        return numel * torch.empty((), dtype=getattr(torch, self.dtype)).element_size()
+        return numel * self.torch_dtype.itemsize
+
+
+def _sent_alone(meta: TensorMeta, bucket_bytes: int) -> bool:
+    return meta.nbytes >= VIEW_BYTES or meta.nbytes > bucket_bytes
 
 
 def plan_buckets(metas: list[TensorMeta], bucket_bytes: int = DEFAULT_BUCKET_BYTES) -> list[list[TensorMeta]]:
-    """Greedy split in order; a tensor larger than the bucket gets a bucket of its own."""
+    """The buckets in the order they are sent, for a source that yields `metas` in order. A tensor of
+    VIEW_BYTES or more, or larger than a bucket, is a bucket of its own, sent as soon as it is yielded;
+    the smaller ones fill buckets of up to bucket_bytes in order, each sent once the next tensor would
+    not fit (the last at the end)."""
     buckets: list[list[TensorMeta]] = []
+    filling: list[TensorMeta] = []
     size = 0
     for meta in metas:
-        if buckets and size + meta.nbytes <= bucket_bytes:
-            buckets[-1].append(meta)
-            size += meta.nbytes
-        else:
+        if _sent_alone(meta, bucket_bytes):
             buckets.append([meta])
-            size = meta.nbytes
+            continue
+        if filling and size + meta.nbytes > bucket_bytes:
+            buckets.append(filling)
+            filling, size = [], 0
+        filling.append(meta)
+        size += meta.nbytes
+    if filling:
+        buckets.append(filling)
     return buckets
 
 
-def pack(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
-    """The raw bytes of the tensors as one uint8 tensor. A single contiguous tensor is returned as a byte
-    view, not copied: with 7B shapes most buckets hold one tensor (an MLP matrix is 2x the default bucket),
-    and a copy of it would cost more than its checksum."""
+def checksums_trailer(plan: list[list[TensorMeta]], bucket_bytes: int, verify: bool) -> int:
+    """How many bytes of checksums follow the last bucket's (16 per bucket), or 0 when they travel in a
+    message of their own: when unverified, or when the last bucket is a tensor sent from its own memory
+    (which has no room behind it; the last bucket holds small tensors whenever the model has any)."""
+    if not verify or not plan or (len(plan[-1]) == 1 and _sent_alone(plan[-1][0], bucket_bytes)):
+        return 0
+    return 16 * len(plan)
+
+
+def pack(tensors: Iterable[torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
+    """The raw bytes of the tensors as one uint8 tensor, copied into `out` (its first bytes) when given.
+    Without `out`, a single contiguous tensor is returned as a byte view, not copied: a large tensor is
+    sent from its own memory."""
     views = [t.detach().contiguous().reshape(-1).view(torch.uint8) for t in tensors]
+    if out is not None:
+        return torch.cat(views, out=out[: sum(v.numel() for v in views)])
     return views[0] if len(views) == 1 else torch.cat(views)
 
 
+class Buffers:
+    """Flat byte buffers kept from one update to the next, by name. A fresh CPU buffer of a bucket's size
+    is mapped anew and faulted in page by page on its first write, which costs more than the copy into
+    it; a kept one is already resident. The price is the memory, held between updates."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, torch.Tensor] = {}
+
+    def take(self, name: str, nbytes: int, device: torch.device | str) -> torch.Tensor:
+        """The first `nbytes` of buffer `name`, grown (or moved to `device`) when it does not fit."""
+        held = self._held.get(name)
+        if held is None or held.numel() < nbytes or held.device != torch.device(device):
+            self._held.pop(name, None)  # free the old one before allocating its replacement
+            held = self._held[name] = torch.empty(nbytes, dtype=torch.uint8, device=device)
+        return held[:nbytes]
+
+
+def carve(flat: torch.Tensor, metas: list[TensorMeta]) -> list[tuple[TensorMeta, torch.Tensor]]:
+    """Each tensor's bytes in `flat`, as views; reads none of them, so it may run before they arrive."""
+    sizes = [m.nbytes for m in metas]
+    if sum(sizes) != flat.numel():
+        raise RuntimeError(f"bucket holds {flat.numel()} bytes but its tensors need {sum(sizes)}")
+    return list(zip(metas, flat.split(sizes)))
+
+
+def aligned(meta: TensorMeta, chunk: torch.Tensor) -> bool:
+    return chunk.data_ptr() % meta.torch_dtype.itemsize == 0
+
+
+def typed(meta: TensorMeta, chunk: torch.Tensor) -> torch.Tensor:
+    """The tensor in `chunk`: a view, or a copy when the chunk does not start on an element boundary."""
+    if not aligned(meta, chunk):
+        chunk = chunk.clone()
+    return chunk.view(meta.torch_dtype).view(meta.shape)
+
+
 def unpack(flat: torch.Tensor, metas: list[TensorMeta]) -> Iterator[tuple[str, torch.Tensor]]:
-    offset = 0
-    for meta in metas:
-        dtype = getattr(torch, meta.dtype)
-        chunk = flat[offset : offset + meta.nbytes]
-        if offset % torch.empty((), dtype=dtype).element_size():
-            chunk = chunk.clone()  # a byte view must start on an element boundary: copy a misaligned one
-        offset += meta.nbytes
-        yield meta.name, chunk.view(dtype).reshape(meta.shape)
-    if offset != flat.numel():
-        raise RuntimeError(f"bucket holds {flat.numel()} bytes but its tensors need {offset}")
+    for meta, chunk in carve(flat, metas):
+        yield meta.name, typed(meta, chunk)
 
 
 def checksum(flat: torch.Tensor) -> tuple[int, int]:
@@ -95,39 +166,58 @@ def send_buckets(
     metas: list[TensorMeta],
     bucket_bytes: int,
     broadcast: Broadcast,
-    overlap: bool = True,
     verify: bool = True,
     device: torch.device | str = "cpu",
+    buffers: Buffers | None = None,
 ) -> list[tuple[int, int]]:
-    """The sender's half: `named` (in `metas` order) packed into buckets on `device` (the transport's)
-    and broadcast, then one tensor of the buckets' checksums. With `overlap` each bucket's checksum and
-    the next bucket's packing run while the previous broadcast is on the wire (gloo moves the bytes in
-    its own threads); at most two buckets are in flight. Returns the checksums. `verify=False` (both
-    sides, benchmarks only) leaves the checksums out, to measure what they cost."""
-    sums: list[tuple[int, int]] = []
-    in_flight: list[tuple[torch.Tensor, Work]] = []  # keeps each sent bucket alive until its wait
-    for bucket in plan_buckets(metas, bucket_bytes):
-        tensors = []
-        for meta in bucket:
+    """The sender's half: `named` (in `metas` order) sent as plan_buckets says, on `device` (the
+    transport's), with every bucket's checksum (see checksums_trailer). Each bucket is hashed while the
+    transport moves it, and the next ones are readied meanwhile: at most IN_FLIGHT are in flight, and
+    buckets of small tensors are copied into two buffers used in turn (kept in `buffers` for the next
+    update), each refilled only once its broadcast has completed. Returns the checksums.
+    `verify=False` (both sides, benchmarks only) leaves the checksums out, to measure what they cost."""
+    buffers = buffers if buffers is not None else Buffers()
+    expected = iter(metas)
+    waiting: dict[str, torch.Tensor] = {}  # small tensors yielded, their bucket not yet full
+
+    def tensor_of(meta: TensorMeta) -> torch.Tensor:
+        while meta.name not in waiting:
             name, tensor = next(named)
-            if name != meta.name:
-                raise RuntimeError(f"weight source yielded {name!r}, expected {meta.name!r}")
-            tensors.append(tensor.detach().to(device))
-        flat = pack(tensors)
-        if overlap:
-            work = broadcast(flat)
-            if verify:
-                sums.append(checksum(flat))
-            in_flight.append((flat, work))
-            if len(in_flight) > 1:
-                in_flight.pop(0)[1].wait()
-        else:
-            if verify:
-                sums.append(checksum(flat))
-            broadcast(flat).wait()
-    for _, work in in_flight:
+            want = next(expected).name
+            if name != want:
+                raise RuntimeError(f"weight source yielded {name!r}, expected {want!r}")
+            waiting[name] = tensor.detach().to(device)
+        return waiting.pop(meta.name)
+
+    plan = plan_buckets(metas, bucket_bytes)
+    trailer = checksums_trailer(plan, bucket_bytes, verify)
+    sums: list[tuple[int, int]] = []
+    # Each sent bucket (kept alive until its wait), with the pack buffer it was copied into, if any.
+    in_flight: list[tuple[torch.Tensor, Work, str | None]] = []
+    packed = 0
+    for i, bucket in enumerate(plan):
+        tensors = [tensor_of(meta) for meta in bucket]
+        carries = trailer and i == len(plan) - 1
+        slot = f"pack{packed % 2}" if len(tensors) > 1 or carries else None
+        while len(in_flight) >= IN_FLIGHT or (slot and any(s == slot for _, _, s in in_flight)):
+            in_flight.pop(0)[1].wait()
+        out = None
+        if slot:
+            nbytes = sum(m.nbytes for m in bucket)
+            out = buffers.take(slot, nbytes + (trailer if carries else 0), device)
+            packed += 1
+        flat = pack(tensors, out)
+        if carries:  # hashed before it goes: its checksum rides behind it with all the others
+            sums.append(checksum(flat))
+            out[nbytes:].copy_(torch.tensor(sums, dtype=torch.int64).reshape(-1).view(torch.uint8))
+            in_flight.append((out, broadcast(out), slot))
+            continue
+        in_flight.append((flat, broadcast(flat), slot))
+        if verify:
+            sums.append(checksum(flat))
+    for _, work, _ in in_flight:
         work.wait()
-    if verify:
+    if verify and not trailer:
         broadcast(torch.tensor(sums, dtype=torch.int64, device=device).reshape(len(sums), 2)).wait()
     return sums
 
@@ -136,13 +226,15 @@ def send_buckets(
 class StagedUpdate:
     """Every bucket of an update, received and verified, not yet loaded."""
 
-    buckets: list[tuple[torch.Tensor, list[TensorMeta]]]
+    views: dict[str, torch.Tensor]  # each tensor's view into the staging area
+    misaligned: list[tuple[TensorMeta, torch.Tensor]]  # the chunks that need a copy to be viewed
     checksums: list[tuple[int, int]]
+    names: list[str]  # the source's order
 
     def load(self, load: Callable[[list[tuple[str, torch.Tensor]]], None]) -> None:
-        """Hands each bucket to `load` as (name, tensor) views, in the sender's order."""
-        for flat, bucket in self.buckets:
-            load(list(unpack(flat, bucket)))
+        """Hands the whole update to `load` in one call, as (name, tensor) in the source's order."""
+        views = self.views | {meta.name: typed(meta, chunk) for meta, chunk in self.misaligned}
+        load([(name, views[name]) for name in self.names])
 
 
 def stage_buckets(
@@ -150,37 +242,43 @@ def stage_buckets(
     bucket_bytes: int,
     broadcast: Broadcast,
     device: torch.device | str = "cpu",
-    overlap: bool = True,
     verify: bool = True,
+    buffers: Buffers | None = None,
 ) -> StagedUpdate:
-    """The receiver's half, up to the load: every bucket received and checksummed, then the sender's
-    checksums received and compared. A bucket that differs raises SyncCorrupted after the whole update
-    was received (so the group's collectives stay aligned for the next update) and before any of it
-    was loaded. With `overlap` the next bucket is already being received while this one is
-    checksummed."""
+    """The receiver's half, up to the load: every bucket received into one staging area (kept in
+    `buffers` for the next update) and checksummed, then compared with the sender's checksums. Every
+    receive is posted before the first wait, so the transport moves bucket after bucket while this side
+    hashes the ones that have arrived. A bucket that differs raises SyncCorrupted after the whole update
+    was received (so the group's collectives stay aligned for the next update) and before any of it was
+    loaded."""
     plan = plan_buckets(metas, bucket_bytes)
-
-    def post(bucket: list[TensorMeta]) -> tuple[torch.Tensor, Work]:
-        flat = torch.empty(sum(m.nbytes for m in bucket), dtype=torch.uint8, device=device)
-        return flat, broadcast(flat)
-
-    staged: list[tuple[torch.Tensor, list[TensorMeta]]] = []
+    trailer = checksums_trailer(plan, bucket_bytes, verify)
+    offsets, end = [], 0
+    for bucket in plan:
+        start = -(-end // STAGING_ALIGN) * STAGING_ALIGN
+        end = start + sum(m.nbytes for m in bucket)
+        offsets.append((start, end))
+    area = (buffers if buffers is not None else Buffers()).take("staging", end + trailer, device)
+    flats = [area[start:stop] for start, stop in offsets]
+    works = [
+        broadcast(area[start : stop + (trailer if i == len(plan) - 1 else 0)])
+        for i, (start, stop) in enumerate(offsets)
+    ]
+    sent = torch.empty((len(plan), 2), dtype=torch.int64, device=device)
+    sent_work = broadcast(sent) if verify and not trailer else None
+    # The views the loader gets, made while the bytes are on the way.
+    chunks = [pair for flat, bucket in zip(flats, plan) for pair in carve(flat, bucket)]
+    views = {meta.name: typed(meta, chunk) for meta, chunk in chunks if aligned(meta, chunk)}
     got: list[tuple[int, int]] = []
-    pending = post(plan[0]) if plan else None
-    for i, bucket in enumerate(plan):
-        flat, work = pending
+    for flat, work in zip(flats, works):
         work.wait()
-        later = plan[i + 1] if i + 1 < len(plan) else None
-        if overlap and later is not None:
-            pending = post(later)
         if verify:
             got.append(checksum(flat))
-        staged.append((flat, bucket))
-        if not overlap and later is not None:
-            pending = post(later)
     if verify:
-        sent = torch.empty((len(got), 2), dtype=torch.int64, device=device)
-        broadcast(sent).wait()
+        if sent_work is not None:
+            sent_work.wait()
+        else:  # behind the last bucket, at any byte offset: copied out before viewing it as int64
+            sent = area[end : end + trailer].clone().view(torch.int64).reshape(len(plan), 2)
         bad = [i for i, (row, mine) in enumerate(zip(sent.cpu().tolist(), got)) if tuple(row) != mine]
         if bad:
             names = ", ".join(m.name for m in plan[bad[0]][:3]) + (", ..." if len(plan[bad[0]]) > 3 else "")
@@ -188,7 +286,8 @@ def stage_buckets(
                 f"weight sync corrupted: bucket {bad[0] + 1} of {len(plan)} ({names}) differs from the "
                 f"sender's checksum ({len(bad)} bucket(s) in all); nothing was loaded"
             )
-    return StagedUpdate(staged, got)
+    misaligned = [(meta, chunk) for meta, chunk in chunks if not aligned(meta, chunk)]
+    return StagedUpdate(views, misaligned, got, [m.name for m in metas])
 
 
 def receive_buckets(
@@ -197,11 +296,11 @@ def receive_buckets(
     broadcast: Broadcast,
     load: Callable[[list[tuple[str, torch.Tensor]]], None],
     device: torch.device | str = "cpu",
-    overlap: bool = True,
     verify: bool = True,
+    buffers: Buffers | None = None,
 ) -> list[tuple[int, int]]:
     """Stage, compare, then load (see stage_buckets): `load` sees an update only once all of it is
-    verified. Returns the checksums."""
-    update = stage_buckets(metas, bucket_bytes, broadcast, device, overlap, verify)
+    verified, as views into the staging area. Returns the checksums."""
+    update = stage_buckets(metas, bucket_bytes, broadcast, device, verify, buffers)
     update.load(load)
     return update.checksums

@@ -1,11 +1,12 @@
 """One weight-sync protocol for every backend, plugged into vLLM's weight-transfer API.
 
-The trainer's rank 0 broadcasts packed buckets over a group that it forms with every inference worker;
-after the buckets it broadcasts their checksums (sync/buckets.py). Each worker stages the whole update,
-compares the checksums, and only then loads: an update whose bytes differ, or that times out, is refused
-before any tensor reaches the model, and the worker ends the reload session with nothing loaded, so it
-keeps serving its previous weights. Received tensors go through vLLM's layerwise reload, which restores
-the checkpoint layout that the CPU backend repacked for oneDNN and repacks it again.
+The trainer's rank 0 broadcasts buckets over a group that it forms with every inference worker, with
+every bucket's checksum behind the last one (sync/buckets.py). Each worker stages the whole update
+(into a staging area it keeps between updates), compares the checksums, and only then loads: an update
+whose bytes differ, or that times out, is refused before any tensor reaches the model, and the worker
+ends the reload session with nothing loaded, so it keeps serving its previous weights. Received tensors
+go through vLLM's layerwise reload, which restores the checkpoint layout that the CPU backend repacked
+for oneDNN and repacks it again.
 
 Only the transport differs (`GlooGroup` on the CPU, `NcclGroup` on GPUs): both give a broadcast from
 rank 0 whose wait ends within timeout_s, so buckets, checksums and deadlines are the same code.
@@ -34,7 +35,7 @@ from vllm.distributed.weight_transfer.base import (
 )
 
 from r1reward.sync.backend import GLOO_BACKEND, NCCL_BACKEND
-from r1reward.sync.buckets import DEFAULT_BUCKET_BYTES, TensorMeta, Work, send_buckets, stage_buckets
+from r1reward.sync.buckets import DEFAULT_BUCKET_BYTES, Buffers, TensorMeta, Work, send_buckets, stage_buckets
 
 # The rendezvous and each broadcast give up after this (timeouts.weight_sync_s sets it for a run).
 DEFAULT_TIMEOUT_S = 600.0
@@ -121,6 +122,7 @@ class BucketWeightTransferEngine(WeightTransferEngine[BucketWorkerInitInfo, Buck
         super().__init__(*args, **kwargs)
         self.group = None
         self.received_checksums: list[tuple[int, int]] = []
+        self.buffers = Buffers()  # the staging area, kept for the next update
 
     def init_transfer_engine(self, init_info: BucketWorkerInitInfo) -> None:
         parallel = self.parallel_config
@@ -158,8 +160,13 @@ class BucketWeightTransferEngine(WeightTransferEngine[BucketWorkerInitInfo, Buck
         ]
         self.received_checksums = []
         try:
-            update = stage_buckets(metas, update_info.bucket_bytes, self.group.broadcast, self.group.device)
+            update = stage_buckets(
+                metas, update_info.bucket_bytes, self.group.broadcast, self.group.device, buffers=self.buffers
+            )
         except BaseException:
+            # A transfer that failed may still have receives posted into the staging area: the next
+            # update gets a fresh one.
+            self.buffers = Buffers()
             # Nothing reached the model: ending the reload session puts every layer's previous tensors
             # back (vLLM's fallback for a layer that loaded nothing, with a warning per layer that would
             # bury the one line that says why), so the worker serves on unchanged.
@@ -224,6 +231,7 @@ class BucketTrainerWeightTransferEngine(TrainerWeightTransferEngine[GlooTrainerI
         self.timeout_s = timeout_s
         self.group = None
         self.sent_checksums: list[tuple[int, int]] = []
+        self.buffers = Buffers()  # the two pack buffers, kept for the next update
 
     @classmethod
     def trainer_init(
@@ -299,7 +307,9 @@ class BucketTrainerWeightTransferEngine(TrainerWeightTransferEngine[GlooTrainerI
 
     def _broadcast_buckets(self, metas: list[TensorMeta]) -> list[tuple[int, int]]:
         group = self.group
-        return send_buckets(iter(self.source), metas, self.bucket_bytes, group.broadcast, device=group.device)
+        return send_buckets(
+            iter(self.source), metas, self.bucket_bytes, group.broadcast, device=group.device, buffers=self.buffers
+        )
 
 
 class GlooTrainerWeightTransferEngine(BucketTrainerWeightTransferEngine):
