@@ -125,6 +125,9 @@ def test_every_logged_metric_is_finite(trained):
         # the sampler's and the learner's log-probs agree on every token, image-dependent ones included.
         # Without the token types the gap reached several nats on tokens after the image.
         assert row["logprob_gap/max"] < 1e-3, row["logprob_gap/max"]
+        # Each part of the update (the slowest rank's) fits in the rank's call, which fits in the train phase.
+        parts = [row[f"time/update/{part}_max"] for part in ("forward", "backward", "optimizer")]
+        assert 0 < min(parts) and max(parts) <= row["time/update/total_max"] <= row["time/train"], row
     assert (trained["output_dir"] / "tensorboard").is_dir()
     # The SFT-primed model earns rewards, so the update has a signal to follow.
     assert max(r["reward/mean"] for r in rows) > 0 and max(r["reward/format_rate"] for r in rows) > 0

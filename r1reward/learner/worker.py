@@ -14,6 +14,9 @@ from __future__ import annotations
 import math
 import os
 import re
+import time
+from collections import defaultdict
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -58,6 +61,29 @@ def rank_files(roots: list[str], rank: int) -> list[tuple[str, int]]:
 
 def _no_step(closure: Any = None) -> None:
     return None
+
+
+class UpdateClock:
+    """Seconds of each part of an update (forward, backward, optimizer), summed over its micro-batches,
+    so that a step's breakdown can tell the update's own work from the calls around it. On a GPU each
+    part waits for the device at its end, or the clock would read the kernel launches only."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, part: str):
+        start = time.perf_counter()
+        yield
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.seconds[part] += time.perf_counter() - start
+
+    def stats(self) -> dict[str, float]:
+        """`time/update/<part>_max`, with the step's other timings: over the ranks the slowest one's
+        seconds (`reduce_stats` reads `_max`)."""
+        return {f"time/update/{part}_max": seconds for part, seconds in self.seconds.items()}
 
 
 def _gradients_finite(module: torch.nn.Module) -> bool:
@@ -207,6 +233,8 @@ class LearnerRank:
         optimizer state as they were (`_step`). Its micro-batches count in `nonfinite_skipped` and are
         left out of the statistics, which are reduced by kind (`reduce_stats`)."""
         self.engine.train()
+        clock = UpdateClock(self.device)
+        started = time.perf_counter()
         kept: list[dict[str, float]] = []  # stats of the micro-batches whose update was applied
         window: list[dict[str, float]] = []  # stats of the micro-batches of the step being accumulated
         keys: set[str] = set()
@@ -214,26 +242,30 @@ class LearnerRank:
         skipped_steps = self.engine.skipped_steps
         for _ in range(self.cfg.epochs_per_rollout):
             for batch in self._micro_batches(samples):
-                loss, stats = policy_loss_on_micro_batch(
-                    self.engine,
-                    batch,
-                    self.algo,
-                    self.mm_token_ids,
-                    self.device,
-                    self.cfg.completion_logits_only,
-                    self.sampling,
-                )
+                with clock("forward"):
+                    loss, stats = policy_loss_on_micro_batch(
+                        self.engine,
+                        batch,
+                        self.algo,
+                        self.mm_token_ids,
+                        self.device,
+                        self.cfg.completion_logits_only,
+                        self.sampling,
+                    )
                 keys.update(stats)
                 if not self._on_every_rank(bool(torch.isfinite(loss))):
                     # Every rank turns the step's gradients into NaN, which the step below never applies.
                     nonfinite = True
                     loss = loss * float("nan")
-                self.engine.backward(loss)
+                with clock("backward"):  # with ZeRO, the gradients' reduction over the ranks too
+                    self.engine.backward(loss)
                 window.append({**stats, "loss": float(loss.detach())})
                 if not self.engine.is_gradient_accumulation_boundary():
                     self.engine.step()  # DeepSpeed only counts the micro-step here
                     continue
-                if self._step(nonfinite):
+                with clock("optimizer"):
+                    applied = self._step(nonfinite)
+                if applied:
                     kept += window
                 else:
                     skipped += len(window)
@@ -248,6 +280,7 @@ class LearnerRank:
             optimizer_steps_skipped=float(self.engine.skipped_steps - skipped_steps),
             grad_norm=float(grad_norm) if grad_norm is not None and math.isfinite(grad_norm) else 0.0,
         )
+        means.update(clock.stats(), **{"time/update/total_max": time.perf_counter() - started})
         return means
 
     def _on_every_rank(self, ok: bool) -> bool:
