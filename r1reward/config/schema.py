@@ -129,6 +129,9 @@ class ResourcesConfig:
     cpus_per_rollout_worker: float = 1.0
     cpus_per_learner_rank: float = 1.0
     colocate: bool = False
+    # Hold each rollout worker and learner rank to cores of its own (a local Ray only), as separate
+    # devices would keep them apart: r1reward/placement/cores.py says which cores each gets.
+    pin_cores: bool = False
     placement_strategy: str = "PACK"
     # A Ray address to join; empty starts (or reuses) a local Ray.
     ray_address: str = ""

@@ -27,6 +27,7 @@ from r1reward.config.schema import AlgoConfig, LearnerConfig, ModelConfig, Timeo
 from r1reward.data.collate import collate_for_learner
 from r1reward.data.samples import Batch, Sample
 from r1reward.learner.loss import SamplingParams, policy_loss_on_micro_batch, token_logprobs
+from r1reward.placement.cores import pin_this_process
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -106,7 +107,9 @@ class LearnerRank:
         seed: int = 0,
         timeouts: dict[str, float] | None = None,
         sampling_temperature: float = 1.0,
+        cores: tuple[int, ...] = (),
     ) -> None:
+        pin_this_process(cores)  # before DeepSpeed and gloo start their threads (resources.pin_cores)
         self.rank, self.world_size = rank, world_size
         # The rendezvous and every collective between ranks (gloo/NCCL) fail after collective_s, not never.
         self.timeouts = TimeoutsConfig(**(timeouts or {}))

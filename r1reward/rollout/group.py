@@ -65,7 +65,10 @@ class RolloutGroup:
         from r1reward.rollout.worker import RolloutWorker
 
         actor = ray.remote(RolloutWorker)
-        workers = [actor.options(**slot_options(pg, slot)).remote(model_path, rollout_cfg, mm_pixels) for slot in slots]
+        workers = [
+            actor.options(**slot_options(pg, slot)).remote(model_path, rollout_cfg, mm_pixels, cores=slot.cores)
+            for slot in slots
+        ]
         group = cls(workers, rollout_cfg.get("tensor_parallel_size", 1), timeouts=timeouts)
         if wait:
             try:
