@@ -39,6 +39,8 @@ def _config(model_dir, synthetic_dir, output_dir):
             "algo.kl_estimator=k1",
             # Not 1: the learner must score the tempered distribution the sampler drew from.
             "rollout.temperature=0.7",
+            # The learner recomputes the old log-probs, so that the sampler/learner gap below is measured.
+            "algo.old_logprobs=learner",
         ],
     )
 
@@ -258,7 +260,13 @@ def test_without_kl_no_reference_model_is_loaded(ray_session, sft_model_dir):
     from r1reward.learner.worker import LearnerRank
 
     cfg = load_config(
-        "configs/tiny-cpu.yaml", ["learner.num_ranks=1", "learner.train_batch_size=2", "learner.micro_batch_size=2"]
+        "configs/tiny-cpu.yaml",
+        [
+            "learner.num_ranks=1",
+            "learner.train_batch_size=2",
+            "learner.micro_batch_size=2",
+            "algo.old_logprobs=learner",
+        ],
     )
     assert cfg.algo.kl_coef == 0
     learner = ray.remote(num_cpus=0)(LearnerRank).remote(

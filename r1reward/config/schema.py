@@ -98,7 +98,10 @@ class AlgoConfig:
     # rollout's own log-probs, which belong to the same weights (the worker syncs after every step); this
     # skips that forward and, without KL, the whole experience call. Right only while the two agree: check
     # logprob_gap/max of a learner run first (1.6e-5 nats in float32 here); the gap metrics then read 0.
-    old_logprobs: str = "learner"
+    # auto (resolved at start-up): sampler where that gap was measured, float32 on both sides in the
+    # synchronous loop without rollout correction; learner otherwise (samples generated ahead need the
+    # learner's log-probs as their proximal policy, and other dtypes have no measured gap).
+    old_logprobs: str = "auto"
 
 
 @dataclass
