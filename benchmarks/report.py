@@ -436,9 +436,9 @@ def render(results: dict[str, dict[str, Any]], machine: str, command: str) -> st
     return "\n".join(out)
 
 
-def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
+def plot(results: dict[str, dict[str, Any]], path: Path) -> list[str]:
     """One panel per comparison, each with its goal drawn in, and a first panel of every ratio as a
-    multiple of its goal (1 = the goal exactly; right of the line: met)."""
+    multiple of its goal (1 = the goal exactly; right of the line: met). Returns the panels' titles."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -513,4 +513,6 @@ def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
             )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    titles = [ax.get_title() for ax in axes[0]]
     plt.close(fig)
+    return titles

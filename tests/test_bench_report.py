@@ -203,7 +203,14 @@ def test_each_ratio_is_put_against_its_goal():
 
 def test_the_plot_draws_every_panel_with_its_goal(tmp_path):
     results = {"rollout": ROLLOUT, "end_to_end": END_TO_END, "weight_sync": SYNC, "staleness": STALENESS}
-    report.plot(results, tmp_path / "bench.png")
+    titles = report.plot(results, tmp_path / "bench.png")
+    assert titles == [
+        "against the goals",
+        "rollout",
+        "end to end",
+        "weight sync (gloo)",
+        "asynchronous rollout, pinned cores",
+    ]
     assert (tmp_path / "bench.png").stat().st_size > 10_000
 
 
