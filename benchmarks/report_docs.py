@@ -22,6 +22,8 @@ from typing import Any
 
 from benchmarks import report
 from benchmarks.ablation import table_lines as ablation_lines
+from benchmarks.report import machine_line
+from benchmarks.run import COMPARISONS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path("benchmarks/results")
@@ -36,19 +38,6 @@ def documents(root: Path) -> list[Path]:
 
 
 # ---- the pipeline studies (`make study`: r1reward pipeline's summary.json) ----
-
-
-def machine_line(summary: dict[str, Any]) -> str:
-    """Which CPU kernels a result ran on: torch picks them by the CPU's capability, so results differ."""
-    m = summary.get("machine")
-    if not m:
-        return "Machine: CPU not recorded."
-    env = dict(m.get("kernel_env") or {})
-    if m.get("aten_cpu_capability_env"):
-        env.setdefault("ATEN_CPU_CAPABILITY", m["aten_cpu_capability_env"])
-    forced = f", set by {' '.join(f'{k}={v}' for k, v in sorted(env.items()))}" if env else ""
-    cores = f", {m['cores']} cores" if m.get("cores") else ""
-    return f"Machine: torch CPU capability {m.get('cpu_capability', 'not recorded')}{forced}{cores}."
 
 
 def stability_table(runs: list[dict[str, Any]]) -> str:
@@ -166,12 +155,16 @@ BLOCKS: dict[str, tuple[list[Path], Callable[..., str]]] = {
     "rl-variants-temperature": _one("rl_variants_temperature.json", rl_variants),
     "rollout": _one("rollout.json", report.rollout_section),
     "end-to-end": _one("end_to_end.json", report.end_to_end_section),
-    "step-breakdown": _one("end_to_end.json", lambda e: report.breakdown_section(report.default_run(e))),
+    "step-breakdown": _one("end_to_end.json", report.breakdown_section),
     "weight-sync": (
         [RESULTS / "weight_sync.json", RESULTS / "end_to_end.json"],
         lambda ws, e: report.weight_sync_section(ws, report.default_run(e)),
     ),
     "staleness": _one("staleness.json", report.staleness_section),
+    "goals": (
+        [RESULTS / f"{name}.json" for name in COMPARISONS],
+        lambda *results: report.goals_section(report.goal_rows(dict(zip(COMPARISONS, results)))),
+    ),
     "serve-latency": _one("serve_latency.json", serve_latency),
     "serve-replicas": _one("serve_replicas.json", serve_replicas),
 }

@@ -1,8 +1,9 @@
 """`make bench`: every comparison in one run, then benchmarks/results/bench.md and bench.png.
 
 Each comparison runs in its own process (engines, Ray and gloo groups end with it) and writes
-benchmarks/results/<name>.json; the report is rebuilt from all the JSON files present, so
-`--only NAME` refreshes one comparison and keeps the others.
+benchmarks/results/<name>.json, stamped here with the invocation and the machine it ran on (torch's CPU
+capability and the core count: the kernels, and so the numbers, differ between CPUs); the report is
+rebuilt from all the JSON files present, so `--only NAME` refreshes one comparison and keeps the others.
 
     python -m benchmarks.run [--only rollout|end_to_end|weight_sync|staleness] [--machine "2 cores, CPU"]
 """
@@ -15,12 +16,21 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any
 
 from benchmarks.assets import ROOT, ensure_assets
 from benchmarks.report import plot, render
 
 RESULTS = ROOT / "benchmarks" / "results"
 COMPARISONS = ("rollout", "weight_sync", "end_to_end", "staleness")
+
+
+def stamp(result: dict[str, Any], invocation: str) -> dict[str, Any]:
+    """`result` with what made it (the invocation, when it finished) and the machine it ran on."""
+    from r1reward.trainer.pipeline import machine
+
+    finished = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return {**result, "made_by": f"{invocation} (finished {finished})", "machine": machine()}
 
 
 def main() -> None:
@@ -41,10 +51,8 @@ def main() -> None:
             command = [sys.executable, "-m", f"benchmarks.{name}", "--out", str(out)]
             if subprocess.run(command, cwd=ROOT, env=env).returncode != 0:  # the others still run
                 failed.append(name)
-            else:  # which invocation made these numbers: the report names it per section
-                result = json.loads(out.read_text())
-                result["made_by"] = f"{invocation} (finished {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})"
-                out.write_text(json.dumps(result, indent=1) + "\n")
+            else:  # the report names, per section, the invocation and the machine
+                out.write_text(json.dumps(stamp(json.loads(out.read_text()), invocation), indent=1) + "\n")
             print(f"{name}: {time.perf_counter() - start:.0f} s -> {out.relative_to(ROOT)}", flush=True)
     found = [n for n in COMPARISONS if (RESULTS / f"{n}.json").exists()]
     results = {n: json.loads((RESULTS / f"{n}.json").read_text()) for n in found}

@@ -33,7 +33,7 @@ def test_overrides_win_over_the_file():
         ("algo:\n  advantage_filter: sometimes\n", "'algo.advantage_filter' is 'sometimes'"),
         (
             "algo:\n  old_logprobs: cached\n",
-            "'algo.old_logprobs' is 'cached', expected one of ['learner', 'sampler']",
+            "'algo.old_logprobs' is 'cached', expected one of ['auto', 'learner', 'sampler']",
         ),
         ("learner:\n  num_ranks: 0\n", "'learner.num_ranks' must be > 0"),
         ("reward:\n  judge: openai\n", "needs 'reward.judge_url'"),
@@ -93,6 +93,33 @@ def test_combinations_that_silently_cancel_are_refused_in_one_line(overrides, me
     # Each setting alone is fine.
     for setting in overrides:
         load_config(None, [setting, *(["reward.judge_model=m"] if setting == "reward.judge=vllm" else [])])
+
+
+@pytest.mark.parametrize(
+    "overrides, resolved",
+    [
+        ([], "sampler"),  # float32 on both sides, synchronous: the measured gap is a rounding error
+        (["trainer.max_staleness=1"], "learner"),  # the proximal policy of samples generated ahead
+        (["model.dtype=bfloat16"], "learner"),  # no gap measured for other dtypes
+        (["rollout.dtype=bfloat16"], "learner"),
+        (["algo.rollout_correction=tis"], "learner"),  # the correction needs the learner's own log-probs
+        (["algo.old_logprobs=learner"], "learner"),  # a setting given is kept
+        (["algo.old_logprobs=sampler", "trainer.max_staleness=1"], "sampler"),
+    ],
+)
+def test_the_ratio_takes_the_samplers_logprobs_by_default_only_where_the_two_agree(overrides, resolved):
+    assert load_config(CONFIGS / "tiny-cpu.yaml", overrides).algo.old_logprobs == resolved
+    # What ran is what config.json records: the resolved setting, which validates again as it is.
+    from r1reward.config import validate
+
+    config = load_config(CONFIGS / "tiny-cpu.yaml", overrides)
+    validate(config)
+    assert config.algo.old_logprobs == resolved
+
+
+def test_the_7b_configs_recompute_the_old_logprobs_on_the_learner():
+    for name in ("paper-qwen2.5-vl-7b.yaml", "released-qwen2.5-vl-7b.yaml"):
+        assert load_config(CONFIGS / name).algo.old_logprobs == "learner", name
 
 
 def test_colocate_is_refused_at_start_up_in_one_line():

@@ -40,6 +40,7 @@ SMALLER = [
     "learner.micro_batch_size=2",
     "learner.train_batch_size=16",  # the demo's two updates per rollout batch: 8 prompts x 4 samples
     "trainer.save_every=2",
+    "algo.old_logprobs=learner",  # the sampler/learner gap below is measured by the learner's recomputation
 ]
 
 

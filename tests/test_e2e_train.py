@@ -39,6 +39,8 @@ def _config(model_dir, synthetic_dir, output_dir):
             "algo.kl_estimator=k1",
             # Not 1: the learner must score the tempered distribution the sampler drew from.
             "rollout.temperature=0.7",
+            # The learner recomputes the old log-probs, so that the sampler/learner gap below is measured.
+            "algo.old_logprobs=learner",
         ],
     )
 
@@ -125,6 +127,9 @@ def test_every_logged_metric_is_finite(trained):
         # the sampler's and the learner's log-probs agree on every token, image-dependent ones included.
         # Without the token types the gap reached several nats on tokens after the image.
         assert row["logprob_gap/max"] < 1e-3, row["logprob_gap/max"]
+        # Each part of the update (the slowest rank's) fits in the rank's call, which fits in the train phase.
+        parts = [row[f"time/update/{part}_max"] for part in ("forward", "backward", "optimizer")]
+        assert 0 < min(parts) and max(parts) <= row["time/update/total_max"] <= row["time/train"], row
     assert (trained["output_dir"] / "tensorboard").is_dir()
     # The SFT-primed model earns rewards, so the update has a signal to follow.
     assert max(r["reward/mean"] for r in rows) > 0 and max(r["reward/format_rate"] for r in rows) > 0
@@ -255,7 +260,13 @@ def test_without_kl_no_reference_model_is_loaded(ray_session, sft_model_dir):
     from r1reward.learner.worker import LearnerRank
 
     cfg = load_config(
-        "configs/tiny-cpu.yaml", ["learner.num_ranks=1", "learner.train_batch_size=2", "learner.micro_batch_size=2"]
+        "configs/tiny-cpu.yaml",
+        [
+            "learner.num_ranks=1",
+            "learner.train_batch_size=2",
+            "learner.micro_batch_size=2",
+            "algo.old_logprobs=learner",
+        ],
     )
     assert cfg.algo.kl_coef == 0
     learner = ray.remote(num_cpus=0)(LearnerRank).remote(

@@ -41,6 +41,7 @@ def _config(model_dir, synthetic_dir, output_dir, *extra):
             "algo.kl_coef=0.001",
             "algo.kl_estimator=k1",
             "rollout.temperature=0.7",
+            "algo.old_logprobs=learner",  # the gap checks below need the learner's recomputed log-probs
             *extra,
         ],
     )

@@ -69,6 +69,8 @@ def _command(
         "reward.judge_retries=0",
         f"timeouts.judge_request_s={JUDGE_TIMEOUT_S}",
         "reward.max_judge_failure_rate=1",  # this judge always fails: train on, counting (test_judge_e2e.py stops)
+        # The synchronous and the one-ahead runs compute the same old log-probs (learner), and the gap shows.
+        "algo.old_logprobs=learner",
         *overrides,
     ]
 

@@ -142,6 +142,7 @@ def _rank_main(rank, world, port, model_dir, data_dir, stage, results) -> None:
                 "learner.micro_batch_size=2",
                 f"learner.train_batch_size={per_rank * world}",
                 "learner.lr=1e-3",
+                "algo.old_logprobs=learner",  # these samples were not generated: no sampler log-probs
             ],
         )
         learner = LearnerRank(

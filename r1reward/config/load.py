@@ -41,7 +41,7 @@ CHOICES = {
     "model.dtype": {"float32", "bfloat16", "float16"},
     "rollout.dtype": {"float32", "bfloat16", "float16"},
     "learner.zero_stage": {0, 1, 2, 3},
-    "algo.old_logprobs": {"learner", "sampler"},
+    "algo.old_logprobs": {"auto", "learner", "sampler"},
     "learner.backend": {"auto", "gloo", "nccl"},
     "pipeline.model_size": {"tiny", "small"},
     "pipeline.source": {"synthetic", "data"},
@@ -171,6 +171,21 @@ def validate(config: Config, origin: str = "config") -> None:
     _check_cancellations(config, origin)
     _check_colocate(config, origin)
     _apply_judge_timeout(config, origin)
+    _resolve_old_logprobs(config)
+
+
+def _resolve_old_logprobs(config: Config) -> None:
+    """algo.old_logprobs=auto becomes sampler where the sampler's and the learner's log-probs were measured
+    to agree (float32 on both sides, synchronous, no rollout correction), else learner; config.json then
+    records which ran."""
+    if config.algo.old_logprobs != "auto":
+        return
+    agree = (
+        config.model.dtype == config.rollout.dtype == "float32"
+        and config.trainer.max_staleness == 0
+        and config.algo.rollout_correction == "none"
+    )
+    config.algo.old_logprobs = "sampler" if agree else "learner"
 
 
 def _check_colocate(config: Config, origin: str) -> None:

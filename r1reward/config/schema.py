@@ -98,7 +98,10 @@ class AlgoConfig:
     # rollout's own log-probs, which belong to the same weights (the worker syncs after every step); this
     # skips that forward and, without KL, the whole experience call. Right only while the two agree: check
     # logprob_gap/max of a learner run first (1.6e-5 nats in float32 here); the gap metrics then read 0.
-    old_logprobs: str = "learner"
+    # auto (resolved at start-up): sampler where that gap was measured, float32 on both sides in the
+    # synchronous loop without rollout correction; learner otherwise (samples generated ahead need the
+    # learner's log-probs as their proximal policy, and other dtypes have no measured gap).
+    old_logprobs: str = "auto"
 
 
 @dataclass
@@ -129,6 +132,9 @@ class ResourcesConfig:
     cpus_per_rollout_worker: float = 1.0
     cpus_per_learner_rank: float = 1.0
     colocate: bool = False
+    # Hold each rollout worker and learner rank to cores of its own (a local Ray only), as separate
+    # devices would keep them apart: r1reward/placement/cores.py says which cores each gets.
+    pin_cores: bool = False
     placement_strategy: str = "PACK"
     # A Ray address to join; empty starts (or reuses) a local Ray.
     ray_address: str = ""

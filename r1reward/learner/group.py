@@ -74,6 +74,7 @@ class LearnerGroup:
                 config.trainer.seed,
                 timeouts=asdict(config.timeouts),
                 sampling_temperature=config.rollout.temperature,
+                cores=slot.cores,
             )
             for slot in slots
         ]

@@ -14,6 +14,9 @@ from __future__ import annotations
 import math
 import os
 import re
+import time
+from collections import defaultdict
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -24,6 +27,7 @@ from r1reward.config.schema import AlgoConfig, LearnerConfig, ModelConfig, Timeo
 from r1reward.data.collate import collate_for_learner
 from r1reward.data.samples import Batch, Sample
 from r1reward.learner.loss import SamplingParams, policy_loss_on_micro_batch, token_logprobs
+from r1reward.placement.cores import pin_this_process
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -60,6 +64,29 @@ def _no_step(closure: Any = None) -> None:
     return None
 
 
+class UpdateClock:
+    """Seconds of each part of an update (forward, backward, optimizer), summed over its micro-batches,
+    so that a step's breakdown can tell the update's own work from the calls around it. On a GPU each
+    part waits for the device at its end, or the clock would read the kernel launches only."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, part: str):
+        start = time.perf_counter()
+        yield
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.seconds[part] += time.perf_counter() - start
+
+    def stats(self) -> dict[str, float]:
+        """`time/update/<part>_max`, with the step's other timings: over the ranks the slowest one's
+        seconds (`reduce_stats` reads `_max`)."""
+        return {f"time/update/{part}_max": seconds for part, seconds in self.seconds.items()}
+
+
 def _gradients_finite(module: torch.nn.Module) -> bool:
     grads = [p.grad for p in module.parameters() if p.grad is not None]
     return not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
@@ -80,7 +107,9 @@ class LearnerRank:
         seed: int = 0,
         timeouts: dict[str, float] | None = None,
         sampling_temperature: float = 1.0,
+        cores: tuple[int, ...] = (),
     ) -> None:
+        pin_this_process(cores)  # before DeepSpeed and gloo start their threads (resources.pin_cores)
         self.rank, self.world_size = rank, world_size
         # The rendezvous and every collective between ranks (gloo/NCCL) fail after collective_s, not never.
         self.timeouts = TimeoutsConfig(**(timeouts or {}))
@@ -207,6 +236,8 @@ class LearnerRank:
         optimizer state as they were (`_step`). Its micro-batches count in `nonfinite_skipped` and are
         left out of the statistics, which are reduced by kind (`reduce_stats`)."""
         self.engine.train()
+        clock = UpdateClock(self.device)
+        started = time.perf_counter()
         kept: list[dict[str, float]] = []  # stats of the micro-batches whose update was applied
         window: list[dict[str, float]] = []  # stats of the micro-batches of the step being accumulated
         keys: set[str] = set()
@@ -214,26 +245,30 @@ class LearnerRank:
         skipped_steps = self.engine.skipped_steps
         for _ in range(self.cfg.epochs_per_rollout):
             for batch in self._micro_batches(samples):
-                loss, stats = policy_loss_on_micro_batch(
-                    self.engine,
-                    batch,
-                    self.algo,
-                    self.mm_token_ids,
-                    self.device,
-                    self.cfg.completion_logits_only,
-                    self.sampling,
-                )
+                with clock("forward"):
+                    loss, stats = policy_loss_on_micro_batch(
+                        self.engine,
+                        batch,
+                        self.algo,
+                        self.mm_token_ids,
+                        self.device,
+                        self.cfg.completion_logits_only,
+                        self.sampling,
+                    )
                 keys.update(stats)
                 if not self._on_every_rank(bool(torch.isfinite(loss))):
                     # Every rank turns the step's gradients into NaN, which the step below never applies.
                     nonfinite = True
                     loss = loss * float("nan")
-                self.engine.backward(loss)
+                with clock("backward"):  # with ZeRO, the gradients' reduction over the ranks too
+                    self.engine.backward(loss)
                 window.append({**stats, "loss": float(loss.detach())})
                 if not self.engine.is_gradient_accumulation_boundary():
                     self.engine.step()  # DeepSpeed only counts the micro-step here
                     continue
-                if self._step(nonfinite):
+                with clock("optimizer"):
+                    applied = self._step(nonfinite)
+                if applied:
                     kept += window
                 else:
                     skipped += len(window)
@@ -248,6 +283,7 @@ class LearnerRank:
             optimizer_steps_skipped=float(self.engine.skipped_steps - skipped_steps),
             grad_norm=float(grad_norm) if grad_norm is not None and math.isfinite(grad_norm) else 0.0,
         )
+        means.update(clock.stats(), **{"time/update/total_max": time.perf_counter() - started})
         return means
 
     def _on_every_rank(self, ok: bool) -> bool:

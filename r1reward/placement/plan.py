@@ -45,6 +45,7 @@ class Slot:
     num_gpus: float
     num_cpus: float
     group: tuple[int, ...]  # bundles that must share one node with it
+    cores: tuple[int, ...] = ()  # the cores its process is held to (resources.pin_cores); () = any
 
 
 @dataclass

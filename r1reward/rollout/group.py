@@ -67,7 +67,9 @@ class RolloutGroup:
 
         actor = ray.remote(RolloutWorker)
         workers = [
-            actor.options(**slot_options(pg, slot)).remote(model_path, rollout_cfg, mm_pixels, max_videos=max_videos)
+            actor.options(**slot_options(pg, slot)).remote(
+                model_path, rollout_cfg, mm_pixels, max_videos=max_videos, cores=slot.cores
+            )
             for slot in slots
         ]
         group = cls(workers, rollout_cfg.get("tensor_parallel_size", 1), timeouts=timeouts)

@@ -14,6 +14,7 @@ from typing import Any
 from r1reward.algo.sampling import BANNED_TOKEN_BIAS, VISION_TOKENS, VLLM_LOGPROBS_MODE
 from r1reward.config.schema import RolloutConfig
 from r1reward.data.render import MAX_IMAGES
+from r1reward.placement.cores import pin_this_process
 from r1reward.placement.engine_process import keep_engine_core_in_process
 from r1reward.sync.backend import weight_transfer_backend
 
@@ -29,7 +30,9 @@ class RolloutWorker:
         max_images: int = MAX_IMAGES,
         transfer_backend: str | None = None,
         max_videos: int = 0,  # evaluation only: training data has no video rows
+        cores: tuple[int, ...] = (),
     ) -> None:
+        pin_this_process(cores)  # before the engine starts its threads (resources.pin_cores)
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         import torch
         from vllm import LLM

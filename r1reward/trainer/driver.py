@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -101,6 +102,7 @@ class Trainer(ActorRun):
 
     def _start_actors(self) -> None:
         from r1reward.learner.group import LearnerGroup
+        from r1reward.placement.cores import assign_cores
         from r1reward.placement.groups import create_placement_group, validate_cluster
         from r1reward.placement.plan import make_plan
         from r1reward.reward.group import RewardGroup
@@ -108,6 +110,8 @@ class Trainer(ActorRun):
 
         cfg = self.config
         plan = make_plan(cfg)
+        if cfg.resources.pin_cores:  # each actor holds itself to its slot's cores at its start
+            plan = assign_cores(plan, sorted(os.sched_getaffinity(0)))
         validate_cluster(plan)  # a clear error before any actor starts
         self.placement_group, _ = create_placement_group(plan)
         pg = self.placement_group
