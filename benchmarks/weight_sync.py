@@ -124,7 +124,7 @@ def _send_before(weights: dict[str, torch.Tensor], metas: list[TensorMeta], buck
             in_flight.pop(0)[1].wait()
     for _, work in in_flight:
         work.wait()
-    dist.broadcast(torch.tensor(sums, dtype=torch.int64).reshape(len(sums), 2), src=0)
+    dist.broadcast(torch.tensor(sums, dtype=torch.int64), src=0)
 
 
 def _receive_before(metas: list[TensorMeta], bucket_bytes: int, broadcast, load) -> None:
@@ -145,9 +145,9 @@ def _receive_before(metas: list[TensorMeta], bucket_bytes: int, broadcast, load)
             pending = post(plan[i + 1])
         got.append(checksum(flat))
         staged.append((flat, bucket))
-    sent = torch.empty((len(got), 2), dtype=torch.int64)
+    sent = torch.empty(len(got), dtype=torch.int64)
     dist.broadcast(sent, src=0)
-    if [tuple(r) for r in sent.tolist()] != got:
+    if sent.tolist() != got:
         raise SyncCorrupted("r1reward_before: a bucket differs from the sender's checksum")
     for flat, bucket in staged:
         load(list(unpack(flat, bucket)))

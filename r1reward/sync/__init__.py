@@ -5,7 +5,7 @@ parameters, which workers), `buckets` packs, checksums and stages the bytes, `en
 protocol over a gloo (CPU) or NCCL (GPU) transport, and `vllm_plugin` registers it with vLLM. Both
 backends (`r1reward_gloo`, `r1reward_nccl`) guarantee the same:
 
-- every bucket carries an XXH3-128 checksum of its bytes. Each worker receives the whole update,
+- every bucket carries an XXH3-64 checksum of its bytes. Each worker receives the whole update,
   compares every checksum with the sender's, and only then loads it; a bucket that differs, or a
   transfer that times out, is refused with one line before any of it reaches the model, and the
   worker keeps its previous weights. The cost: the worker keeps one extra copy of the weights sent,

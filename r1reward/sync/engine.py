@@ -121,7 +121,7 @@ class BucketWeightTransferEngine(WeightTransferEngine[BucketWorkerInitInfo, Buck
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.group = None
-        self.received_checksums: list[tuple[int, int]] = []
+        self.received_checksums: list[int] = []
         self.buffers = Buffers()  # the staging area, kept for the next update
 
     def init_transfer_engine(self, init_info: BucketWorkerInitInfo) -> None:
@@ -230,7 +230,7 @@ class BucketTrainerWeightTransferEngine(TrainerWeightTransferEngine[GlooTrainerI
         self.bucket_bytes = bucket_bytes
         self.timeout_s = timeout_s
         self.group = None
-        self.sent_checksums: list[tuple[int, int]] = []
+        self.sent_checksums: list[int] = []
         self.buffers = Buffers()  # the two pack buffers, kept for the next update
 
     @classmethod
@@ -305,7 +305,7 @@ class BucketTrainerWeightTransferEngine(TrainerWeightTransferEngine[GlooTrainerI
         )
         self.client.finish_weight_update()
 
-    def _broadcast_buckets(self, metas: list[TensorMeta]) -> list[tuple[int, int]]:
+    def _broadcast_buckets(self, metas: list[TensorMeta]) -> list[int]:
         group = self.group
         return send_buckets(
             iter(self.source), metas, self.bucket_bytes, group.broadcast, device=group.device, buffers=self.buffers
