@@ -38,8 +38,6 @@ _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8
 
 def machine() -> dict[str, Any]:
     """The machine a result ran on: torch picks its CPU kernels by capability, so results name it."""
-    import os
-
     import torch
 
     env = {
