@@ -302,3 +302,26 @@ def test_a_pack_buffer_is_refilled_only_after_its_broadcast_completed():
     assert len(plan_buckets(metas, 64)) == 5 and None not in wire.queue
     got = receive_buckets(metas, 64, wire.receive, loaded.update)
     assert got == sent and all(torch.equal(loaded[n], t) for n, t in tensors.items())
+
+
+def test_the_receiver_reuses_its_views_for_the_same_update_and_makes_new_ones_for_another():
+    """Making a view per tensor costs more than a small model's bytes take to arrive: the receiver keeps
+    an update's views with its staging area, and still loads each update's own bytes through them."""
+    first = {"odd": torch.randn(25).to(torch.bfloat16), "a": torch.randn(8), "b": torch.randn(8)}
+    metas, receive_side = _metas(first), Buffers()
+
+    def update(tensors, metas):
+        wire, keeper = _Wire(), _Keeper()
+        send_buckets(iter(tensors.items()), metas, 64, wire.send)
+        receive_buckets(metas, 64, wire.receive, keeper, buffers=receive_side)
+        assert [n for n, _ in keeper.loaded] == list(tensors)
+        assert all(torch.equal(t, tensors[n]) for n, t in keeper.loaded)
+        return dict(keeper.loaded)
+
+    loaded = update(first, metas)
+    second = {n: t + 1 for n, t in first.items()}
+    again = update(second, metas)
+    assert all(again[n] is loaded[n] for n in ("a", "b"))  # the same views, now over the new bytes
+    reshaped = {**second, "b": torch.randn(2, 4)}
+    other = update(reshaped, _metas(reshaped))
+    assert other["b"].shape == (2, 4) and other["b"] is not again["b"]

@@ -10,7 +10,7 @@ The transfer runs at the transport's pace when nothing waits on this side: a lar
 its own memory (only the small ones are copied into buckets), the checksums ride behind the last
 bucket's bytes (one broadcast per bucket, no more), the receiver asks for every bucket before it waits
 for the first, each side hashes a bucket while the transport moves the others, and both keep their
-buffers from one update to the next (`Buffers`).
+buffers from one update to the next (`Buffers`), the receiver its views into them too (`Layout`).
 """
 
 from __future__ import annotations
@@ -106,6 +106,9 @@ class Buffers:
 
     def __init__(self) -> None:
         self._held: dict[str, torch.Tensor] = {}
+        # The receiver's layout of an update (its plan, offsets and views into the staging area), by the
+        # update's tensors: the same update again reuses the views instead of making them anew.
+        self.layouts: dict[tuple, Layout] = {}
 
     def take(self, name: str, nbytes: int, device: torch.device | str) -> torch.Tensor:
         """The first `nbytes` of buffer `name`, grown (or moved to `device`) when it does not fit."""
@@ -224,6 +227,34 @@ def send_buckets(
     return sums
 
 
+class Layout:
+    """Where each bucket of an update lies in the receiver's staging area, and the views the loader
+    gets into it (made once per staging area: a kept area is the same memory from update to update)."""
+
+    def __init__(self, metas: list[TensorMeta], bucket_bytes: int, verify: bool) -> None:
+        self.plan = plan_buckets(metas, bucket_bytes)
+        self.trailer = checksums_trailer(self.plan, bucket_bytes, verify)
+        self.names = [m.name for m in metas]
+        self.offsets: list[tuple[int, int]] = []
+        end = 0
+        for bucket in self.plan:
+            start = -(-end // STAGING_ALIGN) * STAGING_ALIGN
+            end = start + sum(m.nbytes for m in bucket)
+            self.offsets.append((start, end))
+        self.end = end
+        self._views: tuple[int, torch.device, dict, list] | None = None
+
+    def views(self, area: torch.Tensor) -> tuple[dict[str, torch.Tensor], list[tuple[TensorMeta, torch.Tensor]]]:
+        """Each tensor's view into `area`, and the chunks that need a copy to be viewed."""
+        if self._views is None or self._views[:2] != (area.data_ptr(), area.device):
+            flats = [area[start:stop] for start, stop in self.offsets]
+            chunks = [pair for flat, bucket in zip(flats, self.plan) for pair in carve(flat, bucket)]
+            views = {meta.name: typed(meta, chunk) for meta, chunk in chunks if aligned(meta, chunk)}
+            misaligned = [(meta, chunk) for meta, chunk in chunks if not aligned(meta, chunk)]
+            self._views = (area.data_ptr(), area.device, views, misaligned)
+        return self._views[2], self._views[3]
+
+
 @dataclass
 class StagedUpdate:
     """Every bucket of an update, received and verified, not yet loaded."""
@@ -253,14 +284,14 @@ def stage_buckets(
     hashes the ones that have arrived. A bucket that differs raises SyncCorrupted after the whole update
     was received (so the group's collectives stay aligned for the next update) and before any of it was
     loaded."""
-    plan = plan_buckets(metas, bucket_bytes)
-    trailer = checksums_trailer(plan, bucket_bytes, verify)
-    offsets, end = [], 0
-    for bucket in plan:
-        start = -(-end // STAGING_ALIGN) * STAGING_ALIGN
-        end = start + sum(m.nbytes for m in bucket)
-        offsets.append((start, end))
-    area = (buffers if buffers is not None else Buffers()).take("staging", end + trailer, device)
+    kept = buffers if buffers is not None else Buffers()
+    key = (tuple(metas), bucket_bytes, verify)
+    layout = kept.layouts.get(key)
+    if layout is None:
+        kept.layouts.clear()  # a different update: the old layout's views would pin its area
+        layout = kept.layouts[key] = Layout(metas, bucket_bytes, verify)
+    plan, trailer, offsets, end = layout.plan, layout.trailer, layout.offsets, layout.end
+    area = kept.take("staging", end + trailer, device)
     flats = [area[start:stop] for start, stop in offsets]
     works = [
         broadcast(area[start : stop + (trailer if i == len(plan) - 1 else 0)])
@@ -268,9 +299,7 @@ def stage_buckets(
     ]
     sent = torch.empty(len(plan), dtype=torch.int64, device=device)
     sent_work = broadcast(sent) if verify and not trailer else None
-    # The views the loader gets, made while the bytes are on the way.
-    chunks = [pair for flat, bucket in zip(flats, plan) for pair in carve(flat, bucket)]
-    views = {meta.name: typed(meta, chunk) for meta, chunk in chunks if aligned(meta, chunk)}
+    views, misaligned = layout.views(area)  # made while the bytes are on the way
     got: list[int] = []
     for flat, work in zip(flats, works):
         work.wait()
@@ -288,8 +317,7 @@ def stage_buckets(
                 f"weight sync corrupted: bucket {bad[0] + 1} of {len(plan)} ({names}) differs from the "
                 f"sender's checksum ({len(bad)} bucket(s) in all); nothing was loaded"
             )
-    misaligned = [(meta, chunk) for meta, chunk in chunks if not aligned(meta, chunk)]
-    return StagedUpdate(views, misaligned, got, [m.name for m in metas])
+    return StagedUpdate(views, misaligned, got, layout.names)
 
 
 def receive_buckets(
