@@ -278,9 +278,11 @@ def breakdown_section(e: dict[str, Any]) -> str:
 def weight_sync_section(result: dict[str, Any], default: dict[str, Any] | None) -> str:
     step_s = default["step_s"] if default else None
     sync_s = default["phases_s"].get("sync") if default else None
+    rounds = ", ".join(f"{name} {r['rounds']}" for name, r in result["shapes"].items() if "rounds" in r)
     return "\n".join(
         [
             _made_by(result),
+            *([f"Medians over rounds ({rounds}), each variant once per round.\n"] if rounds else []),
             table(
                 ["weights", "variant", "seconds", "Gbit/s", "share of raw bandwidth", "share of r1reward step"],
                 sync_rows(result, step_s, sync_s),
