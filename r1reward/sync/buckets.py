@@ -106,9 +106,9 @@ class Buffers:
 
     def __init__(self) -> None:
         self._held: dict[str, torch.Tensor] = {}
-        # The receiver's layout of an update (its plan, offsets and views into the staging area), by the
-        # update's tensors: the same update again reuses the views instead of making them anew.
-        self.layouts: dict[tuple, Layout] = {}
+        # The receiver's last update's layout: the same update again reuses its views into the staging
+        # area instead of making them anew; another update replaces it (and frees its views).
+        self.layout: Layout | None = None
 
     def take(self, name: str, nbytes: int, device: torch.device | str) -> torch.Tensor:
         """The first `nbytes` of buffer `name`, grown (or moved to `device`) when it does not fit."""
@@ -232,6 +232,7 @@ class Layout:
     gets into it (made once per staging area: a kept area is the same memory from update to update)."""
 
     def __init__(self, metas: list[TensorMeta], bucket_bytes: int, verify: bool) -> None:
+        self.key = layout_key(metas, bucket_bytes, verify)
         self.plan = plan_buckets(metas, bucket_bytes)
         self.trailer = checksums_trailer(self.plan, bucket_bytes, verify)
         self.names = [m.name for m in metas]
@@ -242,17 +243,26 @@ class Layout:
             end = start + sum(m.nbytes for m in bucket)
             self.offsets.append((start, end))
         self.end = end
-        self._views: tuple[int, torch.device, dict, list] | None = None
+        # Made by views() for the area they are into (`_area`).
+        self._area: tuple[int, torch.device] | None = None
+        self.flats: list[torch.Tensor] = []
+        self.tensor_views: dict[str, torch.Tensor] = {}
+        self.misaligned: list[tuple[TensorMeta, torch.Tensor]] = []
 
-    def views(self, area: torch.Tensor) -> tuple[dict[str, torch.Tensor], list[tuple[TensorMeta, torch.Tensor]]]:
-        """Each tensor's view into `area`, and the chunks that need a copy to be viewed."""
-        if self._views is None or self._views[:2] != (area.data_ptr(), area.device):
-            flats = [area[start:stop] for start, stop in self.offsets]
-            chunks = [pair for flat, bucket in zip(flats, self.plan) for pair in carve(flat, bucket)]
-            views = {meta.name: typed(meta, chunk) for meta, chunk in chunks if aligned(meta, chunk)}
-            misaligned = [(meta, chunk) for meta, chunk in chunks if not aligned(meta, chunk)]
-            self._views = (area.data_ptr(), area.device, views, misaligned)
-        return self._views[2], self._views[3]
+    def views(self, area: torch.Tensor) -> tuple[list[torch.Tensor], dict[str, torch.Tensor], list]:
+        """Each bucket's bytes in `area`, each tensor's view into them, and the (meta, chunk) pairs
+        that need a copy to be viewed."""
+        if self._area != (area.data_ptr(), area.device):
+            self.flats = [area[start:stop] for start, stop in self.offsets]
+            chunks = [pair for flat, bucket in zip(self.flats, self.plan) for pair in carve(flat, bucket)]
+            self.tensor_views = {meta.name: typed(meta, chunk) for meta, chunk in chunks if aligned(meta, chunk)}
+            self.misaligned = [(meta, chunk) for meta, chunk in chunks if not aligned(meta, chunk)]
+            self._area = (area.data_ptr(), area.device)
+        return self.flats, self.tensor_views, self.misaligned
+
+
+def layout_key(metas: list[TensorMeta], bucket_bytes: int, verify: bool) -> tuple:
+    return tuple(metas), bucket_bytes, verify
 
 
 @dataclass
@@ -285,21 +295,18 @@ def stage_buckets(
     was received (so the group's collectives stay aligned for the next update) and before any of it was
     loaded."""
     kept = buffers if buffers is not None else Buffers()
-    key = (tuple(metas), bucket_bytes, verify)
-    layout = kept.layouts.get(key)
-    if layout is None:
-        kept.layouts.clear()  # a different update: the old layout's views would pin its area
-        layout = kept.layouts[key] = Layout(metas, bucket_bytes, verify)
+    if kept.layout is None or kept.layout.key != layout_key(metas, bucket_bytes, verify):
+        kept.layout = Layout(metas, bucket_bytes, verify)
+    layout = kept.layout
     plan, trailer, offsets, end = layout.plan, layout.trailer, layout.offsets, layout.end
     area = kept.take("staging", end + trailer, device)
-    flats = [area[start:stop] for start, stop in offsets]
+    flats, views, misaligned = layout.views(area)  # made while the bytes are on the way
     works = [
         broadcast(area[start : stop + (trailer if i == len(plan) - 1 else 0)])
         for i, (start, stop) in enumerate(offsets)
     ]
     sent = torch.empty(len(plan), dtype=torch.int64, device=device)
     sent_work = broadcast(sent) if verify and not trailer else None
-    views, misaligned = layout.views(area)  # made while the bytes are on the way
     got: list[int] = []
     for flat, work in zip(flats, works):
         work.wait()
