@@ -3,13 +3,14 @@
 R1-Reward-RL rows carry a bare question, a text-first chat message naming the authors' absolute image
 path (/mmu_mllm_hdd/...), the answer as a list, and the image itself in the ``image`` column (bytes,
 base64 text or an HF image struct) or only a path. Multimodal RewardBench ships one JSON array. Each
-fixture below reproduces one of those layouts; check-data and prepare-data run as real subprocesses
-from another working directory with relative paths.
+fixture below reproduces one of those layouts; check-data and prepare-data run from another working
+directory with relative paths, through the CLI's `main` (one bad-input case as a real subprocess).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -95,11 +96,27 @@ def local_copy(tmp_path) -> Path:
     return root
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run(
-        [sys.executable, "-m", "r1reward", *args], capture_output=True, text=True, timeout=300, cwd=cwd, env=env
-    )
+def run_cli(*args: str, cwd: Path, real_process: bool = False) -> subprocess.CompletedProcess:
+    """`r1reward ARGS` run in `cwd`: in this process through the CLI's `main` (a subprocess only adds the
+    imports' seconds), or with `real_process` as a user's shell runs it."""
+    if real_process:
+        env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        return subprocess.run(
+            [sys.executable, "-m", "r1reward", *args], capture_output=True, text=True, timeout=300, cwd=cwd, env=env
+        )
+    from r1reward.cli import main
+
+    out, err, here = io.StringIO(), io.StringIO(), Path.cwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as e:  # argparse's usage errors
+                code = e.code if isinstance(e.code, int) else 2
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 def path_map(local: Path) -> str:
@@ -238,7 +255,7 @@ def test_check_data_from_another_directory_with_relative_paths(tmp_path, local_c
 
 
 def test_check_data_bad_input_is_one_line(tmp_path):
-    proc = run_cli("check-data", "--schema", "r1reward-rl", "--data", "absent.parquet", cwd=tmp_path)
+    proc = run_cli("check-data", "--schema", "r1reward-rl", "--data", "absent.parquet", cwd=tmp_path, real_process=True)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == ["r1reward check-data: error: data file not found: absent.parquet"]
     (tmp_path / "x.jsonl").write_text('{"a": 1}\n')
