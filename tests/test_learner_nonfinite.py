@@ -12,9 +12,12 @@ under each poison the test wraps around the model from outside:
 
 Every poisoned step must leave the weights (sha256), Adam's state and the LR schedule as they were and
 count itself skipped; a clean step afterwards must move the weights and keep them finite (no NaN
-gradient left behind). With two ranks only rank 0 is poisoned: rank 1 must skip as well. The clean
-step's statistics are checked against each micro-batch's own: `ratio_max` is the largest over the
-micro-batches (and, reduced as the driver does, over the ranks), fractions are weighted by tokens.
+gradient left behind) and ascend the objective (A x log-prob of the samples rises; the learning rate is
+small enough for one Adam step to be first order: at 1e-3 a step on the random tiny model raised every
+sampled token's log-prob, negative advantages included). With two ranks only rank 0 is poisoned: rank 1
+must skip as well. The clean step's statistics are checked against each micro-batch's own: `ratio_max`
+is the largest over the micro-batches (and, reduced as the driver does, over the ranks), fractions are
+weighted by tokens.
 """
 
 from __future__ import annotations
@@ -141,7 +144,7 @@ def _rank_main(rank, world, port, model_dir, data_dir, stage, results) -> None:
                 f"learner.num_ranks={world}",
                 "learner.micro_batch_size=2",
                 f"learner.train_batch_size={per_rank * world}",
-                "learner.lr=1e-3",
+                "learner.lr=1e-5",
                 "algo.old_logprobs=learner",  # these samples were not generated: no sampler log-probs
             ],
         )
@@ -177,7 +180,16 @@ def _rank_main(rank, world, port, model_dir, data_dir, stage, results) -> None:
                 )[1]
                 for batch in learner._micro_batches(samples)
             ]
-        out["clean"] = {"before": before, "metrics": learner.train(samples), "after": _state(learner), "micro": micro}
+        logp_before = learner.compute_logprobs(samples)["old_logprobs"]
+        metrics = learner.train(samples)
+        logp_after = learner.compute_logprobs(samples)["old_logprobs"]
+        # The first-order change of the objective the step ascends (each sample's token mean of A x log-prob).
+        ascent = [
+            sum(a * (new - old) for a, new, old in zip(s.advantages, lp_after, lp_before)) / len(lp_before)
+            for s, lp_before, lp_after in zip(samples, logp_before, logp_after)
+        ]
+        after = _state(learner)
+        out["clean"] = {"before": before, "metrics": metrics, "after": after, "micro": micro, "ascent": ascent}
         results.put((rank, out))
     except BaseException as error:  # the parent names the rank and the error, not a timeout
         import traceback
@@ -253,10 +265,19 @@ def _check_rank(result: dict) -> None:
         assert metrics[key] == pytest.approx(sum(m[key] * m["loss_tokens"] for m in micro) / tokens, rel=1e-5), key
 
 
+def _check_ascent(results: list[dict]) -> None:
+    """The clean step follows the advantages: summed over every rank's samples (the ranks average their
+    gradients, so the step ascends their common objective), A x log-prob rose. A flipped sign, or
+    advantages paired with the wrong samples, would not show in the checks above."""
+    ascent = [a for result in results for a in result["clean"]["ascent"]]
+    assert sum(ascent) > 0, ascent
+
+
 @pytest.mark.parametrize("stage", [0, 2])
 def test_a_nan_in_the_forward_or_the_loss_leaves_weights_and_adam_untouched(stage, tiny_model_dir, synthetic_dir):
     (result,) = _run_ranks(1, stage, tiny_model_dir, synthetic_dir)
     _check_rank(result)
+    _check_ascent([result])
 
 
 @pytest.mark.parametrize("stage", [0, 2])
@@ -264,6 +285,7 @@ def test_a_nan_on_one_rank_skips_the_step_on_every_rank(stage, tiny_model_dir, s
     results = _run_ranks(2, stage, tiny_model_dir, synthetic_dir)
     for result in results:
         _check_rank(result)
+    _check_ascent(results)
     # Both ranks hold the same weights before and after every step (data parallel, one update).
     for kind in (*POISONS, "clean"):
         assert results[0][kind]["after"]["weights"] == results[1][kind]["after"]["weights"], kind
