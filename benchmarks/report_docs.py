@@ -81,11 +81,8 @@ def rl_variants(result: dict[str, Any]) -> str:
     """One row per model of an rl_variants.py run: its overrides, held-out accuracy, and per kind."""
     if "variants" not in result:  # several seed folders in one file
         return "\n\n".join(rl_variants(r) for r in result.values() if isinstance(r, dict) and "variants" in r)
-    constant = result.get("constant_label")
     headers = ["model", "overrides", "held-out accuracy", "colour / count / shape"]
     headers.append("result rate, first -> last quarter")
-    if constant is not None:
-        headers.append(f"held-out pairs answered {constant}")
     rows = []
     for name, v in sorted(result["variants"].items(), key=lambda kv: kv[0] != "SFT"):  # SFT, the start, first
         kinds = " / ".join(f"{v[f'{kind}/accuracy']:.2f}" for kind in ("colour", "count", "shape"))
@@ -96,8 +93,6 @@ def rl_variants(result: dict[str, Any]) -> str:
         )
         overrides = " ".join(f"`{o}`" for o in v.get("overrides", "").split(",") if o)
         row = [name, overrides, f"{v['accuracy']:.3f}", kinds, rate]
-        if constant is not None:
-            row.append(f"{v['answers_the_constant_label']:.2f}")
         rows.append(row)
     where = f"From the seed folder `{result['source']}`, RL on its {result.get('train_on', 'hard')} training pairs:"
     return f"{where}\n\n{report.table(headers, rows)}"
@@ -153,7 +148,6 @@ BLOCKS: dict[str, tuple[list[Path], Callable[..., str]]] = {
     "pipeline-study-teacher-bias": _one("pipeline-study-teacher-bias/summary.json", study),
     "ablation": _one("ablation.json", lambda r: "\n".join(ablation_lines(r))),
     "rl-variants": _one("rl_variants.json", rl_variants),
-    "rl-variants-all-1": _one("rl_variants_all_1.json", rl_variants),
     "rl-variants-seed1": _one("rl_variants_seed1.json", rl_variants),
     "rl-variants-temperature": _one("rl_variants_temperature.json", rl_variants),
     "rollout": _one("rollout.json", report.rollout_section),

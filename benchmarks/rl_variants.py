@@ -10,9 +10,9 @@ misreads the image from one that reads it and then compares the responses wrongl
     .venv/bin/python -m benchmarks.rl_variants --from runs/pipeline/seed-0 \\
         "lr5e-4:learner.lr=5e-4,trainer.num_steps=32,trainer.rollout_batch_size=32"
 
-Writes benchmarks/results/rl_variants.json. Not part of CI. `--constant-label 1` is a sanity check of
-the loop itself: every pair's label becomes 1, a reward a policy earns just by always answering 1
-(benchmarks/results/rl_variants_all_1.json).
+Writes benchmarks/results/rl_variants.json. Not part of CI. Whether an update follows the advantages is
+checked by tests/test_learner_nonfinite.py; a constant label cannot check it here, because training
+swaps response positions to balance the labels (half of them would become the other answer).
 """
 
 from __future__ import annotations
@@ -35,20 +35,6 @@ def caption_names(text: str, pair: dict) -> bool:
     return value in words or value + "s" in words
 
 
-def constant_label_copy(parquet: Path, label: int) -> Path:
-    """The RL parquet with every `answer` set to `label`, written beside it (its image paths are
-    relative to its folder)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(parquet)
-    column = table.schema.get_field_index("answer")
-    answers = pa.array([[f"<answer>{label}</answer>"]] * table.num_rows, type=table.schema.field(column).type)
-    out = parquet.with_name(f"{parquet.stem}-all-{label}.parquet")
-    pq.write_table(table.set_column(column, "answer", answers), out)
-    return out
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("variants", nargs="*", help="NAME:key=value,key=value")
@@ -56,13 +42,6 @@ def main() -> int:
     parser.add_argument("--config", default="configs/pipeline-tiny.yaml")
     parser.add_argument(
         "--train-on", default="hard", choices=["hard", "all"], help="hard examples or every training pair"
-    )
-    parser.add_argument(
-        "--constant-label",
-        type=int,
-        choices=[1, 2],
-        help="a sanity check: train as if every pair's better response were this one, a reward any policy "
-        "can earn by always answering it; the training result rate is then how often it does",
     )
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
@@ -78,13 +57,11 @@ def main() -> int:
     source, out = Path(args.source), Path(args.out)
     heldout = source / "data" / "heldout" / "pairs.jsonl"
     data = source / "data" / ("hard.parquet" if args.train_on == "hard" else "train/train.parquet")
-    if args.constant_label:
-        data = constant_label_copy(data, args.constant_label)
     config = load_config(args.config)
     ensure_ray(config, out / "rl-variants-runs" / "logs")
     sft = str(latest_checkpoint(source / "sft") / "hf")
     models = {"SFT": sft}
-    results = {"source": str(source), "train_on": args.train_on, "constant_label": args.constant_label, "variants": {}}
+    results = {"source": str(source), "train_on": args.train_on, "variants": {}}
     for spec in args.variants:
         name, _, overrides = spec.partition(":")
         run = run_variant(
@@ -114,10 +91,6 @@ def main() -> int:
                 **{f"{k}/accuracy": statistics.fmean(v["right"]) for k, v in sorted(kinds.items())},
                 **{f"{k}/caption_right": statistics.fmean(v["caption"]) for k, v in sorted(kinds.items())},
             }
-            if args.constant_label:
-                scores["answers_the_constant_label"] = statistics.fmean(
-                    parse_answer(t) == args.constant_label for t in texts
-                )
             results["variants"].setdefault(name, {}).update(scores)
             print(
                 name,
@@ -126,8 +99,7 @@ def main() -> int:
                 ),
                 flush=True,
             )
-    name = f"rl_variants_all_{args.constant_label}.json" if args.constant_label else "rl_variants.json"
-    (out / name).write_text(json.dumps(results, indent=1))
+    (out / "rl_variants.json").write_text(json.dumps(results, indent=1))
     return 0
 
 
