@@ -83,6 +83,9 @@ def rl_variants(result: dict[str, Any]) -> str:
         return "\n\n".join(rl_variants(r) for r in result.values() if isinstance(r, dict) and "variants" in r)
     headers = ["model", "overrides", "held-out accuracy", "colour / count / shape"]
     headers.append("result rate, first -> last quarter")
+    reasoning = all("follows_caption" in v for v in result["variants"].values())
+    if reasoning:  # files written since rl_variants.py scores the reasoning
+        headers += ["caption names the fact", "claims follow the caption"]
     rows = []
     for name, v in sorted(result["variants"].items(), key=lambda kv: kv[0] != "SFT"):  # SFT, the start, first
         kinds = " / ".join(f"{v[f'{kind}/accuracy']:.2f}" for kind in ("colour", "count", "shape"))
@@ -93,6 +96,8 @@ def rl_variants(result: dict[str, Any]) -> str:
         )
         overrides = " ".join(f"`{o}`" for o in v.get("overrides", "").split(",") if o)
         row = [name, overrides, f"{v['accuracy']:.3f}", kinds, rate]
+        if reasoning:
+            row += [f"{v['caption_right']:.3f}", f"{v['follows_caption']:.3f}"]
         rows.append(row)
     where = f"From the seed folder `{result['source']}`, RL on its {result.get('train_on', 'hard')} training pairs:"
     return f"{where}\n\n{report.table(headers, rows)}"
@@ -149,6 +154,7 @@ BLOCKS: dict[str, tuple[list[Path], Callable[..., str]]] = {
     "ablation": _one("ablation.json", lambda r: "\n".join(ablation_lines(r))),
     "rl-variants": _one("rl_variants.json", rl_variants),
     "rl-variants-seed1": _one("rl_variants_seed1.json", rl_variants),
+    "rl-variants-reasoning": _one("rl_variants_reasoning.json", rl_variants),
     "rl-variants-temperature": _one("rl_variants_temperature.json", rl_variants),
     "rollout": _one("rollout.json", report.rollout_section),
     "end-to-end": _one("end_to_end.json", report.end_to_end_section),

@@ -3,8 +3,9 @@
 Each variant is `NAME:key=value,key=value` (config overrides on configs/pipeline-tiny.yaml) and trains
 on the seed folder's hard examples from its SFT checkpoint, as the pipeline's RL stage does. Every model
 (SFT, then each variant) answers the held-out pairs greedily; per question kind the table gives the
-accuracy and how often the reasoning's caption names the asked fact right, which tells a model that
-misreads the image from one that reads it and then compares the responses wrongly.
+accuracy, how often the reasoning's caption names the asked fact right, and how often the reasoning's
+claims about the responses follow its own caption: this tells a model that misreads the image from one
+that reads it and then compares the responses wrongly.
 
     make demo   # writes runs/pipeline/seed-0
     .venv/bin/python -m benchmarks.rl_variants --from runs/pipeline/seed-0 \\
@@ -26,13 +27,31 @@ from collections import defaultdict
 from pathlib import Path
 
 
+def _names(words: list[str], value: str) -> bool:
+    """Whether a description's words name `value` ("circle" in "two red circles"; a lone shape is "a ...")."""
+    return value in words or value + "s" in words or (value == "one" and words[:1] in (["a"], ["an"]))
+
+
+def _caption_words(text: str) -> list[str] | None:
+    caption = re.search(r"The image shows (.*?)\.", text)
+    return caption.group(1).split() if caption else None
+
+
 def caption_names(text: str, pair: dict) -> bool:
     """Whether the reasoning's "The image shows ..." names the right response's value."""
     right = pair["response_1"] if pair["label"] == 1 else pair["response_2"]
     value = right.split()[2] if pair["category"] == "count" else right.rstrip(".").split()[-1]
-    caption = re.search(r"The image shows (.*?)\.", text)
-    words = caption.group(1).split() if caption else []
-    return value in words or value + "s" in words
+    return _names(_caption_words(text) or [], value)
+
+
+CLAIM = re.compile(r"Response [12] says (.+?), which (matches|does not match) the image")
+
+
+def follows_caption(text: str) -> bool:
+    """Whether every "Response N says V, which matches / does not match the image" agrees with the
+    reasoning's own "The image shows ...": the model used what it read. A trace without both does not."""
+    words, claims = _caption_words(text), CLAIM.findall(text)
+    return bool(words and claims) and all(_names(words, v) == (m == "matches") for v, m in claims)
 
 
 def main() -> int:
@@ -44,6 +63,7 @@ def main() -> int:
         "--train-on", default="hard", choices=["hard", "all"], help="hard examples or every training pair"
     )
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--name", default="rl_variants.json", help="the results file's name under --out")
     args = parser.parse_args()
 
     from benchmarks.ablation import run_variant
@@ -61,7 +81,9 @@ def main() -> int:
     ensure_ray(config, out / "rl-variants-runs" / "logs")
     sft = str(latest_checkpoint(source / "sft") / "hf")
     models = {"SFT": sft}
-    results = {"source": str(source), "train_on": args.train_on, "variants": {}}
+    from r1reward.trainer.pipeline import machine
+
+    results = {"source": str(source), "train_on": args.train_on, "machine": machine(), "variants": {}}
     for spec in args.variants:
         name, _, overrides = spec.partition(":")
         run = run_variant(
@@ -82,14 +104,18 @@ def main() -> int:
         for name, model in models.items():
             sampler.load(model)
             texts = [row[0] for row in sampler.texts(records, k=1, temperature=0.0, seed=7)]
-            kinds: dict[str, dict[str, list[bool]]] = defaultdict(lambda: {"right": [], "caption": []})
+            kinds: dict[str, dict[str, list[bool]]] = defaultdict(lambda: {"right": [], "caption": [], "follows": []})
             for text, pair in zip(texts, pairs):
                 kinds[pair["category"]]["right"].append(parse_answer(text) == pair["label"])
                 kinds[pair["category"]]["caption"].append(caption_names(text, pair))
+                kinds[pair["category"]]["follows"].append(follows_caption(text))
             scores = {
                 "accuracy": statistics.fmean(right for v in kinds.values() for right in v["right"]),
+                "caption_right": statistics.fmean(c for v in kinds.values() for c in v["caption"]),
+                "follows_caption": statistics.fmean(f for v in kinds.values() for f in v["follows"]),
                 **{f"{k}/accuracy": statistics.fmean(v["right"]) for k, v in sorted(kinds.items())},
                 **{f"{k}/caption_right": statistics.fmean(v["caption"]) for k, v in sorted(kinds.items())},
+                **{f"{k}/follows_caption": statistics.fmean(v["follows"]) for k, v in sorted(kinds.items())},
             }
             results["variants"].setdefault(name, {}).update(scores)
             print(
@@ -99,7 +125,7 @@ def main() -> int:
                 ),
                 flush=True,
             )
-    (out / "rl_variants.json").write_text(json.dumps(results, indent=1))
+    (out / args.name).write_text(json.dumps(results, indent=1))
     return 0
 
 

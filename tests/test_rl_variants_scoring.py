@@ -1,0 +1,39 @@
+"""How benchmarks/rl_variants.py reads a reasoning trace of the synthetic task: whether its caption names
+the asked fact, and whether its claims about the two responses follow that caption."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.rl_variants import caption_names, follows_caption
+
+
+def _trace(caption: str, said_1: str, claim_1: str, said_2: str, claim_2: str, answer: int) -> str:
+    return (
+        f"<think>The image shows {caption}. Response 1 says {said_1}, which {claim_1} the image. "
+        f"Response 2 says {said_2}, which {claim_2} the image. Response {answer} is better.</think>"
+        f"<answer>{answer}</answer>"
+    )
+
+
+def test_a_lone_shape_is_counted_as_one_and_plurals_name_their_shape():
+    count = {"response_1": "I count one shapes.", "response_2": "I count three shapes."}
+    count |= {"label": 1, "category": "count"}
+    assert caption_names(_trace("a red circle", "one", "matches", "three", "does not match", 1), count)
+    assert not caption_names(_trace("two red circles", "one", "matches", "three", "does not match", 1), count)
+    shape = {"response_1": "It is a square.", "response_2": "It is a circle.", "label": 2, "category": "shape"}
+    assert caption_names(_trace("three blue circles", "square", "does not match", "circle", "matches", 2), shape)
+
+
+@pytest.mark.parametrize(
+    "trace, follows",
+    [
+        (_trace("a red triangle", "green", "does not match", "red", "matches", 2), True),
+        (_trace("a green triangle", "green", "does not match", "red", "matches", 2), False),  # misjudged
+        (_trace("a yellow triangle", "triangle", "matches", "triangle", "does not match", 1), False),  # miscopied
+        (_trace("a blue square", "one", "matches", "two", "does not match", 1), True),
+        ("<think>Response 1 is better.</think><answer>1</answer>", False),  # nothing to check
+    ],
+)
+def test_claims_follow_the_caption_only_when_every_claim_agrees_with_it(trace, follows):
+    assert follows_caption(trace) is follows
