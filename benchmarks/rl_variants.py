@@ -11,9 +11,10 @@ that reads it and then compares the responses wrongly.
     .venv/bin/python -m benchmarks.rl_variants --from runs/pipeline/seed-0 \\
         "lr5e-4:learner.lr=5e-4,trainer.num_steps=32,trainer.rollout_batch_size=32"
 
-Writes benchmarks/results/rl_variants.json. Not part of CI. Whether an update follows the advantages is
-checked by tests/test_learner_nonfinite.py; a constant label cannot check it here, because training
-swaps response positions to balance the labels (half of them would become the other answer).
+Writes benchmarks/results/rl_variants.json (`--name` another file there). Not part of CI. Whether an
+update follows the advantages is checked by tests/test_learner_nonfinite.py; a constant label cannot
+check it here, because training swaps response positions to balance the labels (half of them would
+become the other answer).
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ def main() -> int:
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--name", default="rl_variants.json", help="the results file's name under --out")
     args = parser.parse_args()
+    if Path(args.name).name != args.name or not args.name.endswith(".json"):
+        parser.error(f"--name must be a .json file name without a folder, got {args.name!r}")
 
     from benchmarks.ablation import run_variant
     from r1reward.algo import parse_answer
@@ -73,6 +76,7 @@ def main() -> int:
     from r1reward.placement.ray_init import ensure_ray
     from r1reward.trainer.checkpoint import latest_checkpoint
     from r1reward.trainer.hard_examples import Sampler, records_of
+    from r1reward.trainer.pipeline import machine
 
     source, out = Path(args.source), Path(args.out)
     heldout = source / "data" / "heldout" / "pairs.jsonl"
@@ -81,8 +85,6 @@ def main() -> int:
     ensure_ray(config, out / "rl-variants-runs" / "logs")
     sft = str(latest_checkpoint(source / "sft") / "hf")
     models = {"SFT": sft}
-    from r1reward.trainer.pipeline import machine
-
     results = {"source": str(source), "train_on": args.train_on, "machine": machine(), "variants": {}}
     for spec in args.variants:
         name, _, overrides = spec.partition(":")
