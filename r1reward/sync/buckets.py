@@ -300,13 +300,13 @@ def stage_buckets(
     layout = kept.layout
     plan, trailer, offsets, end = layout.plan, layout.trailer, layout.offsets, layout.end
     area = kept.take("staging", end + trailer, device)
-    flats, views, misaligned = layout.views(area)  # made while the bytes are on the way
     works = [
         broadcast(area[start : stop + (trailer if i == len(plan) - 1 else 0)])
         for i, (start, stop) in enumerate(offsets)
     ]
     sent = torch.empty(len(plan), dtype=torch.int64, device=device)
     sent_work = broadcast(sent) if verify and not trailer else None
+    flats, views, misaligned = layout.views(area)  # made while the bytes are on the way
     got: list[int] = []
     for flat, work in zip(flats, works):
         work.wait()
