@@ -37,3 +37,14 @@ def test_a_lone_shape_is_counted_as_one_and_plurals_name_their_shape():
 )
 def test_claims_follow_the_caption_only_when_every_claim_agrees_with_it(trace, follows):
     assert follows_caption(trace) is follows
+
+
+@pytest.mark.parametrize("name", ["../elsewhere.json", "/tmp/x.json", "results.txt"])
+def test_a_results_name_with_a_folder_or_another_suffix_is_refused_before_anything_runs(name, monkeypatch, capsys):
+    from benchmarks import rl_variants
+
+    monkeypatch.setattr("sys.argv", ["rl_variants", "--name", name])
+    with pytest.raises(SystemExit) as exit_info:
+        rl_variants.main()
+    assert exit_info.value.code == 2
+    assert "--name must be a .json file name without a folder" in capsys.readouterr().err
