@@ -29,8 +29,9 @@ ROLE_PHASES = {
 
 
 def machine_line(result: dict[str, Any]) -> str:
-    """Which CPU kernels and how many cores a result ran on: torch picks its kernels by the CPU's
-    capability, so results differ between CPUs (`r1reward.trainer.pipeline.machine` records it)."""
+    """Which CPU kernels, CPU model and how many cores a result ran on: torch picks its kernels by the
+    CPU's capability and MKL and oneDNN by its model too, so results differ between CPUs
+    (`r1reward.trainer.pipeline.machine` records them)."""
     m = result.get("machine")
     if not m:
         return "Machine: CPU not recorded."
@@ -39,7 +40,8 @@ def machine_line(result: dict[str, Any]) -> str:
         env.setdefault("ATEN_CPU_CAPABILITY", m["aten_cpu_capability_env"])
     forced = f", set by {' '.join(f'{k}={v}' for k, v in sorted(env.items()))}" if env else ""
     cores = f", {m['cores']} cores" if m.get("cores") else ""
-    return f"Machine: torch CPU capability {m.get('cpu_capability', 'not recorded')}{forced}{cores}."
+    model = f" ({m['cpu_model']})" if m.get("cpu_model") else ""
+    return f"Machine: torch CPU capability {m.get('cpu_capability', 'not recorded')}{model}{forced}{cores}."
 
 
 def ratio(new: float, old: float) -> float:

@@ -166,7 +166,9 @@ def test_every_result_make_bench_writes_is_stamped_with_the_machine_it_ran_on():
     assert stamped["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert stamped["machine"]["cores"] == os.cpu_count()
     section = report.render({"rollout": stamped}, "m", "c")
-    assert f"Machine: torch CPU capability {stamped['machine']['cpu_capability']}, {os.cpu_count()} cores." in section
+    assert stamped["machine"]["cpu_model"]
+    m = stamped["machine"]
+    assert f"Machine: torch CPU capability {m['cpu_capability']} ({m['cpu_model']}), {os.cpu_count()} cores." in section
 
 
 @pytest.mark.parametrize("name", ["rollout", "weight_sync", "end_to_end", "staleness"])

@@ -185,3 +185,16 @@ def test_a_resumed_sft_or_rl_stage_continues_from_its_checkpoint_only_if_it_save
     }
     assert own_dir("sft", directory)["sft__overwrite"] is True  # a stage that runs afresh starts over
     assert Config().sft.resume is False
+
+
+def test_the_machine_names_the_cpu_model_read_from_cpuinfo(tmp_path):
+    """Two AVX-512 CPUs of different makers train the tiny model differently: results name the model."""
+    from r1reward.trainer.pipeline import cpu_model, machine
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: AMD  EPYC\x1b[31m 9654\nflags\t: avx2\n" * 2)
+    assert cpu_model(str(info)) == "AMD EPYC[31m 9654"  # control bytes dropped, spaces collapsed
+    info.write_text("model name\t: " + "x" * 500 + "\n")
+    assert len(cpu_model(str(info))) == 80
+    assert cpu_model(str(tmp_path / "absent")) != ""  # platform's answer, or "unknown"
+    assert machine()["cpu_model"] == cpu_model()

@@ -136,6 +136,8 @@ def test_machine_line_reads_either_spelling_of_the_forced_capability():
     )
     plain = {"cpu_capability": "AVX512", "cores": 16, "aten_cpu_capability_env": None}
     assert report_docs.machine_line({"machine": plain}) == "Machine: torch CPU capability AVX512, 16 cores."
+    named = {"cpu_capability": "AVX512", "cpu_model": "AMD EPYC", "cores": 2, "kernel_env": {}}
+    assert report_docs.machine_line({"machine": named}) == "Machine: torch CPU capability AVX512 (AMD EPYC), 2 cores."
 
 
 def test_a_file_block_quotes_the_snippet_a_test_runs(tmp_path):

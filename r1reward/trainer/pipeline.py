@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import statistics
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -45,7 +46,26 @@ def machine() -> dict[str, Any]:
         for k in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
         if k in os.environ
     }
-    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "cores": os.cpu_count(), "kernel_env": env}
+    return {
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_model": cpu_model(),
+        "cores": os.cpu_count(),
+        "kernel_env": env,
+    }
+
+
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name: two CPUs of the same capability (an Intel and an AMD AVX-512 part) still
+    run different MKL and oneDNN code, and a tiny model's training can land elsewhere on each."""
+    import platform
+
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        text = ""
+    found = re.search(r"^model name\s*:\s*(.+)$", text, flags=re.MULTILINE)
+    name = found.group(1) if found else platform.processor()
+    return " ".join("".join(c for c in name if c.isprintable()).split())[:80] or "unknown"
 
 
 def mean_interval(values: list[float]) -> tuple[float, float, float]:
@@ -702,7 +722,7 @@ def synthetic_report(config: Config, out: Path, records: dict[str, dict[str, Any
     (out / "summary.md").write_text(
         f"Held-out accuracy after each stage ({p.num_heldout} pairs, "
         f"one greedy answer each), seeds {list(p.seeds)}, on {summary['machine']['cpu_capability']} kernels "
-        f"({summary['machine']['cores']} cores):\n\n{table}\n"
+        f"({summary['machine']['cpu_model']}, {summary['machine']['cores']} cores):\n\n{table}\n"
     )
     print("\n" + table)
     print(f"\nsummary: {out / 'summary.md'}; curves: {plot}; actor logs: {out / 'logs'}")
