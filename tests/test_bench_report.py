@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -274,3 +275,15 @@ def test_staleness_verdict_needs_the_gain_to_beat_the_larger_spread():
     assert not staleness.verdict(eta0, close)["faster_beyond_spread"]
     text = report.staleness_section({**STALENESS, **staleness.verdict(eta0, close)})
     assert "**not** more than the larger spread" in text and "rollout worker 0: core 0" in text
+
+
+def test_sync_shares_pair_each_variant_with_the_raw_broadcast_of_its_round():
+    weight_sync = _import_benchmark("weight_sync")
+    # The last rounds ran at half speed (a neighbour on the shared cores); the variant's slow stretch
+    # began one round before the raw broadcast's. In four rounds of five it took 1.6x the raw's time.
+    timings = {"raw_flat": [1.0, 1.0, 1.0, 2.0, 2.0], "r1reward": [1.6, 1.6, 3.2, 3.2, 3.2]}
+    shares = weight_sync.shares_of_raw(timings)
+    assert shares["raw_flat"] == 1.0
+    assert shares["r1reward"] == pytest.approx(1 / 1.6)
+    # The ratio of the medians would have set the slow stretch's variant against a fast raw broadcast.
+    assert statistics.median(timings["raw_flat"]) / statistics.median(timings["r1reward"]) == pytest.approx(1 / 3.2)
