@@ -150,6 +150,7 @@ BLOCKS: dict[str, tuple[list[Path], Callable[..., str]]] = {
     "pipeline-study": _one("pipeline-study/summary.json", study),
     "pipeline-study-headline": _one("pipeline-study/summary.json", lambda s: study(s, guards=False)),
     "pipeline-study-avx2": _one("pipeline-study-avx2/summary.json", study),
+    "pipeline-study-epyc": _one("pipeline-study-epyc/summary.json", study),
     "pipeline-study-teacher-bias": _one("pipeline-study-teacher-bias/summary.json", study),
     "ablation": _one("ablation.json", lambda r: "\n".join(ablation_lines(r))),
     "rl-variants": _one("rl_variants.json", rl_variants),

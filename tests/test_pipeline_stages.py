@@ -188,7 +188,7 @@ def test_a_resumed_sft_or_rl_stage_continues_from_its_checkpoint_only_if_it_save
 
 
 def test_the_machine_names_the_cpu_model_read_from_cpuinfo(tmp_path):
-    """Two AVX-512 CPUs of different makers train the tiny model differently: results name the model."""
+    """Two CPUs of the same capability can train the tiny model differently: results name the model."""
     from r1reward.trainer.pipeline import cpu_model, machine
 
     info = tmp_path / "cpuinfo"

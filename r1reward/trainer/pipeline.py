@@ -55,8 +55,8 @@ def machine() -> dict[str, Any]:
 
 
 def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
-    """The CPU's model name: two CPUs of the same capability (an Intel and an AMD AVX-512 part) still
-    run different MKL and oneDNN code, and a tiny model's training can land elsewhere on each."""
+    """The CPU's model name: two CPUs of the same capability can still run different MKL and oneDNN
+    code, and a tiny model's training can land elsewhere on each."""
     import platform
 
     try:
