@@ -57,8 +57,14 @@ def profiled(tiny_model_dir, synthetic_dir, tmp_path_factory):
 def test_the_profile_predicts_its_calibration_steps_and_a_held_out_workload(profiled):
     data = json.loads(profiled["profile"].read_text())
     model = load_step_model(profiled["profile"])
-    assert data["throughput"]["rollout_tokens_per_s_per_worker"] > 0
-    assert data["throughput"]["learner_train_samples_per_s_per_rank"] > 0
+    for phase, key in (
+        ("generate", "rollout_tokens_per_s_per_worker"),
+        ("train", "learner_train_samples_per_s_per_rank"),
+    ):
+        rate = data["throughput"][key]
+        # None: more work was not slower at the two calibrated sizes (a tiny model's vLLM decode step can
+        # be latency-bound on one machine and not on another); the phase is then its latency alone.
+        assert (rate is None and data["phases"][phase]["latency_s"] > 0) or rate > 0, (phase, data["phases"][phase])
     assert data["sync_bytes"] > 0 and data["calibrated_at"]["rollout_batch_sizes"] == [8, 16]
     errors, lines = {}, []
     for m, (prompts, n) in zip(profiled["measurements"], SHAPES):
