@@ -2,8 +2,9 @@
 
 Each comparison runs in its own process (engines, Ray and gloo groups end with it) and writes
 benchmarks/results/<name>.json, stamped here with the invocation and the machine it ran on (torch's CPU
-capability, the CPU model and the core count: the kernels, and so the numbers, differ between CPUs); the report is
-rebuilt from all the JSON files present, so `--only NAME` refreshes one comparison and keeps the others.
+capability, the CPU model and the core count: the kernels, and so the numbers, differ between CPUs); the
+report is rebuilt from all the JSON files present, so `--only NAME` refreshes one comparison and keeps the
+others.
 
     python -m benchmarks.run [--only rollout|end_to_end|weight_sync|staleness] [--machine "2 cores, CPU"]
 """

@@ -265,7 +265,7 @@ def measure(shapes: str, source: str, scale: int, rounds: int) -> dict:
         "fraction_of_raw": shares_of_raw(timings),
         # Both ranks' CPU seconds (every thread): what a shared machine's load does not change much.
         "cpu_seconds": cpu,
-        "runs": dict(timings),
+        "runs": timings,
     }
     print(
         f"{shapes}: {out['tensors']} tensors, {out['bytes'] / 2**20:.1f} MiB, {out['buckets']} buckets: "
