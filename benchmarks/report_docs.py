@@ -80,7 +80,8 @@ def study(summary: dict[str, Any], guards: bool = True) -> str:
 def rl_variants(result: dict[str, Any]) -> str:
     """One row per model of an rl_variants.py run: its overrides, held-out accuracy, and per kind."""
     if "variants" not in result:  # several seed folders in one file
-        return "\n\n".join(rl_variants(r) for r in result.values() if isinstance(r, dict) and "variants" in r)
+        folders = [r for r in result.values() if isinstance(r, dict) and "variants" in r]
+        return "\n\n".join([*map(rl_variants, folders), rl_variants_gains(folders)])
     headers = ["model", "overrides", "held-out accuracy", "colour / count / shape"]
     headers.append("result rate, first -> last quarter")
     reasoning = all("follows_caption" in v for v in result["variants"].values())
@@ -99,8 +100,31 @@ def rl_variants(result: dict[str, Any]) -> str:
         if reasoning:
             row += [f"{v['caption_right']:.3f}", f"{v['follows_caption']:.3f}"]
         rows.append(row)
-    where = f"From the seed folder `{result['source']}`, RL on its {result.get('train_on', 'hard')} training pairs:"
-    return f"{where}\n\n{report.table(headers, rows)}"
+    where = f"From the seed folder `{result['source']}`, RL on its {result.get('train_on', 'hard')} training pairs"
+    if "heldout_pairs" in result:
+        where += f", scored on {result['heldout_pairs']} held-out pairs"
+    return f"{where}:\n\n{report.table(headers, rows)}"
+
+
+def rl_variants_gains(folders: list[dict[str, Any]]) -> str:
+    """Across seed folders: each model's mean held-out accuracy and its gain over SFT, paired by folder,
+    with 95% t-intervals (a model that not every folder has is left out)."""
+    from r1reward.trainer.pipeline import mean_interval
+
+    names = [n for n in folders[0]["variants"] if n != "SFT" and all(n in f["variants"] for f in folders)]
+    rows = []
+    for name in ["SFT", *names]:
+        accs = [f["variants"][name]["accuracy"] for f in folders]
+        mean, low, high = mean_interval(accs)
+        row = [name, f"{mean:.3f} [{low:.3f}, {high:.3f}]"]
+        if name == "SFT":
+            row.append("")
+        else:
+            gain, low, high = mean_interval([a - f["variants"]["SFT"]["accuracy"] for a, f in zip(accs, folders)])
+            row.append(f"{gain:+.3f} [{low:+.3f}, {high:+.3f}]")
+        rows.append(row)
+    headers = ["model", f"held-out accuracy over {len(folders)} seeds (95% interval)", "gain over SFT, paired by seed"]
+    return report.table(headers, rows)
 
 
 # ---- r1reward serve (benchmarks/serve_latency.py) ----
@@ -157,6 +181,7 @@ BLOCKS: dict[str, tuple[list[Path], Callable[..., str]]] = {
     "rl-variants-seed1": _one("rl_variants_seed1.json", rl_variants),
     "rl-variants-reasoning": _one("rl_variants_reasoning.json", rl_variants),
     "rl-variants-temperature": _one("rl_variants_temperature.json", rl_variants),
+    "rl-variants-long": _one("rl_variants_long.json", rl_variants),
     "rollout": _one("rollout.json", report.rollout_section),
     "end-to-end": _one("end_to_end.json", report.end_to_end_section),
     "step-breakdown": _one("end_to_end.json", report.breakdown_section),

@@ -11,6 +11,11 @@ that reads it and then compares the responses wrongly.
     .venv/bin/python -m benchmarks.rl_variants --from runs/pipeline/seed-0 \\
         "lr5e-4:learner.lr=5e-4,trainer.num_steps=32,trainer.rollout_batch_size=32"
 
+`--from` may repeat (one entry per seed folder in the file, and the report's paired gain of each model
+over SFT across them); a folder's own RL model, when it has one, is scored as "pipeline RL".
+`--heldout N` scores N fresh held-out pairs drawn as the pipeline draws that seed's (its first pairs are the
+folder's own): a 256-pair set cannot tell a gain of a few points from its own noise.
+
 Writes benchmarks/results/rl_variants.json (`--name` another file there). Not part of CI. Whether an
 update follows the advantages is checked by tests/test_learner_nonfinite.py; a constant label cannot
 check it here, because training swaps response positions to balance the labels (half of them would
@@ -27,38 +32,26 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-
-def _names(words: list[str], value: str) -> bool:
-    """Whether a description's words name `value` ("circle" in "two red circles"; a lone shape is "a ...")."""
-    return value in words or value + "s" in words or (value == "one" and words[:1] in (["a"], ["an"]))
-
-
-def _caption_words(text: str) -> list[str] | None:
-    caption = re.search(r"The image shows (.*?)\.", text)
-    return caption.group(1).split() if caption else None
+from r1reward.data.synthetic import caption_words, follows_caption, names
 
 
 def caption_names(text: str, pair: dict) -> bool:
     """Whether the reasoning's "The image shows ..." names the right response's value."""
     right = pair["response_1"] if pair["label"] == 1 else pair["response_2"]
     value = right.split()[2] if pair["category"] == "count" else right.rstrip(".").split()[-1]
-    return _names(_caption_words(text) or [], value)
+    return names(caption_words(text) or [], value)
 
 
-CLAIM = re.compile(r"Response [12] says (.+?), which (matches|does not match) the image")
-
-
-def follows_caption(text: str) -> bool:
-    """Whether every "Response N says V, which matches / does not match the image" agrees with the
-    reasoning's own "The image shows ...": the model used what it read. A trace without both does not."""
-    words, claims = _caption_words(text), CLAIM.findall(text)
-    return bool(words and claims) and all(_names(words, v) == (m == "matches") for v, m in claims)
+SEED_FOLDER = re.compile(r"seed-(\d+)")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("variants", nargs="*", help="NAME:key=value,key=value")
-    parser.add_argument("--from", dest="source", default="runs/pipeline/seed-0")
+    parser.add_argument(
+        "--from", dest="sources", action="append", help="a seed folder of `r1reward pipeline` (repeatable)"
+    )
+    parser.add_argument("--heldout", type=int, default=0, help="score N fresh held-out pairs (0: the folder's own)")
     parser.add_argument("--config", default="configs/pipeline-tiny.yaml")
     parser.add_argument(
         "--train-on", default="hard", choices=["hard", "all"], help="hard examples or every training pair"
@@ -68,29 +61,58 @@ def main() -> int:
     args = parser.parse_args()
     if Path(args.name).name != args.name or not args.name.endswith(".json"):
         parser.error(f"--name must be a .json file name without a folder, got {args.name!r}")
+    sources = [Path(s) for s in args.sources or ["runs/pipeline/seed-0"]]
+    if args.heldout < 0:
+        parser.error(f"--heldout must be 0 or more, got {args.heldout}")
+    if args.heldout and any(not SEED_FOLDER.fullmatch(s.name) for s in sources):
+        parser.error("--heldout draws a seed's pairs: every --from must be a seed folder named seed-N")
+    if len({s.name for s in sources}) < len(sources):
+        parser.error("each --from must be another seed folder")
 
-    from benchmarks.ablation import run_variant
-    from r1reward.algo import parse_answer
     from r1reward.config import load_config
-    from r1reward.data.jsonl import read_jsonl
     from r1reward.placement.ray_init import ensure_ray
-    from r1reward.trainer.checkpoint import latest_checkpoint
-    from r1reward.trainer.hard_examples import Sampler, records_of
     from r1reward.trainer.pipeline import machine
 
-    source, out = Path(args.source), Path(args.out)
-    heldout = source / "data" / "heldout" / "pairs.jsonl"
-    data = source / "data" / ("hard.parquet" if args.train_on == "hard" else "train/train.parquet")
+    out = Path(args.out)
     config = load_config(args.config)
     ensure_ray(config, out / "rl-variants-runs" / "logs")
+    folders = {source.name: score_folder(source, args, config) for source in sources}
+    results = next(iter(folders.values())) if len(folders) == 1 else folders
+    results["machine"] = machine()
+    (out / args.name).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+def heldout_pairs(source: Path, count: int, out: Path) -> Path:
+    """The folder's own held-out pairs, or `count` fresh ones drawn as the pipeline draws that seed's."""
+    if not count:
+        return source / "data" / "heldout" / "pairs.jsonl"
+    from r1reward.data.synthetic import make_synthetic_data
+    from r1reward.trainer.pipeline import heldout_data_seed
+
+    seed = int(SEED_FOLDER.fullmatch(source.name).group(1))
+    return make_synthetic_data(out, num=count, seed=heldout_data_seed(seed))["pairs"]
+
+
+def score_folder(source: Path, args: argparse.Namespace, config) -> dict:
+    """Each variant trained from the folder's SFT checkpoint, then every model scored on held-out pairs."""
+    from benchmarks.ablation import run_variant
+    from r1reward.algo import parse_answer
+    from r1reward.data.jsonl import read_jsonl
+    from r1reward.trainer.checkpoint import latest_checkpoint
+    from r1reward.trainer.hard_examples import Sampler, records_of
+
+    runs = Path(args.out) / "rl-variants-runs" / source.name
+    data = source / "data" / ("hard.parquet" if args.train_on == "hard" else "train/train.parquet")
     sft = str(latest_checkpoint(source / "sft") / "hf")
     models = {"SFT": sft}
-    results = {"source": str(source), "train_on": args.train_on, "machine": machine(), "variants": {}}
+    own_rl = latest_checkpoint(source / "rl")
+    if own_rl is not None:
+        models["pipeline RL"] = str(own_rl / "hf")
+    results = {"source": str(source), "train_on": args.train_on, "variants": {}}
     for spec in args.variants:
         name, _, overrides = spec.partition(":")
-        run = run_variant(
-            args.config, data, sft, out / "rl-variants-runs" / name, [o for o in overrides.split(",") if o], seed=0
-        )
+        run = run_variant(args.config, data, sft, runs / name, [o for o in overrides.split(",") if o], seed=0)
         rates = run["result_rate_curve"]
         quarter = max(1, len(rates) // 4)
         results["variants"][name] = {
@@ -100,7 +122,9 @@ def main() -> int:
         }
         models[name] = run["model"]
 
+    heldout = heldout_pairs(source, args.heldout, runs / "heldout")
     pairs = list(read_jsonl(heldout))
+    results["heldout_pairs"] = len(pairs)
     records = records_of(heldout, "canonical", config)
     with Sampler(sft, config) as sampler:
         for name, model in models.items():
@@ -121,14 +145,14 @@ def main() -> int:
             }
             results["variants"].setdefault(name, {}).update(scores)
             print(
+                source.name,
                 name,
                 json.dumps(
                     {k: round(v, 3) if isinstance(v, float) else v for k, v in results["variants"][name].items()}
                 ),
                 flush=True,
             )
-    (out / args.name).write_text(json.dumps(results, indent=1))
-    return 0
+    return results
 
 
 if __name__ == "__main__":

@@ -193,3 +193,20 @@ def test_the_replica_benchmark_renders_from_its_file_in_both_readmes(tmp_path):
     assert "2 replicas 19.30 requests/s, p50 410 ms, p95 1250 ms (load average 6.7)" in text
     assert "8 clients, 48 `/v1/compare` requests, K=1, 64 tokens per sample" in text
     assert "Machine: torch CPU capability AVX2, 2 cores." in text
+
+
+def test_rl_variants_over_seed_folders_render_each_models_gain_over_sft_paired_by_seed():
+    def folder(sft: float, longer: float, extra: dict) -> dict:
+        kinds = {f"{k}/accuracy": 0.5 for k in ("colour", "count", "shape")}
+        variants = {"SFT": {"accuracy": sft, **kinds}, "longer": {"accuracy": longer, **kinds}, **extra}
+        return {"source": "s", "heldout_pairs": 2048, "variants": variants}
+
+    only_here = {"other": {"accuracy": 0.9, "colour/accuracy": 0.9, "count/accuracy": 0.9, "shape/accuracy": 0.9}}
+    result = {"machine": {}, "seed-0": folder(0.50, 0.60, only_here), "seed-1": folder(0.70, 0.90, {})}
+    text = report_docs.rl_variants(result)
+    assert text.count("scored on 2048 held-out pairs") == 2
+    gains = text.split("gain over SFT, paired by seed |")[1]
+    # gains +0.10 and +0.20: mean +0.15, half-width 12.706 * 0.0707 / sqrt(2)
+    assert "| longer | 0.750 [-1.156, 2.656] | +0.150 [-0.485, +0.785] |" in gains
+    assert "| SFT | 0.600 [-0.671, 1.871] |" in gains
+    assert "other" not in gains  # not every folder has it

@@ -48,3 +48,21 @@ def test_a_results_name_with_a_folder_or_another_suffix_is_refused_before_anythi
         rl_variants.main()
     assert exit_info.value.code == 2
     assert "--name must be a .json file name without a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--from", "runs/pipeline/seed-0", "--heldout", "-1"], "--heldout must be 0 or more, got -1"),
+        (["--from", "runs/elsewhere", "--heldout", "512"], "every --from must be a seed folder named seed-N"),
+        (["--from", "a/seed-1", "--from", "b/seed-1"], "each --from must be another seed folder"),
+    ],
+)
+def test_bad_seed_folders_or_held_out_sizes_are_refused_before_anything_runs(argv, message, monkeypatch, capsys):
+    from benchmarks import rl_variants
+
+    monkeypatch.setattr("sys.argv", ["rl_variants", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        rl_variants.main()
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

@@ -37,3 +37,17 @@ def test_a_biased_teacher_keeps_only_its_right_traces_and_leaves_the_pairs_alone
 def test_teacher_bias_out_of_range_is_refused_at_load():
     with pytest.raises(ConfigError, match=r"pipeline.teacher_bias' must be in \[0, 1\), got 1.0"):
         load_config("configs/pipeline-tiny.yaml", ["pipeline.teacher_bias=1.0"])
+
+
+def test_a_larger_held_out_set_begins_with_the_smaller_ones_pairs(tmp_path):
+    # benchmarks/rl_variants.py --heldout relies on it: a folder's own held-out pairs come first.
+    from r1reward.trainer.pipeline import heldout_data_seed
+
+    small = make_synthetic_data(tmp_path / "small", num=6, seed=heldout_data_seed(2))
+    large = make_synthetic_data(tmp_path / "large", num=20, seed=heldout_data_seed(2))
+    first = list(read_jsonl(large["pairs"]))[:6]
+    assert first == list(read_jsonl(small["pairs"]))
+    for row in first:
+        image = row["images"][0]
+        assert (tmp_path / "small" / image).read_bytes() == (tmp_path / "large" / image).read_bytes()
+    assert heldout_data_seed(2) != 2 * 1000  # not the training pairs' stream

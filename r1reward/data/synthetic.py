@@ -9,6 +9,7 @@ in the R1-Reward output format (`sft.jsonl`).
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -125,3 +126,34 @@ def make_synthetic_data(out_dir: str | Path, num: int, seed: int = 0, teacher_bi
     for key, rows in (("pairs", pairs), ("sft", sft)):
         write_jsonl(rows, paths[key])
     return paths
+
+
+# --- checking a reasoning trace of this task (the shape `reasoning_target` writes) ----------------
+CAPTION = re.compile(r"The image shows (.*?)\.")
+CLAIM = re.compile(r"Response ([12]) says (.+?), which (matches|does not match) the image")
+
+
+def names(words: list[str], value: str) -> bool:
+    """Whether a description's words name `value` ("circle" in "two red circles"; a lone shape is "a ...")."""
+    return value in words or value + "s" in words or (value == "one" and words[:1] in (["a"], ["an"]))
+
+
+def caption_words(text: str) -> list[str] | None:
+    caption = CAPTION.search(text)
+    return caption.group(1).split() if caption else None
+
+
+def follows_caption(text: str) -> bool:
+    """Whether every "Response N says V, which matches / does not match the image" agrees with the
+    reasoning's own "The image shows ...": the model used what it read. A trace without both does not."""
+    words, claims = caption_words(text), CLAIM.findall(text)
+    return bool(words and claims) and all(names(words, v) == (m == "matches") for _, v, m in claims)
+
+
+def trace_picks(text: str) -> int | None:
+    """The response a trace's claims pick when they hold together: they follow its caption and exactly
+    one response matches. None otherwise."""
+    if not follows_caption(text):
+        return None
+    matching = {int(n) for n, _, m in CLAIM.findall(text) if m == "matches"}
+    return matching.pop() if len(matching) == 1 else None

@@ -68,6 +68,12 @@ def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
     return " ".join("".join(c for c in name if c.isprintable()).split())[:80] or "unknown"
 
 
+def heldout_data_seed(seed: int) -> int:
+    """The synthetic generator's seed for a pipeline seed's held-out pairs (its training pairs: seed * 1000).
+    A set drawn larger from it begins with the smaller one's pairs."""
+    return seed * 1000 + 1
+
+
 def mean_interval(values: list[float]) -> tuple[float, float, float]:
     """(mean, low, high): the 95% t-interval of the mean over seeds (zero width for one value)."""
     mean = statistics.fmean(values)
@@ -323,7 +329,9 @@ class SeedStages:
             train = make_synthetic_data(
                 directory / "data" / "train", num=p.num_train, seed=seed * 1000, teacher_bias=p.teacher_bias
             )
-            heldout = make_synthetic_data(directory / "data" / "heldout", num=p.num_heldout, seed=seed * 1000 + 1)
+            heldout = make_synthetic_data(
+                directory / "data" / "heldout", num=p.num_heldout, seed=heldout_data_seed(seed)
+            )
             return {"outputs": {"sft": train["sft"], "rl": train["rl"], "heldout": heldout["pairs"]}}
 
         data = directory / "data"
