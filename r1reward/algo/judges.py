@@ -155,6 +155,24 @@ class RuleJudge:
         """Nothing to wait for: no model, no failure."""
 
 
+class SyntheticTraceJudge(RuleJudge):
+    """The synthetic task's checkable chain, judged whole: +1 when the trace's claims follow its own
+    caption, pick one response, and the conclusion and answer name it; -1 when they do not; what
+    `rule_consistency` says for a trace without caption and claims."""
+
+    def judge(self, texts: list[str]) -> JudgeResult:
+        from r1reward.data.synthetic import CLAIM, trace_picks
+
+        def verdict(text: str) -> int:
+            rule = rule_consistency(text)
+            if not CLAIM.search(text):
+                return rule
+            picked = trace_picks(text)
+            return 1 if rule == 1 and picked is not None and picked == parse_answer(text) else -1
+
+        return JudgeResult([verdict(t) for t in texts])
+
+
 class _NoRetry(Exception):
     """A client error (400, 401, 404 ...) that a retry would not fix."""
 
@@ -358,6 +376,7 @@ class VLLMJudge:
 # actor (`model_actor`: a vLLM judge model on a planned slot).
 JUDGES: Registry[Callable[[RewardConfig, Any], Any]] = Registry("judge")
 JUDGES.add("rule", lambda cfg, judge_client: RuleJudge())
+JUDGES.add("synthetic-trace", lambda cfg, judge_client: SyntheticTraceJudge())
 JUDGES.add("openai", lambda cfg, judge_client: OpenAIJudge(cfg), requires=("judge_url", "judge_model"))
 JUDGES.add("vllm", VLLMJudge, requires=("judge_model",), model_actor=True)
 
