@@ -43,6 +43,7 @@ def caption_names(text: str, pair: dict) -> bool:
 
 
 SEED_FOLDER = re.compile(r"seed-(\d+)")
+RESERVED = ("SFT", "pipeline RL")  # the models every folder scores besides the variants
 
 
 def main() -> int:
@@ -68,6 +69,10 @@ def main() -> int:
         parser.error("--heldout draws a seed's pairs: every --from must be a seed folder named seed-N")
     if len({s.name for s in sources}) < len(sources):
         parser.error("each --from must be another seed folder")
+    names = [spec.partition(":")[0] for spec in args.variants]
+    for name in names:
+        if not name or Path(name).name != name or name in RESERVED or names.count(name) > 1:
+            parser.error(f"a variant's NAME must be a new plain name (not {', '.join(RESERVED)}), got {name!r}")
 
     from r1reward.config import load_config
     from r1reward.placement.ray_init import ensure_ray
@@ -105,10 +110,10 @@ def score_folder(source: Path, args: argparse.Namespace, config) -> dict:
     runs = Path(args.out) / "rl-variants-runs" / source.name
     data = source / "data" / ("hard.parquet" if args.train_on == "hard" else "train/train.parquet")
     sft = str(latest_checkpoint(source / "sft") / "hf")
-    models = {"SFT": sft}
+    models = {RESERVED[0]: sft}
     own_rl = latest_checkpoint(source / "rl")
     if own_rl is not None:
-        models["pipeline RL"] = str(own_rl / "hf")
+        models[RESERVED[1]] = str(own_rl / "hf")
     results = {"source": str(source), "train_on": args.train_on, "variants": {}}
     for spec in args.variants:
         name, _, overrides = spec.partition(":")

@@ -56,6 +56,10 @@ def test_a_results_name_with_a_folder_or_another_suffix_is_refused_before_anythi
         (["--from", "runs/pipeline/seed-0", "--heldout", "-1"], "--heldout must be 0 or more, got -1"),
         (["--from", "runs/elsewhere", "--heldout", "512"], "every --from must be a seed folder named seed-N"),
         (["--from", "a/seed-1", "--from", "b/seed-1"], "each --from must be another seed folder"),
+        (["../escape:learner.lr=1e-4"], "a variant's NAME must be a new plain name"),
+        (["SFT:learner.lr=1e-4"], "a variant's NAME must be a new plain name"),
+        (["a:learner.lr=1e-4", "a:learner.lr=2e-4"], "a variant's NAME must be a new plain name"),
+        ([":learner.lr=1e-4"], "a variant's NAME must be a new plain name"),
     ],
 )
 def test_bad_seed_folders_or_held_out_sizes_are_refused_before_anything_runs(argv, message, monkeypatch, capsys):
