@@ -1,10 +1,11 @@
 """Consistency judges: does a generation's reasoning support its final answer? (paper §4.3)
 
-Each judge maps generations to -1 / 0 / +1 and counts its failures. ``rule`` needs no model;
-``openai`` asks an OpenAI-compatible chat-completions endpoint; ``vllm`` asks a judge model served by
-a Ray actor (``r1reward.reward.actor.JudgeEngine``, reached through a ``JudgeClient``). As in the
-released code the model judges are text only and see the last 3 lines of the reasoning and the answer
-rewritten as "response N is better".
+Each judge maps generations to -1 / 0 / +1 and counts its failures. ``rule`` needs no model, nor does
+``synthetic-trace``, which checks the synthetic task's whole reasoning chain instead of its conclusion
+alone (r1reward/data/synthetic.py); ``openai`` asks an OpenAI-compatible chat-completions endpoint;
+``vllm`` asks a judge model served by a Ray actor (``r1reward.reward.actor.JudgeEngine``, reached
+through a ``JudgeClient``). As in the released code the model judges are text only and see the last 3
+lines of the reasoning and the answer rewritten as "response N is better".
 
 Prompts (``reward.judge_prompt``): ``released`` states the released judge's rules (1 when reasoning and
 answer mean the same; 0 for an ambiguous conclusion, the opposite choice, or approving both) and lets
