@@ -87,6 +87,9 @@ def rl_variants(result: dict[str, Any]) -> str:
     reasoning = all("follows_caption" in v for v in result["variants"].values())
     if reasoning:  # files written since rl_variants.py scores the reasoning
         headers += ["caption names the fact", "claims follow the caption"]
+    quotes = all("quotes_responses" in v for v in result["variants"].values())
+    if quotes:
+        headers.append("claims quote the responses")
     rows = []
     for name, v in sorted(result["variants"].items(), key=lambda kv: kv[0] != "SFT"):  # SFT, the start, first
         kinds = " / ".join(f"{v[f'{kind}/accuracy']:.2f}" for kind in ("colour", "count", "shape"))
@@ -99,6 +102,8 @@ def rl_variants(result: dict[str, Any]) -> str:
         row = [name, overrides, f"{v['accuracy']:.3f}", kinds, rate]
         if reasoning:
             row += [f"{v['caption_right']:.3f}", f"{v['follows_caption']:.3f}"]
+        if quotes:
+            row.append(f"{v['quotes_responses']:.3f}")
         rows.append(row)
     where = f"From the seed folder `{result['source']}`, RL on its {result.get('train_on', 'hard')} training pairs"
     if "heldout_pairs" in result:

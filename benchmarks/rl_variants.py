@@ -32,14 +32,26 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from r1reward.data.synthetic import caption_words, follows_caption, names
+from r1reward.data.synthetic import CLAIM, caption_words, follows_caption, names
+
+
+def response_value(response: str, category: str) -> str:
+    """The value a synthetic response states ("I count three shapes." -> "three", "It is a circle." -> "circle")."""
+    return response.split()[2] if category == "count" else response.rstrip(".").split()[-1]
 
 
 def caption_names(text: str, pair: dict) -> bool:
     """Whether the reasoning's "The image shows ..." names the right response's value."""
     right = pair["response_1"] if pair["label"] == 1 else pair["response_2"]
-    value = right.split()[2] if pair["category"] == "count" else right.rstrip(".").split()[-1]
-    return names(caption_words(text) or [], value)
+    return names(caption_words(text) or [], response_value(right, pair["category"]))
+
+
+def quotes_responses(text: str, pair: dict) -> bool:
+    """Whether the reasoning's claims quote both responses right ("Response 1 says V" with V the value
+    response 1 states): a chain can hold together by misquoting a response, which a judge that sees the
+    reasoning alone cannot tell."""
+    said = {int(n): v for n, v, _ in CLAIM.findall(text)}
+    return said == {n: response_value(pair[f"response_{n}"], pair["category"]) for n in (1, 2)}
 
 
 SEED_FOLDER = re.compile(r"seed-(\d+)")
@@ -137,19 +149,19 @@ def score_folder(source: Path, args: argparse.Namespace, config) -> dict:
         for name, model in models.items():
             sampler.load(model)
             texts = [row[0] for row in sampler.texts(records, k=1, temperature=0.0, seed=7)]
-            kinds: dict[str, dict[str, list[bool]]] = defaultdict(lambda: {"right": [], "caption": [], "follows": []})
-            for text, pair in zip(texts, pairs):
-                kinds[pair["category"]]["right"].append(parse_answer(text) == pair["label"])
-                kinds[pair["category"]]["caption"].append(caption_names(text, pair))
-                kinds[pair["category"]]["follows"].append(follows_caption(text))
-            scores = {
-                "accuracy": statistics.fmean(right for v in kinds.values() for right in v["right"]),
-                "caption_right": statistics.fmean(c for v in kinds.values() for c in v["caption"]),
-                "follows_caption": statistics.fmean(f for v in kinds.values() for f in v["follows"]),
-                **{f"{k}/accuracy": statistics.fmean(v["right"]) for k, v in sorted(kinds.items())},
-                **{f"{k}/caption_right": statistics.fmean(v["caption"]) for k, v in sorted(kinds.items())},
-                **{f"{k}/follows_caption": statistics.fmean(v["follows"]) for k, v in sorted(kinds.items())},
+            checks = {
+                "accuracy": lambda text, pair: parse_answer(text) == pair["label"],
+                "caption_right": caption_names,
+                "follows_caption": lambda text, pair: follows_caption(text),
+                "quotes_responses": quotes_responses,
             }
+            kinds: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
+            for text, pair in zip(texts, pairs):
+                for key, check in checks.items():
+                    kinds[pair["category"]][key].append(check(text, pair))
+            scores = {key: statistics.fmean(x for v in kinds.values() for x in v[key]) for key in checks}
+            for key in checks:
+                scores |= {f"{k}/{key}": statistics.fmean(v[key]) for k, v in sorted(kinds.items())}
             results["variants"].setdefault(name, {}).update(scores)
             print(
                 source.name,

@@ -210,3 +210,13 @@ def test_rl_variants_over_seed_folders_render_each_models_gain_over_sft_paired_b
     assert "| longer | 0.750 [-1.156, 2.656] | +0.150 [-0.485, +0.785] |" in gains
     assert "| SFT | 0.600 [-0.671, 1.871] |" in gains
     assert "other" not in gains  # not every folder has it
+
+
+def test_rl_variants_render_how_often_the_claims_quote_the_responses_when_the_file_has_it():
+    scores = {"accuracy": 0.5, "caption_right": 0.9, "follows_caption": 0.8, "quotes_responses": 0.25}
+    scores |= {f"{k}/accuracy": 0.5 for k in ("colour", "count", "shape")}
+    text = report_docs.rl_variants({"source": "s", "variants": {"SFT": scores}})
+    assert "| claims quote the responses |" in text.splitlines()[2]
+    assert text.splitlines()[-1].endswith("| 0.900 | 0.800 | 0.250 |")
+    older = {k: v for k, v in scores.items() if k != "quotes_responses"}
+    assert "quote the responses" not in report_docs.rl_variants({"source": "s", "variants": {"SFT": older}})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.rl_variants import caption_names, follows_caption
+from benchmarks.rl_variants import caption_names, follows_caption, quotes_responses
 
 
 def _trace(caption: str, said_1: str, claim_1: str, said_2: str, claim_2: str, answer: int) -> str:
@@ -70,3 +70,14 @@ def test_bad_seed_folders_or_held_out_sizes_are_refused_before_anything_runs(arg
         rl_variants.main()
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_chain_that_holds_together_by_misquoting_a_response_does_not_quote_the_responses():
+    pair = {"response_1": "The shape is blue.", "response_2": "The shape is red.", "label": 2, "category": "colour"}
+    honest = _trace("a red circle", "blue", "does not match", "red", "matches", 2)
+    misquoted = _trace("a green circle", "blue", "does not match", "green", "matches", 2)  # response 2 said red
+    assert follows_caption(honest) and quotes_responses(honest, pair)
+    assert follows_caption(misquoted) and not quotes_responses(misquoted, pair)
+    assert not quotes_responses("<think>Response 1 says blue, which matches the image.</think>", pair)  # one only
+    count = {"response_1": "I count two shapes.", "response_2": "I count one shapes.", "label": 1, "category": "count"}
+    assert quotes_responses(_trace("two red circles", "two", "matches", "one", "does not match", 1), count)
