@@ -40,11 +40,11 @@ def test_config_choices_are_the_registries():
     assert set(names["algo.advantage_estimator"]) >= {"reinforce++", "grpo", "rloo"}
     assert names["algo.advantage_filter"] == ADVANTAGE_FILTER_REGISTRY.names() == ["none", "paper", "released"]
     assert names["algo.kl_estimator"] == KL_ESTIMATOR_REGISTRY.names() == ["k1", "k2", "k3"]
-    assert names["reward.judge"] == JUDGES.names() == ["openai", "rule", "vllm"]
+    assert names["reward.judge"] == JUDGES.names() == ["openai", "rule", "synthetic-trace", "vllm"]
     assert names["reward.judge_prompt"] == JUDGE_PROMPTS.names() == ["concise", "released"]
     with pytest.raises(ConfigError, match=r"'algo.kl_estimator' is 'k9', expected one of the registered \['k1'"):
         load_config(overrides=["algo.kl_estimator=k9"])
-    assert needs_model_actor("vllm") and not needs_model_actor("rule")
+    assert needs_model_actor("vllm") and not needs_model_actor("rule") and not needs_model_actor("synthetic-trace")
     with pytest.raises(ConfigError, match="reward.judge=vllm needs 'reward.judge_model'"):
         load_config(overrides=["reward.judge=vllm"])  # declared at registration, checked at start-up
 
