@@ -295,3 +295,13 @@ def weights_sha(checkpoint: Path) -> str:
     for path in files:
         digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+def synthetic_trace(caption: str, said_1: str, claim_1: str, said_2: str, claim_2: str, answer: int) -> str:
+    """A reasoning trace in the synthetic task's shape, with whatever claims a test needs (r1reward.data
+    .synthetic.reasoning_target writes only right ones)."""
+    return (
+        f"<think>The image shows {caption}. Response 1 says {said_1}, which {claim_1} the image. "
+        f"Response 2 says {said_2}, which {claim_2} the image. Response {answer} is better.</think>"
+        f"<answer>{answer}</answer>"
+    )

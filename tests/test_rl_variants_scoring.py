@@ -6,14 +6,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.rl_variants import caption_names, follows_caption, quotes_responses
-
-
-def _trace(caption: str, said_1: str, claim_1: str, said_2: str, claim_2: str, answer: int) -> str:
-    return (
-        f"<think>The image shows {caption}. Response 1 says {said_1}, which {claim_1} the image. "
-        f"Response 2 says {said_2}, which {claim_2} the image. Response {answer} is better.</think>"
-        f"<answer>{answer}</answer>"
-    )
+from helpers import synthetic_trace as _trace
 
 
 def test_a_lone_shape_is_counted_as_one_and_plurals_name_their_shape():

@@ -8,17 +8,10 @@ import random
 
 import pytest
 
+from helpers import synthetic_trace as _trace
 from r1reward.algo.judges import SyntheticTraceJudge, make_judge
 from r1reward.config import load_config
 from r1reward.data.synthetic import make_example, reasoning_target, trace_picks
-
-
-def _trace(caption: str, said_1: str, claim_1: str, said_2: str, claim_2: str, answer: int) -> str:
-    return (
-        f"<think>The image shows {caption}. Response 1 says {said_1}, which {claim_1} the image. "
-        f"Response 2 says {said_2}, which {claim_2} the image. Response {answer} is better.</think>"
-        f"<answer>{answer}</answer>"
-    )
 
 
 def test_every_cold_start_trace_is_consistent_whichever_response_is_right():
