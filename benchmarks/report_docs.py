@@ -187,6 +187,7 @@ BLOCKS: dict[str, tuple[list[Path], Callable[..., str]]] = {
     "rl-variants-reasoning": _one("rl_variants_reasoning.json", rl_variants),
     "rl-variants-temperature": _one("rl_variants_temperature.json", rl_variants),
     "rl-variants-long": _one("rl_variants_long.json", rl_variants),
+    "rl-variants-trace-judge": _one("rl_variants_trace_judge.json", rl_variants),
     "rollout": _one("rollout.json", report.rollout_section),
     "end-to-end": _one("end_to_end.json", report.end_to_end_section),
     "step-breakdown": _one("end_to_end.json", report.breakdown_section),
