@@ -158,8 +158,8 @@ class RuleJudge:
 
 class SyntheticTraceJudge(RuleJudge):
     """The synthetic task's checkable chain, judged whole: +1 when the trace's claims follow its own
-    caption, pick one response, and the conclusion and answer name it; -1 when they do not; what
-    `rule_consistency` says for a trace without caption and claims."""
+    caption, pick one response, and the conclusion and answer name it; -1 when they do not (claims
+    without a caption follow nothing); for a trace without claims, what `rule_consistency` says."""
 
     def judge(self, texts: list[str]) -> JudgeResult:
         from r1reward.data.synthetic import CLAIM, trace_picks
