@@ -93,12 +93,12 @@ def main() -> int:
     out = Path(args.out)
     config = load_config(args.config)
     ensure_ray(config, out / "rl-variants-runs" / "logs")
+    stamp = machine()
     folders: dict[str, dict] = {}
     for source in sources:  # the file is rewritten after each folder: a stopped run keeps those done
         folders[source.name] = score_folder(source, args, config)
         results = next(iter(folders.values())) if len(sources) == 1 else dict(folders)
-        results["machine"] = machine()
-        (out / args.name).write_text(json.dumps(results, indent=1))
+        (out / args.name).write_text(json.dumps({**results, "machine": stamp}, indent=1))
     return 0
 
 
